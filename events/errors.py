@@ -1,0 +1,45 @@
+"""The project's one error tree. Every layer raises these, never a library's own exceptions.
+
+    DsctlError
+    ├── TransientError      retry with backoff (connection lost, timeout, no JetStream leader)
+    ├── ConflictError       retry now, after re-reading (wrong expected sequence, lost lease)
+    └── PermanentError      record, do not retry
+        ├── InvalidInput    bad manifest, flag or event: says what is wrong and where
+        │   └── MalformedEvent   a payload that does not decode; names the field
+        └── NotFound
+"""
+
+from __future__ import annotations
+
+
+class DsctlError(Exception):
+    """Base of every error the project raises on purpose."""
+
+
+class TransientError(DsctlError):
+    """The operation may succeed if retried later."""
+
+
+class ConflictError(DsctlError):
+    """Someone else wrote first (optimistic concurrency) or this process lost its lease."""
+
+
+class PermanentError(DsctlError):
+    """Retrying will not help."""
+
+
+class InvalidInput(PermanentError):
+    """Input that does not meet the contract. ``field`` is a JSON path such as ``$.spec.selector``."""
+
+    def __init__(self, message: str, field: str = "") -> None:
+        super().__init__(f"{field}: {message}" if field else message)
+        self.field = field
+        self.reason = message
+
+
+class MalformedEvent(InvalidInput):
+    """An event or command payload that cannot be decoded into its type."""
+
+
+class NotFound(PermanentError):
+    """The named object or message does not exist."""
