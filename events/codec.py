@@ -61,15 +61,16 @@ def decode(data: bytes | bytearray | memoryview) -> Envelope:
     except msgspec.DecodeError as err:
         reason, path = _field_of(err, "$")
         raise MalformedEvent(reason, path) from err
+    payload = decode_payload(wire.type, wire.schema_version, wire.data)
     return Envelope(
         id=wire.id,
         type=wire.type,
-        schema_version=wire.schema_version,
+        schema_version=payload.VERSION,  # after upcasting, the payload is in the current shape
         occurred_at=wire.occurred_at,
         source=wire.source,
         causation_id=wire.causation_id,
         correlation_id=wire.correlation_id,
-        data=decode_payload(wire.type, wire.schema_version, wire.data),
+        data=payload,
     )
 
 

@@ -1,12 +1,12 @@
 """The project's one error tree. Every layer raises these, never a library's own exceptions.
 
-    DsctlError
-    ├── TransientError      retry with backoff (connection lost, timeout, no JetStream leader)
-    ├── ConflictError       retry now, after re-reading (wrong expected sequence, lost lease)
-    └── PermanentError      record, do not retry
-        ├── InvalidInput    bad manifest, flag or event: says what is wrong and where
-        │   └── MalformedEvent   a payload that does not decode; names the field
-        └── NotFound
+DsctlError
+├── TransientError      retry with backoff (connection lost, timeout, no JetStream leader)
+├── ConflictError       retry now, after re-reading (wrong expected sequence, lost lease)
+└── PermanentError      record, do not retry
+    ├── InvalidInput    bad manifest, flag or event: says what is wrong and where
+    │   └── MalformedEvent   a payload that does not decode; names the field
+    └── NotFound
 """
 
 from __future__ import annotations

@@ -42,9 +42,7 @@ def subject_for(event: Event) -> str:
     if isinstance(event, DaemonSetApplied | DaemonSetDeleted):
         return f"{PREFIX}.ds.{token(event.namespace)}.{token(event.name)}.{_suffix(tag)}"
     if isinstance(event, PodEvent):
-        return (
-            f"{PREFIX}.pod.{token(event.node)}.{token(event.namespace)}.{token(event.name)}.{_suffix(tag)}"
-        )
+        return f"{PREFIX}.pod.{token(event.node)}.{token(event.namespace)}.{token(event.name)}.{_suffix(tag)}"
     if tag.startswith("node."):
         name: str = getattr(event, "name")  # noqa: B009 - every node fact has a name
         return f"{PREFIX}.node.{token(name)}.{_suffix(tag)}"

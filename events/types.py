@@ -177,20 +177,6 @@ class PodEvicted(PodEvent, frozen=True, kw_only=True):
     reason: str = ""
 
 
-class PodAdopted(PodEvent, frozen=True, kw_only=True):
-    """The controller claimed an orphan pod for a DaemonSet whose selector matches it (A.7)."""
-
-    TAG: ClassVar[str] = "pod.adopted"
-    owner_uid: str
-    owner_name: str
-
-
-class PodReleased(PodEvent, frozen=True, kw_only=True):
-    """The controller released a pod that no longer matches its selector, or was orphaned (A.7, A.12)."""
-
-    TAG: ClassVar[str] = "pod.released"
-
-
 # --- commands (sent to executors; also recorded inside decisions) ----------------------------------------
 
 
@@ -304,8 +290,6 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     PodTerminating,
     PodDeleted,
     PodEvicted,
-    PodAdopted,
-    PodReleased,
     DecisionRecorded,
 )
 

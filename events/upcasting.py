@@ -47,8 +47,6 @@ def _condition_flat_to_nested(payload: Payload) -> Payload:
     if "command_id" in payload:
         out["command_id"] = payload["command_id"]
     out["condition"] = {
-        k: payload[k]
-        for k in ("type", "status", "reason", "message", "lastTransitionTime")
-        if k in payload
+        k: payload[k] for k in ("type", "status", "reason", "message", "lastTransitionTime") if k in payload
     }
     return out

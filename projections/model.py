@@ -13,6 +13,7 @@ from __future__ import annotations
 import msgspec
 
 from events.k8s import DaemonSetSpec, NodeCondition, PodTemplate, PropagationPolicy, Taint
+from events.types import DaemonSetStatus
 
 Timestamp = float
 
@@ -67,6 +68,8 @@ class DaemonSetState(msgspec.Struct, kw_only=True):
     #: every revision ever used, keyed by hash; retention (revisionHistoryLimit) is a view in the core
     revisions: dict[str, Revision] = {}
     observed_generation: int = 0
+    #: the status the last recorded decision computed (so a reconcile can tell "nothing changed")
+    status: DaemonSetStatus = DaemonSetStatus()
     collision_count: int = 0
     backoffs: dict[str, Backoff] = {}
     last_decision_seq: int = 0
@@ -138,3 +141,5 @@ class ClusterState(msgspec.Struct, kw_only=True):
     pods_by_owner: dict[str, set[str]] = {}
     #: DaemonSet key -> ids of its commands in flight
     in_flight_by_ds: dict[str, set[str]] = {}
+    #: pod key -> ids of commands in flight for that pod
+    in_flight_by_pod: dict[str, set[str]] = {}

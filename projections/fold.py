@@ -1,0 +1,361 @@
+"""The fold: ``apply(state, envelope, seq)`` takes the read model one event further.
+
+Level facts (a node's labels, a pod's phase) overwrite; nothing here decides anything. Three rules stand
+in for cluster machinery that has no log of its own, and are applied here so every replay agrees:
+
+- **Pod garbage collection on node removal.** ``node.removed`` drops the pods bound to that node and the
+  commands in flight for it (upstream leaves this to the pod GC, A.5).
+- **Orphan cascade.** ``daemonset.deleted`` with policy Orphan strips the owner from its pods (A.12).
+- **Background/foreground cascade.** The DaemonSet leaves ``daemonsets`` (background) or stays marked
+  ``deleting`` (foreground) until its last pod is reported gone; the reconciler deletes those pods.
+
+Events about unknown objects (a label change for a node never registered, a report for a pod never
+created) are ignored rather than raised: the log is immutable, and one bad input must not stop every
+later replay. Ingest validation is where such input is refused.
+"""
+
+from __future__ import annotations
+
+from events.envelope import Envelope
+from events.k8s import CHANGE_CAUSE_ANNOTATION
+from events.types import (
+    CreatePod,
+    DaemonSetApplied,
+    DaemonSetDeleted,
+    DecisionRecorded,
+    DeletePod,
+    Event,
+    EvictPod,
+    NodeConditionChanged,
+    NodeCordoned,
+    NodeLabelsChanged,
+    NodeRegistered,
+    NodeRemoved,
+    NodeTaintsChanged,
+    NodeUncordoned,
+    PodCreated,
+    PodDeleted,
+    PodEvent,
+    PodEvicted,
+    PodFailed,
+    PodNotReady,
+    PodReady,
+    PodRunning,
+    PodSucceeded,
+    PodTerminating,
+)
+from projections.model import (
+    Backoff,
+    ClusterState,
+    DaemonSetState,
+    InFlight,
+    NodeState,
+    PodState,
+    Revision,
+    Timestamp,
+    object_key,
+)
+
+
+def apply(state: ClusterState, envelope: Envelope, seq: int) -> ClusterState:
+    """Fold one stored event (at stream sequence ``seq``) into ``state``, in place; returns it."""
+    at = envelope.occurred_at.timestamp()
+    state.seq = seq
+    state.last_time = at
+    apply_event(state, envelope.data, seq, at)
+    return state
+
+
+def apply_event(state: ClusterState, event: Event, seq: int, at: Timestamp) -> None:
+    match event:
+        case PodEvent():
+            _apply_pod(state, event, seq, at)
+        case DecisionRecorded():
+            _apply_decision(state, event, seq, at)
+        case NodeRegistered():
+            old = state.nodes.get(event.name)
+            state.nodes[event.name] = NodeState(
+                name=event.name,
+                labels=dict(event.labels),
+                taints=list(event.taints),
+                unschedulable=event.unschedulable,
+                conditions={c.type: c for c in event.conditions},
+                capacity=dict(event.capacity),
+                created_at=old.created_at if old is not None else at,
+                updated_seq=seq,
+            )
+        case NodeLabelsChanged():
+            if (node := state.nodes.get(event.name)) is not None:
+                node.labels = dict(event.labels)
+                node.updated_seq = seq
+        case NodeTaintsChanged():
+            if (node := state.nodes.get(event.name)) is not None:
+                node.taints = list(event.taints)
+                node.updated_seq = seq
+        case NodeCordoned() | NodeUncordoned():
+            if (node := state.nodes.get(event.name)) is not None:
+                node.unschedulable = isinstance(event, NodeCordoned)
+                node.updated_seq = seq
+        case NodeConditionChanged():
+            if (node := state.nodes.get(event.name)) is not None:
+                node.conditions = {**node.conditions, event.condition.type: event.condition}
+                node.updated_seq = seq
+        case NodeRemoved():
+            _remove_node(state, event.name)
+        case DaemonSetApplied():
+            _apply_daemonset(state, event, seq, at)
+        case DaemonSetDeleted():
+            _delete_daemonset(state, event)
+        case _:
+            pass  # a tag this fold does not read (forward compatibility)
+
+
+# --- nodes ---------------------------------------------------------------------------------------------
+
+
+def _remove_node(state: ClusterState, name: str) -> None:
+    state.nodes.pop(name, None)
+    for pod_key in list(state.pods_by_node.get(name, ())):
+        _drop_pod(state, pod_key)
+    state.pods_by_node.pop(name, None)
+    for cmd_id in [c.command_id for c in state.in_flight.values() if c.node == name]:
+        _clear_in_flight(state, cmd_id)
+
+
+# --- DaemonSets ----------------------------------------------------------------------------------------
+
+
+def _apply_daemonset(state: ClusterState, event: DaemonSetApplied, seq: int, at: Timestamp) -> None:
+    key = object_key(event.namespace, event.name)
+    ds = state.daemonsets.get(key)
+    if ds is None or ds.uid != event.uid:
+        if ds is not None:  # replaced under the same name by a new object: the old one is gone
+            _forget_daemonset(state, ds)
+        ds = DaemonSetState(
+            namespace=event.namespace,
+            name=event.name,
+            uid=event.uid,
+            generation=event.generation,
+            spec=event.spec,
+            template_hash=event.template_hash,
+            labels=dict(event.labels),
+            annotations=dict(event.annotations),
+            created_at=at,
+            applied_seq=seq,
+            revisions={},
+            backoffs={},
+        )
+        state.daemonsets[key] = ds
+    else:
+        ds.generation = event.generation
+        ds.spec = event.spec
+        ds.template_hash = event.template_hash
+        ds.labels = dict(event.labels)
+        ds.annotations = dict(event.annotations)
+        ds.applied_seq = seq
+    # revisions only roll forward (A.10): re-using an old template renumbers its revision
+    top = max((r.number for r in ds.revisions.values()), default=0)
+    rev = ds.revisions.get(event.template_hash)
+    cause = event.annotations.get(CHANGE_CAUSE_ANNOTATION, "")
+    if rev is None:
+        ds.revisions[event.template_hash] = Revision(
+            hash=event.template_hash,
+            number=top + 1,
+            template=event.spec.template,
+            change_cause=cause,
+            created_at=at,
+        )
+    elif rev.number < top:
+        rev.number = top + 1
+        rev.change_cause = cause or rev.change_cause
+
+
+def _delete_daemonset(state: ClusterState, event: DaemonSetDeleted) -> None:
+    key = object_key(event.namespace, event.name)
+    ds = state.daemonsets.get(key)
+    if ds is None or ds.uid != event.uid:
+        return
+    owned = state.pods_by_owner.get(ds.uid, set())
+    if event.propagation_policy == "Orphan":
+        for pod_key in owned:
+            pod = state.pods[pod_key]
+            pod.owner_uid = ""
+            pod.owner_name = ""
+        state.pods_by_owner.pop(ds.uid, None)
+        _forget_daemonset(state, ds)
+    elif event.propagation_policy == "Foreground" and owned:
+        ds.deleting = True
+        ds.deletion_policy = "Foreground"
+    else:
+        _forget_daemonset(state, ds)
+        if owned:
+            ds.deleting = True
+            ds.deletion_policy = event.propagation_policy
+            state.deleted[ds.uid] = ds
+
+
+def _forget_daemonset(state: ClusterState, ds: DaemonSetState) -> None:
+    if state.daemonsets.get(ds.key) is ds:
+        del state.daemonsets[ds.key]
+
+
+def _owner_gone_check(state: ClusterState, owner_uid: str, owner_name: str, namespace: str) -> None:
+    """After a pod went away: finish a cascade whose last pod this was."""
+    if not owner_uid or state.pods_by_owner.get(owner_uid):
+        return
+    state.pods_by_owner.pop(owner_uid, None)
+    state.deleted.pop(owner_uid, None)
+    ds = state.daemonsets.get(object_key(namespace, owner_name))
+    if ds is not None and ds.uid == owner_uid and ds.deleting:
+        del state.daemonsets[ds.key]
+
+
+# --- pods ----------------------------------------------------------------------------------------------
+
+
+def _apply_pod(state: ClusterState, event: PodEvent, seq: int, at: Timestamp) -> None:
+    key = object_key(event.namespace, event.name)
+    if isinstance(event, PodCreated):
+        if key in state.pods:
+            return  # a redelivered report: the first one counts
+        pod = PodState(
+            namespace=event.namespace,
+            name=event.name,
+            uid=event.uid,
+            node=event.node,
+            owner_uid=event.owner_uid,
+            owner_name=event.owner_name,
+            revision_hash=event.revision_hash,
+            labels=dict(event.labels),
+            created_at=at,
+            created_seq=seq,
+            command_id=event.command_id,
+        )
+        state.pods[key] = pod
+        state.pods_by_node.setdefault(event.node, set()).add(key)
+        if pod.owner_uid:
+            state.pods_by_owner.setdefault(pod.owner_uid, set()).add(key)
+        _clear_in_flight(state, event.command_id)
+        return
+    pod_or_none = state.pods.get(key)
+    if pod_or_none is None:
+        _clear_in_flight(state, event.command_id)
+        return
+    pod = pod_or_none
+    match event:
+        case PodRunning():
+            if not pod.terminal:
+                pod.phase = "Running"
+        case PodReady():
+            if not pod.terminal:
+                pod.phase = "Running"
+                if not pod.ready:
+                    pod.ready = True
+                    pod.ready_since = at
+        case PodNotReady():
+            pod.ready = False
+            pod.ready_since = None
+        case PodFailed():
+            pod.phase = "Failed"
+            pod.ready = False
+            pod.ready_since = None
+        case PodSucceeded():
+            pod.phase = "Succeeded"
+            pod.ready = False
+            pod.ready_since = None
+        case PodTerminating():
+            if pod.deletion_timestamp is None:
+                pod.deletion_timestamp = at
+            _clear_in_flight(state, event.command_id)
+        case PodDeleted() | PodEvicted():
+            _drop_pod(state, key)
+            _clear_in_flight(state, event.command_id)
+        case _:
+            pass
+
+
+def _drop_pod(state: ClusterState, key: str) -> None:
+    pod = state.pods.pop(key, None)
+    if pod is None:
+        return
+    on_node = state.pods_by_node.get(pod.node)
+    if on_node is not None:
+        on_node.discard(key)
+        if not on_node:
+            del state.pods_by_node[pod.node]
+    if pod.owner_uid:
+        owned = state.pods_by_owner.get(pod.owner_uid)
+        if owned is not None:
+            owned.discard(key)
+        _owner_gone_check(state, pod.owner_uid, pod.owner_name, pod.namespace)
+    # a command in flight for this pod is answered by its disappearance, whoever reported it
+    for cmd_id in list(state.in_flight_by_pod.get(key, ())):
+        _clear_in_flight(state, cmd_id)
+
+
+# --- decisions -----------------------------------------------------------------------------------------
+
+
+_COMMAND_KINDS: dict[type, str] = {CreatePod: "create_pod", DeletePod: "delete_pod", EvictPod: "evict_pod"}
+
+
+def _apply_decision(state: ClusterState, event: DecisionRecorded, seq: int, at: Timestamp) -> None:
+    ds_key = object_key(event.namespace, event.name)
+    for cmd in event.commands:
+        _clear_in_flight(state, cmd.id)  # a re-recorded command replaces its older entry
+        state.in_flight[cmd.id] = InFlight(
+            command_id=cmd.id,
+            kind=_COMMAND_KINDS[type(cmd)],
+            ds_key=ds_key,
+            node=cmd.node,
+            namespace=cmd.namespace,
+            pod_name=cmd.pod_name,
+            issued_at=at,
+            decision_seq=seq,
+        )
+        state.in_flight_by_ds.setdefault(ds_key, set()).add(cmd.id)
+        state.in_flight_by_pod.setdefault(object_key(cmd.namespace, cmd.pod_name), set()).add(cmd.id)
+    ds = state.daemonsets.get(ds_key)
+    if ds is None or ds.uid != event.uid:
+        ds = state.deleted.get(event.uid)
+    if ds is None:
+        return
+    ds.last_decision_seq = seq
+    ds.observed_generation = max(ds.observed_generation, event.status.observed_generation)
+    ds.status = event.status
+    ds.collision_count = max(ds.collision_count, event.status.collision_count)
+    for b in event.backoffs:
+        ds.backoffs[b.node] = Backoff(
+            generation=b.generation, delay_seconds=b.delay_seconds, until=b.until.timestamp()
+        )
+    for pod_key in event.adopted:
+        pod = state.pods.get(pod_key)
+        if pod is not None and not pod.owner_uid:
+            pod.owner_uid = ds.uid
+            pod.owner_name = ds.name
+            state.pods_by_owner.setdefault(ds.uid, set()).add(pod_key)
+    for pod_key in event.released:
+        pod = state.pods.get(pod_key)
+        if pod is not None and pod.owner_uid == ds.uid:
+            pod.owner_uid = ""
+            pod.owner_name = ""
+            owned = state.pods_by_owner.get(ds.uid)
+            if owned is not None:
+                owned.discard(pod_key)
+
+
+def _clear_in_flight(state: ClusterState, command_id: str) -> None:
+    if not command_id:
+        return
+    cmd = state.in_flight.pop(command_id, None)
+    if cmd is None:
+        return
+    for index, key in (
+        (state.in_flight_by_ds, cmd.ds_key),
+        (state.in_flight_by_pod, object_key(cmd.namespace, cmd.pod_name)),
+    ):
+        ids = index.get(key)
+        if ids is not None:
+            ids.discard(command_id)
+            if not ids:
+                del index[key]
