@@ -5,6 +5,8 @@
     dse.pod.<node>.<namespace>.<pod>.<type> pod reports (namespace added to the starting design: pod
                                             names are unique per namespace only)
     dse.decision.<namespace>.<name>        reconcile decisions
+    dse.decision._leader                   leader elections (inside the decision tree: fencing, see
+                                            engine/shell/lease.py; ``_`` cannot start a namespace)
     dse.cmd.<node>                         commands for one node's executor (command stream)
     dse.rejected.<reason>                  input that failed validation (rejected stream)
 
@@ -14,7 +16,14 @@ DNS-1123, so they never contain ``_``; a ``.`` in a name is written ``_`` to kee
 
 from __future__ import annotations
 
-from events.types import DaemonSetApplied, DaemonSetDeleted, DecisionRecorded, Event, PodEvent
+from events.types import (
+    DaemonSetApplied,
+    DaemonSetDeleted,
+    DecisionRecorded,
+    Event,
+    LeaderElected,
+    PodEvent,
+)
 
 PREFIX = "dse"
 EVENT_SUBJECTS: tuple[str, ...] = (
@@ -25,6 +34,9 @@ EVENT_SUBJECTS: tuple[str, ...] = (
 )
 COMMAND_SUBJECTS: tuple[str, ...] = (f"{PREFIX}.cmd.>",)
 REJECTED_SUBJECTS: tuple[str, ...] = (f"{PREFIX}.rejected.>",)
+#: every decision and leader election: the single-writer tree the leader fences its appends on
+DECISION_TREE = f"{PREFIX}.decision.>"
+LEADER_SUBJECT = f"{PREFIX}.decision._leader"
 
 
 def token(name: str) -> str:
@@ -39,6 +51,8 @@ def subject_for(event: Event) -> str:
     tag = event.TAG
     if isinstance(event, DecisionRecorded):
         return f"{PREFIX}.decision.{token(event.namespace)}.{token(event.name)}"
+    if isinstance(event, LeaderElected):
+        return LEADER_SUBJECT
     if isinstance(event, DaemonSetApplied | DaemonSetDeleted):
         return f"{PREFIX}.ds.{token(event.namespace)}.{token(event.name)}.{_suffix(tag)}"
     if isinstance(event, PodEvent):
@@ -83,5 +97,7 @@ def type_filter(tag: str) -> str:
     if kind == "pod":
         return f"{PREFIX}.pod.*.*.*.{suffix}"
     if kind == "decision":
-        return f"{PREFIX}.decision.>"
+        return f"{PREFIX}.decision.*.*"
+    if kind == "leader":
+        return LEADER_SUBJECT
     raise ValueError(f"unknown event kind in tag {tag!r}")

@@ -271,6 +271,15 @@ class DecisionRecorded(Event, frozen=True, kw_only=True):
     leader: str = ""
 
 
+class LeaderElected(Event, frozen=True, kw_only=True):
+    """An engine took the leader lease. Written on the decision subjects, so that every decision a
+    deposed leader tries to append afterwards fails its expected-sequence check (fencing)."""
+
+    TAG: ClassVar[str] = "leader.elected"
+    holder: str
+    epoch: int
+
+
 EVENT_TYPES: tuple[type[Event], ...] = (
     NodeRegistered,
     NodeLabelsChanged,
@@ -291,6 +300,7 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     PodDeleted,
     PodEvicted,
     DecisionRecorded,
+    LeaderElected,
 )
 
 BY_TAG: dict[str, type[Event]] = {cls.TAG: cls for cls in EVENT_TYPES}
