@@ -1,0 +1,284 @@
+"""The reconciler service: events in, decisions and commands out.
+
+    follow log ──► Projector.fold ──► triggers ──► KeyQueue ──► worker: reconcile(state, key, now)
+                                                                 │ decision? append (fenced) ──► log
+                                                                 └ commands: publish ──► dse.cmd.<node>
+
+- **Keys, not events.** Triggers turn each folded event into the DaemonSet keys it can affect; workers
+  reconcile one key at a time per key, several keys at once.
+- **Read your writes.** After appending a decision at sequence S, the key is not reconciled again until
+  the projection has folded S (else it would decide again from a state that lacks its own commands:
+  upstream's stale-cache duplicate pods, KEP-5647).
+- **Fencing.** Decisions are appended one at a time with an expected last sequence on the whole
+  decision subject tree (``Nats-Expected-Last-Subject-Sequence-Subject: dse.decision.>``). A new
+  leader first appends ``leader.elected`` there, so the next decision of a deposed leader fails with
+  ConflictError and that engine stops reconciling.
+- **No lost command.** Commands are published after their decision is stored; a leader that starts
+  (or restarts) re-publishes every command still in flight (the ``Nats-Msg-Id`` dedupes and the
+  executors are idempotent), and the core re-issues commands whose in-flight entry timed out.
+- **Timers.** A reconcile's ``requeue_after`` puts the key back on the queue at that time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+
+import msgspec
+import structlog
+from nats.aio.client import Client
+
+from engine.core.reconcile import reconcile
+from engine.core.triggers import Before, PlacementCache, affected_keys, before
+from engine.shell.metrics import Metrics
+from engine.shell.projector import Projector
+from engine.shell.store import EventStore, StoredEvent
+from engine.shell.workqueue import KeyQueue, QueueClosed
+from events import codec
+from events.envelope import wrap
+from events.errors import ConflictError, DsctlError, TransientError
+from events.ids import stable_id
+from events.subjects import DECISION_TREE, command_subject
+from events.types import AnyCommand, DecisionRecorded, LeaderElected
+from projections.model import ClusterState
+
+log = structlog.get_logger("dsctl.controller")
+
+Clock = Callable[[], float]
+
+
+class LeadershipLost(ConflictError):
+    """A decision append was fenced off: another engine leads now."""
+
+
+class DecisionWriter:
+    """Appends the leader's decisions one at a time, each fenced on the decision subject tree."""
+
+    def __init__(self, store: EventStore, holder: str, clock: Clock = time.time) -> None:
+        self.store = store
+        self.holder = holder
+        self._clock = clock
+        self.tree_seq: int | None = None
+        self._lock = asyncio.Lock()
+
+    async def elect(self, epoch: int) -> int:
+        """Record this engine's election; from here on a deposed leader's appends fail."""
+        env = wrap(
+            LeaderElected(holder=self.holder, epoch=epoch),
+            id=stable_id("leader", self.holder, epoch),
+            occurred_at=datetime.fromtimestamp(self._clock(), UTC),
+            source=self.holder,
+        )
+        async with self._lock:
+            result = await self.store.append(env)
+            self.tree_seq = result.seq
+        return result.seq
+
+    async def append(self, decision: DecisionRecorded, *, causation_id: str = "") -> int:
+        if self.tree_seq is None:
+            raise LeadershipLost("not elected")
+        env = wrap(
+            decision,
+            id=stable_id("decision", decision.uid, decision.state_seq, decision.generation, self.tree_seq),
+            occurred_at=datetime.fromtimestamp(self._clock(), UTC),
+            source=self.holder,
+            causation_id=causation_id,
+        )
+        async with self._lock:
+            try:
+                result = await self.store.append(
+                    env,
+                    expected_last_subject_seq=self.tree_seq,
+                    expected_subject_filter=DECISION_TREE,
+                )
+            except ConflictError as err:
+                self.tree_seq = None
+                raise LeadershipLost(f"decision for {decision.namespace}/{decision.name} fenced: {err}") from err
+            self.tree_seq = max(self.tree_seq, result.seq)
+            return result.seq
+
+
+class CommandPublisher:
+    """Publishes commands to their node's subject with the command id as ``Nats-Msg-Id``."""
+
+    def __init__(self, nc: Client, *, timeout: float = 5.0) -> None:
+        self._js = nc.jetstream(timeout=timeout)
+        self.published = 0
+
+    async def publish(self, commands: Sequence[AnyCommand]) -> None:
+        if not commands:
+            return
+        futures = []
+        try:
+            for cmd in commands:
+                futures.append(
+                    await self._js.publish_async(
+                        command_subject(cmd.node),
+                        codec.encode_command(cmd),
+                        headers={"Nats-Msg-Id": cmd.id},
+                    )
+                )
+            await asyncio.gather(*futures)
+        except DsctlError:
+            raise
+        except Exception as err:
+            raise TransientError(f"publishing {len(commands)} commands failed: {err}") from err
+        self.published += len(commands)
+
+
+class Controller:
+    def __init__(
+        self,
+        projector: Projector,
+        writer: DecisionWriter,
+        publisher: CommandPublisher,
+        *,
+        clock: Clock = time.time,
+        workers: int = 4,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.projector = projector
+        self.writer = writer
+        self.publisher = publisher
+        self.clock = clock
+        self.workers = workers
+        self.metrics = metrics or Metrics()
+        self.queue = KeyQueue(time.monotonic)
+        self._cache = PlacementCache()
+        self._min_seq: dict[str, int] = {}
+        self._leading = False
+        self.lost = asyncio.Event()
+        projector.listen(self._before, self._after)
+
+    # --- triggers (called by the projector, synchronously, around each fold) -------------------------
+
+    def _before(self, state: ClusterState, stored: StoredEvent) -> object:
+        return before(state, stored.envelope.data)
+
+    def _after(self, state: ClusterState, stored: StoredEvent, ctx: object) -> None:
+        assert isinstance(ctx, Before)
+        self.metrics.events_folded += 1
+        if not self._leading:
+            return
+        for key in affected_keys(state, stored.envelope.data, ctx, self._cache):
+            self.queue.add(key)
+
+    # --- leadership -------------------------------------------------------------------------------
+
+    async def lead(self, epoch: int) -> None:
+        """Become the reconciler: fence, re-publish what is in flight, queue every DaemonSet, work."""
+        await self.writer.elect(epoch)
+        await self.projector.wait_for(self.writer.tree_seq or 0)
+        self._leading = True
+        self.lost.clear()
+        await self.republish_in_flight()
+        for key in sorted(self.projector.state.daemonsets):
+            self.queue.add(key)
+        for ds in list(self.projector.state.deleted.values()):
+            self.queue.add(ds.key)
+        tasks = [asyncio.ensure_future(self._worker(i)) for i in range(self.workers)]
+        try:
+            await self.lost.wait()
+        finally:
+            self._leading = False
+            for t in tasks:
+                t.cancel()
+            for t in tasks:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await t
+
+    def step_down(self) -> None:
+        self._leading = False
+        self.lost.set()
+
+    async def republish_in_flight(self) -> int:
+        """Publish again every command in flight (a crash between a decision and its publish)."""
+        state = self.projector.state
+        by_decision: dict[int, set[str]] = {}
+        for cmd in state.in_flight.values():
+            by_decision.setdefault(cmd.decision_seq, set()).add(cmd.command_id)
+        count = 0
+        for seq, ids in sorted(by_decision.items()):
+            try:
+                stored = await self.projector.store.get(seq)
+            except DsctlError as err:
+                log.warning("controller.republish_skipped", seq=seq, error=str(err))
+                continue
+            decision = stored.envelope.data
+            if isinstance(decision, DecisionRecorded):
+                cmds = [c for c in decision.commands if c.id in ids]
+                await self.publisher.publish(cmds)
+                count += len(cmds)
+        if count:
+            log.info("controller.republished", commands=count)
+        return count
+
+    # --- the work ---------------------------------------------------------------------------------
+
+    async def _worker(self, index: int) -> None:
+        while True:
+            try:
+                key = await self.queue.get()
+            except QueueClosed:
+                return
+            try:
+                await self.reconcile_key(key)
+            except LeadershipLost as err:
+                log.warning("controller.deposed", error=str(err))
+                self.step_down()
+                return
+            except TransientError as err:
+                log.warning("controller.retry", key=key, error=str(err))
+                self.queue.add_after(key, 1.0)
+            except Exception:
+                log.exception("controller.reconcile_failed", key=key)
+                self.queue.add_after(key, 5.0)
+            finally:
+                self.queue.done(key)
+
+    async def reconcile_key(self, key: str) -> DecisionRecorded | None:
+        need = self._min_seq.get(key, 0)
+        if need and not await self.projector.wait_for(need, timeout=10.0):
+            raise TransientError(f"projection did not reach sequence {need}")
+        self._min_seq.pop(key, None)
+        state = self.projector.state
+        now = self.clock()
+        started = time.perf_counter()
+        result = reconcile(state, key, now)
+        decide_ms = (time.perf_counter() - started) * 1000
+        decision = result.decision
+        seq = 0
+        if decision is not None:
+            decision = msgspec.structs.replace(decision, leader=self.writer.holder)
+            seq = await self.writer.append(decision)
+            self._min_seq[key] = seq
+            await self.publisher.publish(decision.commands)
+            self.metrics.decisions += 1
+            self.metrics.commands += len(decision.commands)
+        self.metrics.reconciles += 1
+        if result.requeue_after is not None:
+            self.queue.add_after(key, result.requeue_after)
+        st = result.status
+        log.info(
+            "reconcile",
+            ds=key,
+            state_seq=state.seq,
+            decision_seq=seq or None,
+            commands=len(decision.commands) if decision else 0,
+            desired=st.desired_number_scheduled,
+            current=st.current_number_scheduled,
+            ready=st.number_ready,
+            updated=st.updated_number_scheduled,
+            available=st.number_available,
+            misscheduled=st.number_misscheduled,
+            requeue_after=result.requeue_after,
+            ms=round(decide_ms, 2),
+        )
+        return decision
+
+    def close(self) -> None:
+        self.queue.close()
+

@@ -1,0 +1,177 @@
+"""The simulated driver: pods that only exist as reports, steered by pod-template annotations.
+
+Used by the demo, the tests and the scale benchmarks. Defaults: Ready ``ready_after`` seconds after
+creation (0.0 = at once), deleted pods gone at once. Annotations on the pod template change that:
+
+    sim.dsctl.io/ready-after: "<seconds>"      Running at once, Ready after that long
+    sim.dsctl.io/never-ready: "true"           Running, never Ready (stalls a rolling update)
+    sim.dsctl.io/fail-after: "<seconds>"       phase Failed after that long
+    sim.dsctl.io/exit-after: "<seconds>"       phase Succeeded after that long
+    sim.dsctl.io/terminate-after: "<seconds>"  a deleted pod stays Terminating that long
+
+A malformed value (``"soon"``) is reported as a pod failure with a reason naming the annotation,
+rather than crashing the executor: the template came from a user.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Coroutine
+from typing import Any
+
+from engine.shell.drivers.base import LocalPod, PodReporter, pod_fields
+from events.types import (
+    PodCreated,
+    PodDeleted,
+    PodEvicted,
+    PodFailed,
+    PodReady,
+    PodRunning,
+    PodSucceeded,
+    PodTerminating,
+)
+
+ANNOTATION_PREFIX = "sim.dsctl.io/"
+READY_AFTER = ANNOTATION_PREFIX + "ready-after"
+NEVER_READY = ANNOTATION_PREFIX + "never-ready"
+FAIL_AFTER = ANNOTATION_PREFIX + "fail-after"
+EXIT_AFTER = ANNOTATION_PREFIX + "exit-after"
+TERMINATE_AFTER = ANNOTATION_PREFIX + "terminate-after"
+
+
+class BadAnnotation(ValueError):
+    pass
+
+
+def _seconds(annotations: dict[str, str], key: str) -> float | None:
+    raw = annotations.get(key)
+    if raw is None:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        raise BadAnnotation(f"annotation {key}={raw!r} is not a number of seconds") from None
+    if value < 0:
+        raise BadAnnotation(f"annotation {key}={raw!r} is negative")
+    return value
+
+
+class SimDriver:
+    name = "sim"
+
+    def __init__(self, ready_after: float = 0.0) -> None:
+        self.ready_after = ready_after
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+
+    def _spawn(self, key: str, coro: Coroutine[Any, Any, None]) -> None:
+        old = self._tasks.pop(key, None)
+        if old is not None:
+            old.cancel()
+        task = asyncio.ensure_future(coro)
+        self._tasks[key] = task
+
+        def forget(done: asyncio.Task[None]) -> None:
+            if self._tasks.get(key) is done:
+                del self._tasks[key]
+
+        task.add_done_callback(forget)
+
+    async def start(self, pod: LocalPod, command_id: str, reporter: PodReporter) -> None:
+        await reporter.report(
+            PodCreated(
+                namespace=pod.namespace,
+                name=pod.name,
+                node=pod.node,
+                uid=pod.uid,
+                owner_uid=pod.owner_uid,
+                owner_name=pod.owner_name,
+                revision_hash=pod.revision_hash,
+                labels=dict(pod.template.metadata.labels) | {"controller-revision-hash": pod.revision_hash},
+                command_id=command_id,
+            ),
+            causation_id=command_id,
+        )
+        await self.resume(pod, command_id, reporter)
+
+    async def resume(self, pod: LocalPod, command_id: str, reporter: PodReporter) -> None:
+        """Carry a created pod on through its life (also after an executor restart)."""
+        self._spawn(pod.key, self._life(pod, command_id, reporter))
+
+    async def _life(self, pod: LocalPod, command_id: str, reporter: PodReporter) -> None:
+        ann = pod.template.metadata.annotations
+        common = pod_fields(pod, command_id)
+        try:
+            ready_after = _seconds(ann, READY_AFTER)
+            fail_after = _seconds(ann, FAIL_AFTER)
+            exit_after = _seconds(ann, EXIT_AFTER)
+        except BadAnnotation as err:
+            await reporter.report(PodFailed(**common, reason=str(err)), causation_id=command_id)
+            pod.phase = "Failed"
+            return
+        if pod.phase == "Pending":
+            await reporter.report(PodRunning(**common), causation_id=command_id)
+            pod.phase = "Running"
+        never_ready = ann.get(NEVER_READY, "").lower() == "true"
+        end = min((t for t in (fail_after, exit_after) if t is not None), default=None)
+        ready_at = ready_after if ready_after is not None else self.ready_after
+        if not never_ready and not pod.ready and (end is None or ready_at < end):
+            if ready_at > 0:
+                await asyncio.sleep(ready_at)
+            await reporter.report(PodReady(**common), causation_id=command_id)
+            pod.ready = True
+        if end is None:
+            return
+        await asyncio.sleep(max(0.0, end - (ready_at if pod.ready else 0.0)))
+        if fail_after is not None and end == fail_after:
+            await reporter.report(
+                PodFailed(**common, reason="sim: fail-after", exit_code=1), causation_id=command_id
+            )
+            pod.phase = "Failed"
+        else:
+            await reporter.report(PodSucceeded(**common), causation_id=command_id)
+            pod.phase = "Succeeded"
+        pod.ready = False
+
+    async def stop(
+        self, pod: LocalPod, command_id: str, reporter: PodReporter, *, grace_seconds: float, evict: bool
+    ) -> None:
+        life = self._tasks.pop(pod.key, None)
+        if life is not None:
+            life.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await life
+        common = pod_fields(pod, command_id)
+        try:
+            linger = _seconds(pod.template.metadata.annotations, TERMINATE_AFTER) or 0.0
+        except BadAnnotation:
+            linger = 0.0
+        if not pod.terminating:
+            pod.terminating = True
+            await reporter.report(PodTerminating(**common, grace_period_seconds=int(grace_seconds)),
+                                  causation_id=command_id)
+        if linger > 0:
+            self._spawn(pod.key, self._finish(pod, command_id, reporter, linger, evict))
+        else:
+            await self._finish(pod, command_id, reporter, 0.0, evict)
+
+    async def _finish(
+        self, pod: LocalPod, command_id: str, reporter: PodReporter, linger: float, evict: bool
+    ) -> None:
+        if linger > 0:
+            await asyncio.sleep(linger)
+        common = pod_fields(pod, command_id)
+        if evict:
+            await reporter.report(PodEvicted(**common, reason="evicted"), causation_id=command_id)
+        else:
+            await reporter.report(PodDeleted(**common), causation_id=command_id)
+        pod.phase = "Deleted"
+
+    async def close(self) -> None:
+        tasks = list(self._tasks.values())
+        self._tasks.clear()
+        for t in tasks:
+            t.cancel()
+        for t in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
