@@ -1,0 +1,148 @@
+"""Raw JetStream API calls and the one place where NATS failures become the project's error tree.
+
+Why raw ``$JS.API.*`` requests instead of nats-py's ``JetStreamManager``: the stream definitions in
+``ops/streams`` are kept in the server's own JSON form, so sending them as-is keeps them exact (the 2.12+
+strict API rejects unknown fields, and nats-py's dataclasses convert durations and drop fields it does
+not know). The responses carry ``err_code``, which is what the mapping below needs.
+
+Mapping (jetstream-notes §1.2, §1.3):
+
+    10071 wrong last sequence, 10070 wrong last msg id     -> ConflictError (re-read, retry now)
+    404 / 10059 stream, 10014 consumer, 10037 message      -> NotFound
+    503, no responders, timeouts, connection closed        -> TransientError (retry with backoff)
+    anything else the server refuses (10057 delete on a
+    deny_delete stream, 10110 purge, 10052 config change)  -> PermanentError
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import msgspec
+import nats.errors
+import nats.js.errors
+from nats.aio.client import Client
+
+from events.errors import ConflictError, DsctlError, NotFound, PermanentError, TransientError
+
+API_PREFIX = "$JS.API"
+CONFLICT_CODES = frozenset({10070, 10071})
+NOT_FOUND_CODES = frozenset({10014, 10037, 10059})
+
+
+class JetStreamConflict(ConflictError):
+    """The server refused an expected-sequence (or expected-msg-id) check."""
+
+    def __init__(self, message: str, err_code: int) -> None:
+        super().__init__(message)
+        self.err_code = err_code
+
+
+class JetStreamRefused(PermanentError):
+    """The server refused the request for a reason a retry will not change."""
+
+    def __init__(self, message: str, err_code: int) -> None:
+        super().__init__(message)
+        self.err_code = err_code
+
+
+class JetStreamNotFound(NotFound):
+    def __init__(self, message: str, err_code: int) -> None:
+        super().__init__(message)
+        self.err_code = err_code
+
+
+class JetStreamUnavailable(TransientError):
+    """No answer, no JetStream leader, or no connection: the same request may succeed later."""
+
+
+class ApiError(msgspec.Struct, frozen=True):
+    code: int = 0
+    err_code: int = 0
+    description: str = ""
+
+
+class _Envelope(msgspec.Struct, frozen=True):
+    error: ApiError | None = None
+
+
+_error_decoder = msgspec.json.Decoder(_Envelope)
+
+
+def error_for(context: str, err: ApiError) -> DsctlError:
+    """Turn a JetStream API error object into the project's error, with ``context`` leading the text."""
+    text = f"{context}: {err.description} (code {err.code}, err_code {err.err_code})"
+    if err.err_code in CONFLICT_CODES:
+        return JetStreamConflict(text, err.err_code)
+    if err.err_code in NOT_FOUND_CODES or err.code == 404:
+        return JetStreamNotFound(text, err.err_code)
+    if err.code == 503:
+        return JetStreamUnavailable(text)
+    return JetStreamRefused(text, err.err_code)
+
+
+def translate(context: str, exc: BaseException) -> DsctlError | None:
+    """Map a nats-py exception to the project's error, or None when it is not a NATS failure."""
+    if isinstance(exc, DsctlError):
+        return exc
+    if isinstance(exc, nats.js.errors.APIError):
+        return error_for(
+            context,
+            ApiError(code=exc.code or 0, err_code=exc.err_code or 0, description=exc.description or ""),
+        )
+    if isinstance(exc, nats.errors.NoRespondersError | nats.js.errors.NoStreamResponseError):
+        return JetStreamUnavailable(f"{context}: no responders (JetStream not enabled, or no stream leader)")
+    if isinstance(exc, nats.errors.TimeoutError | asyncio.TimeoutError | TimeoutError):
+        return JetStreamUnavailable(f"{context}: timed out waiting for the server")
+    if isinstance(
+        exc,
+        nats.errors.ConnectionClosedError
+        | nats.errors.ConnectionReconnectingError
+        | nats.errors.ConnectionDrainingError
+        | nats.errors.StaleConnectionError
+        | nats.errors.OutboundBufferLimitError
+        | nats.errors.NoServersError
+        | nats.errors.FlushTimeoutError
+        | ConnectionError,
+    ):
+        return JetStreamUnavailable(f"{context}: connection problem: {type(exc).__name__}: {exc}")
+    if isinstance(exc, nats.errors.Error):
+        return PermanentError(f"{context}: {type(exc).__name__}: {exc}")
+    return None
+
+
+@contextmanager
+def translate_errors(context: str) -> Iterator[None]:
+    """Run a nats-py call and re-raise its failure as the project's error (the cause is chained)."""
+    try:
+        yield
+    except Exception as exc:
+        mapped = translate(context, exc)
+        if mapped is None or mapped is exc:
+            raise
+        raise mapped from exc
+
+
+def check_error(context: str, payload: bytes) -> None:
+    """Raise the mapped error if ``payload`` is a JetStream API error response."""
+    try:
+        env = _error_decoder.decode(payload)
+    except msgspec.DecodeError as err:
+        raise PermanentError(f"{context}: unreadable response from the server: {err}") from err
+    if env.error is not None:
+        raise error_for(context, env.error)
+
+
+async def api_request(
+    nc: Client, subject: str, body: Any = None, *, timeout: float = 5.0, prefix: str = API_PREFIX
+) -> dict[str, Any]:
+    """One ``$JS.API.<subject>`` request; returns the decoded JSON response or raises a mapped error."""
+    payload = b"" if body is None else msgspec.json.encode(body)
+    with translate_errors(f"JetStream API {subject}"):
+        msg = await nc.request(f"{prefix}.{subject}", payload, timeout=timeout)
+    check_error(f"JetStream API {subject}", msg.data)
+    response: dict[str, Any] = msgspec.json.decode(msg.data)
+    return response

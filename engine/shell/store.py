@@ -1,0 +1,361 @@
+"""The event store port and its JetStream implementation.
+
+The port (``EventStore``) is what the projection runner, the controller and the CLI use; the in-memory
+implementation (``memory_store.py``) has the same semantics and both pass one contract suite
+(``tests/contract``). Semantics, taken from the server and mirrored in memory:
+
+- the stream sequence is the store's clock: gap-free, starting at 1;
+- ``Nats-Msg-Id`` = ``envelope.id``: a second append of the same id inside the duplicate window is not
+  stored and returns the *original* sequence with ``duplicate=True``;
+- expected-sequence checks run *before* the duplicate check (verified on 2.15.1): a retry that carries
+  a now-stale expectation gets ``ConflictError``, not a duplicate ack, so after a conflict re-read and
+  look for your own event id before deciding;
+- a payload that does not decode never ends a read silently: it raises ``MalformedStoredEvent`` with its
+  sequence, so the caller can record it and resume at ``seq + 1``.
+
+JetStream specifics (jetstream-notes §4): single appends are requests with a parsed ack; bulk appends
+keep a bounded window of un-acked publishes on one reply subscription. nats-py's ``publish_async`` is
+not used because in 2.16.0 an *error* ack (e.g. wrong last sequence) raises inside its reply handler and
+leaves the future pending forever. Header dicts are built fresh per message (nats-py mutates them).
+Reads and tails use our own ordered consumer (``ordered.py``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+from collections import deque
+from collections.abc import AsyncGenerator, Sequence
+from datetime import UTC, datetime
+from typing import Protocol, runtime_checkable
+
+import msgspec
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+
+from engine.shell.jetstream_api import (
+    ApiError,
+    JetStreamUnavailable,
+    api_request,
+    error_for,
+    translate_errors,
+)
+from engine.shell.ordered import ordered_messages
+from engine.shell.streams import EVENTS_STREAM
+from events.codec import decode, encode
+from events.envelope import Envelope
+from events.errors import MalformedEvent, NotFound, PermanentError
+from events.subjects import subject_for
+
+_NS = 1_000_000_000
+
+
+class AppendResult(msgspec.Struct, frozen=True):
+    seq: int
+    duplicate: bool = False
+
+
+class StoredEvent(msgspec.Struct, frozen=True):
+    seq: int
+    subject: str
+    #: when the store accepted it (the server's clock), not when it happened (``envelope.occurred_at``)
+    time: datetime
+    envelope: Envelope
+
+
+class MalformedStoredEvent(MalformedEvent):
+    """A stored message that does not decode. ``seq`` says where; resume a read at ``seq + 1``."""
+
+    def __init__(self, seq: int, subject: str, cause: MalformedEvent) -> None:
+        super().__init__(f"stream sequence {seq} ({subject}): {cause.reason}", cause.field)
+        self.seq = seq
+        self.subject = subject
+
+
+@runtime_checkable
+class EventStore(Protocol):
+    """The event log as the engine sees it. ``read`` and ``follow`` return async generators: close them
+    (``contextlib.aclosing``) when leaving early."""
+
+    async def append(
+        self,
+        envelope: Envelope,
+        *,
+        expected_last_subject_seq: int | None = None,
+        expected_last_seq: int | None = None,
+    ) -> AppendResult: ...
+
+    async def append_many(self, envelopes: Sequence[Envelope]) -> list[AppendResult]: ...
+
+    def read(
+        self,
+        *,
+        start_seq: int | None = None,
+        start_time: datetime | None = None,
+        end_seq: int | None = None,
+        subjects: Sequence[str] | None = None,
+    ) -> AsyncGenerator[StoredEvent, None]: ...
+
+    def follow(
+        self, from_seq: int = 1, subjects: Sequence[str] | None = None
+    ) -> AsyncGenerator[StoredEvent, None]: ...
+
+    async def last_seq(self) -> int: ...
+
+    async def get(self, seq: int) -> StoredEvent: ...
+
+    async def close(self) -> None: ...
+
+
+def decode_stored(seq: int, subject: str, time: datetime, data: bytes) -> StoredEvent:
+    try:
+        return StoredEvent(seq, subject, time, decode(data))
+    except MalformedEvent as err:
+        raise MalformedStoredEvent(seq, subject, err) from err
+
+
+def time_from_ns(ns: int) -> datetime:
+    # datetime has microseconds; JetStream gives nanoseconds: truncate, never round up past the event
+    return datetime.fromtimestamp(ns // _NS, UTC).replace(microsecond=(ns % _NS) // 1000)
+
+
+class _PubAck(msgspec.Struct, frozen=True):
+    stream: str = ""
+    seq: int = 0
+    duplicate: bool = False
+    error: ApiError | None = None
+
+
+_ack_decoder = msgspec.json.Decoder(_PubAck)
+
+
+def _result_from_ack(context: str, msg: Msg) -> AppendResult:
+    if msg.headers and msg.headers.get("Status") == "503":
+        raise JetStreamUnavailable(f"{context}: no responders (is the stream {EVENTS_STREAM} there?)")
+    try:
+        ack = _ack_decoder.decode(msg.data)
+    except msgspec.DecodeError as err:
+        raise PermanentError(f"{context}: unreadable publish ack {msg.data[:200]!r}") from err
+    if ack.error is not None:
+        raise error_for(context, ack.error)
+    return AppendResult(ack.seq, ack.duplicate)
+
+
+def _headers(
+    envelope: Envelope, expected_last_subject_seq: int | None, expected_last_seq: int | None
+) -> dict[str, str]:
+    # a fresh dict every time: nats-py adds keys to the dict it is given
+    headers = {"Nats-Msg-Id": envelope.id}
+    if expected_last_subject_seq is not None:
+        headers["Nats-Expected-Last-Subject-Sequence"] = str(expected_last_subject_seq)
+    if expected_last_seq is not None:
+        headers["Nats-Expected-Last-Sequence"] = str(expected_last_seq)
+    return headers
+
+
+class JetStreamEventStore:
+    """``EventStore`` on the ``DSE_EVENTS`` stream (applied beforehand by ``streams.apply_definitions``)."""
+
+    def __init__(
+        self,
+        nc: Client,
+        *,
+        stream: str = EVENTS_STREAM,
+        timeout: float = 5.0,
+        max_in_flight: int = 1024,
+        heartbeat: float = 2.0,
+        stall_timeout: float = 30.0,
+    ) -> None:
+        self._nc = nc
+        self.stream = stream
+        self._timeout = timeout
+        self._max_in_flight = max_in_flight
+        self._heartbeat = heartbeat
+        self._stall_timeout = stall_timeout
+        self._acks: dict[str, asyncio.Future[Msg]] = {}
+        self._ack_sub: Subscription | None = None
+        self._ack_prefix = ""
+        self._ack_counter = 0
+
+    # --- writing ---------------------------------------------------------------------------------
+
+    async def append(
+        self,
+        envelope: Envelope,
+        *,
+        expected_last_subject_seq: int | None = None,
+        expected_last_seq: int | None = None,
+    ) -> AppendResult:
+        subject = subject_for(envelope.data)
+        context = f"append {envelope.type} {envelope.id} to {subject}"
+        headers = _headers(envelope, expected_last_subject_seq, expected_last_seq)
+        with translate_errors(context):
+            msg = await self._nc.request(subject, encode(envelope), timeout=self._timeout, headers=headers)
+        return _result_from_ack(context, msg)
+
+    async def _ensure_ack_sub(self) -> None:
+        if self._ack_sub is None:
+            self._ack_prefix = self._nc.new_inbox() + "."
+            self._ack_sub = await self._nc.subscribe(self._ack_prefix + "*", cb=self._on_ack)
+
+    async def _on_ack(self, msg: Msg) -> None:
+        future = self._acks.pop(msg.subject[len(self._ack_prefix) :], None)
+        if future is not None and not future.done():
+            future.set_result(msg)
+
+    async def append_many(self, envelopes: Sequence[Envelope]) -> list[AppendResult]:
+        """Publish with at most ``max_in_flight`` un-acked messages; results in input order.
+
+        Every message is settled before returning. If any failed, the first failure is raised after the
+        others settled; the ones that were stored stay stored, and a retry of the whole batch is safe
+        (same ids, deduplicated).
+        """
+        if not envelopes:
+            return []
+        await self._ensure_ack_sub()
+        loop = asyncio.get_running_loop()
+        results: list[AppendResult | None] = [None] * len(envelopes)
+        window: deque[tuple[int, str, asyncio.Future[Msg]]] = deque()
+        first_error: BaseException | None = None
+
+        async def settle() -> None:
+            nonlocal first_error
+            index, token, future = window.popleft()
+            context = f"append {envelopes[index].type} {envelopes[index].id}"
+            try:
+                async with asyncio.timeout(self._timeout):
+                    msg = await future
+                results[index] = _result_from_ack(context, msg)
+            except TimeoutError as err:
+                self._acks.pop(token, None)
+                if first_error is None:
+                    first_error = JetStreamUnavailable(f"{context}: no ack within {self._timeout:g}s")
+                    first_error.__cause__ = err
+            except Exception as err:
+                if first_error is None:
+                    first_error = err
+
+        try:
+            for index, envelope in enumerate(envelopes):
+                if len(window) >= self._max_in_flight:
+                    await settle()
+                self._ack_counter += 1
+                token = str(self._ack_counter)
+                future: asyncio.Future[Msg] = loop.create_future()
+                self._acks[token] = future
+                window.append((index, token, future))
+                with translate_errors(f"append {envelope.type} {envelope.id}"):
+                    await self._nc.publish(
+                        subject_for(envelope.data),
+                        encode(envelope),
+                        reply=self._ack_prefix + token,
+                        headers={"Nats-Msg-Id": envelope.id},
+                    )
+            while window:
+                await settle()
+        finally:
+            for _, token, future in window:
+                self._acks.pop(token, None)
+                future.cancel()
+        if first_error is not None:
+            raise first_error
+        return [r for r in results if r is not None]
+
+    async def append_raw(self, subject: str, data: bytes, *, msg_id: str | None = None) -> AppendResult:
+        """Store bytes as they are, bypassing the codec: for importing foreign data, and for tests of
+        how readers handle what the codec would refuse."""
+        headers = {"Nats-Msg-Id": msg_id} if msg_id else None
+        with translate_errors(f"append raw to {subject}"):
+            msg = await self._nc.request(subject, data, timeout=self._timeout, headers=headers)
+        return _result_from_ack(f"append raw to {subject}", msg)
+
+    # --- reading ---------------------------------------------------------------------------------
+
+    async def last_seq(self) -> int:
+        info = await api_request(self._nc, f"STREAM.INFO.{self.stream}", timeout=self._timeout)
+        return int(info["state"]["last_seq"])
+
+    async def get(self, seq: int) -> StoredEvent:
+        # STREAM.MSG.GET goes to the stream leader, so it sees every acknowledged append (Direct Get
+        # may be answered by a lagging replica)
+        response = await api_request(
+            self._nc, f"STREAM.MSG.GET.{self.stream}", {"seq": seq}, timeout=self._timeout
+        )
+        message = response["message"]
+        if int(message["seq"]) != seq:
+            raise NotFound(f"{self.stream} has no message {seq}")
+        data = base64.b64decode(message.get("data", ""))
+        when = datetime.fromisoformat(_trim_nanos(message["time"]))
+        return decode_stored(seq, message["subject"], when, data)
+
+    async def read(
+        self,
+        *,
+        start_seq: int | None = None,
+        start_time: datetime | None = None,
+        end_seq: int | None = None,
+        subjects: Sequence[str] | None = None,
+    ) -> AsyncGenerator[StoredEvent, None]:
+        """Events from ``start_seq`` (default 1) or ``start_time``, up to ``end_seq`` or the last one
+        present when the read began, matching any of ``subjects``."""
+        last = await self.last_seq()
+        stop = last if end_seq is None else min(end_seq, last)
+        start = 1 if start_seq is None else max(start_seq, 1)
+        if stop < start or stop == 0:
+            return
+        messages = ordered_messages(
+            self._nc,
+            self.stream,
+            start_seq=start,
+            start_time=start_time,
+            filters=list(subjects or ()),
+            stop_at=stop,
+            heartbeat=self._heartbeat,
+            stall_timeout=self._stall_timeout,
+            api_timeout=self._timeout,
+        )
+        async with contextlib.aclosing(messages):
+            async for raw in messages:
+                yield decode_stored(raw.seq, raw.subject, time_from_ns(raw.time_ns), raw.data)
+
+    async def follow(
+        self, from_seq: int = 1, subjects: Sequence[str] | None = None
+    ) -> AsyncGenerator[StoredEvent, None]:
+        """Every event from ``from_seq`` on, then new ones as they arrive; survives server restarts."""
+        messages = ordered_messages(
+            self._nc,
+            self.stream,
+            start_seq=max(from_seq, 1),
+            filters=list(subjects or ()),
+            stop_at=None,
+            heartbeat=self._heartbeat,
+            stall_timeout=None,
+            api_timeout=self._timeout,
+        )
+        async with contextlib.aclosing(messages):
+            async for raw in messages:
+                yield decode_stored(raw.seq, raw.subject, time_from_ns(raw.time_ns), raw.data)
+
+    async def close(self) -> None:
+        """Drop the ack subscription (the connection belongs to the caller)."""
+        if self._ack_sub is not None:
+            with contextlib.suppress(Exception):
+                await self._ack_sub.unsubscribe()
+            self._ack_sub = None
+        for future in self._acks.values():
+            future.cancel()
+        self._acks.clear()
+
+
+def _trim_nanos(text: str) -> str:
+    """``2026-11-22T09:42:48.570534004Z`` -> ``2026-11-22T09:42:48.570534+00:00`` (µs, truncated)."""
+    text = text.replace("Z", "+00:00")
+    if "." not in text:
+        return text
+    head, _, rest = text.partition(".")
+    digits = ""
+    while rest and rest[0].isdigit():
+        digits, rest = digits + rest[0], rest[1:]
+    return f"{head}.{digits[:6].ljust(6, '0')}{rest}"
