@@ -1,0 +1,74 @@
+"""One DaemonSet's view of the fleet for one reconcile: per node, its eligibility and its daemon pods.
+
+This is upstream's ``getNodesToDaemonPods`` joined with ``NodeShouldRunDaemonPod``. Pods are the
+claimed ones (A.7) grouped by their node; terminal pods that are also being deleted are left out, while
+non-terminal deleting pods stay in (A.4). Nodes are in name order, the engine's fixed iteration order
+where upstream iterates a Go map.
+
+Departure: pods bound to a node missing from the read model are not mapped at all. Upstream deletes
+only *unscheduled* pods aimed at a missing node and leaves bound ones to the pod garbage collector;
+every pod here is bound (an executor reported it from its node), and the fold plays the pod GC when a
+node is removed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import msgspec
+
+from engine.core.eligibility import Eligibility, Placement, evaluate
+from engine.core.pods import sort_key
+from projections.model import ClusterState, DaemonSetState, PodState
+
+
+class NodeView(msgspec.Struct):
+    name: str
+    eligibility: Eligibility
+    #: daemon pods mapped to this node, upstream's sort order (oldest first)
+    pods: list[PodState]
+
+
+def node_views(state: ClusterState, placement: Placement, pods: Iterable[PodState]) -> list[NodeView]:
+    by_node: dict[str, list[PodState]] = {}
+    for pod in pods:
+        if pod.terminal and pod.deletion_timestamp is not None:
+            continue
+        if pod.node in state.nodes:
+            by_node.setdefault(pod.node, []).append(pod)
+    views = []
+    for name in sorted(state.nodes):
+        mapped = sorted(by_node.get(name, []), key=sort_key)
+        views.append(NodeView(name=name, eligibility=evaluate(placement, state.nodes[name]), pods=mapped))
+    return views
+
+
+def with_extra_pods(views: list[NodeView], extra: Iterable[PodState]) -> list[NodeView]:
+    """The views as they will be once ``extra`` pods (created by this decision, or in flight) exist."""
+    added: dict[str, list[PodState]] = {}
+    for pod in extra:
+        added.setdefault(pod.node, []).append(pod)
+    if not added:
+        return views
+    return [
+        NodeView(name=v.name, eligibility=v.eligibility, pods=sorted(v.pods + added[v.name], key=sort_key))
+        if v.name in added
+        else v
+        for v in views
+    ]
+
+
+def virtual_pod(ds: DaemonSetState, node: str, name: str, created_at: float) -> PodState:
+    """A pod that a create command will produce: Pending, not Ready, on the current revision."""
+    return PodState(
+        namespace=ds.namespace,
+        name=name,
+        uid="",
+        node=node,
+        owner_uid=ds.uid,
+        owner_name=ds.name,
+        revision_hash=ds.template_hash,
+        labels=dict(ds.spec.template.metadata.labels),
+        phase="Pending",
+        created_at=created_at,
+    )

@@ -1,0 +1,61 @@
+"""The template a created daemon pod gets (A.6), and its name.
+
+From the DaemonSet's template: the automatic tolerations added (add-or-update), the required node
+affinity replaced by one term ``matchFields metadata.name In [<node>]`` (preferred node affinity and pod
+affinity kept), and the ``controller-revision-hash`` label (plus ``pod-template-generation`` when the
+deprecated annotation is present). ``nodeName`` is left as the template has it: placement is by affinity.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import msgspec
+
+from engine.core.affinity import NODE_NAME_FIELD
+from engine.core.pods import TEMPLATE_GENERATION_ANNOTATION, TEMPLATE_GENERATION_LABEL
+from engine.core.tolerations import with_daemon_tolerations
+from events.ids import pod_suffix
+from events.k8s import REVISION_HASH_LABEL, PodTemplate, TemplateMetadata, Toleration
+from projections.model import DaemonSetState
+
+#: upstream ``maxGeneratedNameLength``: 63 minus the 5 random characters
+_MAX_GENERATED_PREFIX = 58
+
+
+def pod_name(ds_name: str, *suffix_parts: str | int) -> str:
+    """``<ds-name>-<5 chars>``, the prefix truncated as the API server does for generateName."""
+    prefix = f"{ds_name}-"[:_MAX_GENERATED_PREFIX]
+    return prefix + pod_suffix(*suffix_parts)
+
+
+def node_affinity_term(node: str) -> dict[str, Any]:
+    return {"matchFields": [{"key": NODE_NAME_FIELD, "operator": "In", "values": [node]}]}
+
+
+def daemon_pod_template(ds: DaemonSetState, node: str) -> PodTemplate:
+    template = ds.spec.template
+    spec: dict[str, Any] = copy.deepcopy(template.spec)
+
+    raw_tolerations = spec.get("tolerations") or []
+    user = msgspec.convert(raw_tolerations, tuple[Toleration, ...], str_keys=True)
+    tolerations = with_daemon_tolerations(user, bool(spec.get("hostNetwork", False)))
+    spec["tolerations"] = msgspec.to_builtins(tolerations)
+
+    affinity = dict(spec.get("affinity") or {})
+    node_affinity = dict(affinity.get("nodeAffinity") or {})
+    node_affinity["requiredDuringSchedulingIgnoredDuringExecution"] = {
+        "nodeSelectorTerms": [node_affinity_term(node)]
+    }
+    affinity["nodeAffinity"] = node_affinity
+    spec["affinity"] = affinity
+
+    labels = {**template.metadata.labels, REVISION_HASH_LABEL: ds.template_hash}
+    generation = ds.annotations.get(TEMPLATE_GENERATION_ANNOTATION)
+    if generation is not None:
+        labels[TEMPLATE_GENERATION_LABEL] = generation
+    metadata = TemplateMetadata(
+        labels=labels, annotations=dict(template.metadata.annotations), name=template.metadata.name
+    )
+    return PodTemplate(metadata=metadata, spec=spec)

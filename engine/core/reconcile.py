@@ -1,0 +1,336 @@
+"""``reconcile(state, key, now)``: what must happen next for one DaemonSet, and why, per node.
+
+Pure: the same state and ``now`` always give the same result, ids included (they derive from the
+DaemonSet uid, the node or pod, the state's sequence and the command kind). The order is upstream's
+``syncDaemonSet`` (A.8):
+
+1. A DaemonSet being deleted (foreground) or already gone (background, kept in ``state.deleted`` until its
+   pods are gone): its pods are deleted, nothing else. Upstream leaves this to the garbage collector
+   and does not even update status; the engine has no separate GC, so the reconciler plays it.
+   Orphan deletion needs nothing here (the fold strips the owners).
+2. Empty selector: never synced (upstream's ``SelectingAll`` warning), recorded once per apply.
+3. Pods are claimed (adopted / released, A.7) whatever else happens, as upstream claims during status.
+4. Commands in flight (unexpired): status only, ``observedGeneration`` not bumped.
+5. Otherwise ``manage``; if it issued no command, the rolling update (RollingUpdate strategy only);
+   creates and deletes each capped at ``BURST_REPLICAS``; status with ``observedGeneration = generation``.
+
+The result's ``decision`` is None when nothing would change: no command, no adoption or release, no
+backoff started, and the status equal to the one the state records. ``requeue_after`` is the earliest of
+a failed-pod backoff ending, a Ready pod passing minReadySeconds, and a command in flight timing out.
+
+Departures: slow-start batching (1, 2, 4, ... creates) is the executor's concern, since the decision
+issues all its creates at once; the burst cap of 250 is kept here. Status counts the pods the decision
+creates (see ``status``). Upstream's ControllerRevision objects, collisions and ``cleanupHistory`` have no
+counterpart: revisions live in the read model (``revisions``).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import msgspec
+
+from engine.core import expectations, selectors
+from engine.core.budgets import ROLLING_UPDATE, allows_surge
+from engine.core.eligibility import placement
+from engine.core.manage import manage
+from engine.core.nodemap import node_views, virtual_pod, with_extra_pods
+from engine.core.ownership import claim_pods
+from engine.core.plan import Note, Plan, PlannedCreate, PlannedDelete
+from engine.core.pod_template import daemon_pod_template, pod_name
+from engine.core.rolling import rolling_update
+from engine.core.status import availability_timer, compute_status
+from events.ids import stable_id
+from events.k8s import scheduling_spec
+from events.types import (
+    AnyCommand,
+    CreatePod,
+    DaemonSetStatus,
+    DecisionRecorded,
+    DeletePod,
+    FailedPodBackoff,
+    NodeReason,
+)
+from projections.model import ClusterState, DaemonSetState, PodState, object_key
+
+#: upstream ``BurstReplicas``: most creates, and most deletes, one reconcile issues
+BURST_REPLICAS = 250
+SELECTING_ALL = "SelectingAll"
+COMMAND_IN_FLIGHT = "CommandInFlight"
+BURST_LIMIT = "BurstLimit"
+CASCADE_DELETE = "CascadeDelete"
+
+
+class ReconcileResult(msgspec.Struct, frozen=True):
+    decision: DecisionRecorded | None
+    requeue_after: float | None
+    status: DaemonSetStatus
+
+
+def reconcile(state: ClusterState, key: str, now: float) -> ReconcileResult:
+    ds = state.daemonsets.get(key)
+    gone = sorted((d for d in state.deleted.values() if d.key == key), key=lambda d: (d.created_at, d.uid))
+    result = _reconcile(state, ds, now) if ds is not None else None
+    for old in gone:
+        collected = _cascade(state, old, now, DaemonSetStatus())
+        if collected.decision is None:
+            result = _sooner(result, collected.requeue_after) if result is not None else collected
+            continue
+        if result is not None and result.decision is not None:
+            return _sooner(result, 0.0)  # the garbage collection comes right after
+        status = result.status if result is not None else collected.status
+        after = (
+            collected.requeue_after if result is None else _min(result.requeue_after, collected.requeue_after)
+        )
+        return ReconcileResult(decision=collected.decision, requeue_after=after, status=status)
+    return result if result is not None else ReconcileResult(None, None, DaemonSetStatus())
+
+
+def _min(a: float | None, b: float | None) -> float | None:
+    return b if a is None else a if b is None else min(a, b)
+
+
+def _sooner(result: ReconcileResult, seconds: float | None) -> ReconcileResult:
+    return msgspec.structs.replace(result, requeue_after=_min(result.requeue_after, seconds))
+
+
+def _reconcile(state: ClusterState, ds: DaemonSetState, now: float) -> ReconcileResult:
+    if ds.deleting:
+        if ds.deletion_policy == "Orphan":
+            return ReconcileResult(None, None, ds.status)
+        return _cascade(state, ds, now, ds.status)
+    if (
+        ds.spec.selector is None
+        or selectors.is_empty(ds.spec.selector)
+        or not selectors.is_valid(ds.spec.selector)
+    ):
+        return _selecting_all(state, ds, now)
+
+    claim = claim_pods(state, ds)
+    views = node_views(state, placement(ds.spec.template), claim.pods)
+    in_flight = expectations.pending(state, ds, now)
+    if in_flight:
+        extra = [
+            virtual_pod(ds, c.node, c.pod_name, c.issued_at)
+            for c in in_flight
+            if c.kind == "create_pod" and object_key(c.namespace, c.pod_name) not in state.pods
+        ]
+        seen = with_extra_pods(views, extra)
+        plan = Plan(
+            notes=[
+                Note(
+                    c.node,
+                    "wait",
+                    COMMAND_IN_FLIGHT,
+                    f"{c.kind} for pod {c.pod_name} is still in flight",
+                    c.pod_name,
+                )
+                for c in in_flight
+            ]
+        )
+        plan.requeue(expectations.seconds_until_expiry(in_flight, now))
+        status = compute_status(ds, seen, now, ds.observed_generation)
+        plan.requeue(availability_timer(ds, seen, now))
+        return _finish(state, ds, now, plan, status, claim.adopted, claim.released)
+
+    surge = allows_surge(ds.spec)
+    plan = manage(ds, views, surge, now)
+    if not plan.has_commands and ds.spec.update_strategy.type == ROLLING_UPDATE:
+        rolled = rolling_update(ds, views, now)
+        touched = {c.node for c in rolled.creates} | {d.node for d in rolled.deletes}
+        touched |= {n.node for n in rolled.notes}
+        plan.notes = [n for n in plan.notes if n.node not in touched] + rolled.notes
+        plan.creates, plan.deletes = rolled.creates, rolled.deletes
+    _cap(plan)
+    created = [virtual_pod(ds, c.node, _pod_name(ds, state, c.node), now) for c in plan.creates]
+    seen = with_extra_pods(views, created)
+    status = compute_status(ds, seen, now, ds.generation)
+    plan.requeue(availability_timer(ds, seen, now))
+    return _finish(state, ds, now, plan, status, claim.adopted, claim.released)
+
+
+def _cap(plan: Plan) -> None:
+    for over in plan.creates[BURST_REPLICAS:]:
+        plan.notes.append(
+            Note(over.node, "wait", BURST_LIMIT, f"over the burst limit of {BURST_REPLICAS} creates")
+        )
+    for late in plan.deletes[BURST_REPLICAS:]:
+        message = f"over the burst limit of {BURST_REPLICAS} deletes"
+        plan.notes.append(Note(late.node, "wait", BURST_LIMIT, message, late.pod.name))
+    del plan.creates[BURST_REPLICAS:]
+    del plan.deletes[BURST_REPLICAS:]
+
+
+def _pod_name(ds: DaemonSetState, state: ClusterState, node: str) -> str:
+    return pod_name(ds.name, ds.uid, node, state.seq)
+
+
+def _grace_period(ds: DaemonSetState) -> int | None:
+    try:
+        return scheduling_spec(ds.spec.template).termination_grace_period_seconds
+    except msgspec.ValidationError:
+        return None
+
+
+def _create(state: ClusterState, ds: DaemonSetState, item: PlannedCreate) -> tuple[CreatePod, NodeReason]:
+    command = CreatePod(
+        id=stable_id(ds.uid, item.node, state.seq, "create_pod"),
+        node=item.node,
+        namespace=ds.namespace,
+        pod_name=_pod_name(ds, state, item.node),
+        pod_uid=stable_id(ds.uid, item.node, state.seq, "pod"),
+        owner_uid=ds.uid,
+        owner_name=ds.name,
+        revision_hash=ds.template_hash,
+        template=daemon_pod_template(ds, item.node),
+    )
+    reason = NodeReason(
+        node=item.node,
+        action="create",
+        code=item.code,
+        message=item.message,
+        pod=command.pod_name,
+        command_id=command.id,
+    )
+    return command, reason
+
+
+def _delete(
+    state: ClusterState, ds: DaemonSetState, item: PlannedDelete, grace: int | None
+) -> tuple[DeletePod, NodeReason]:
+    pod = item.pod
+    command = DeletePod(
+        id=stable_id(ds.uid, pod.uid or pod.key, state.seq, "delete_pod"),
+        node=pod.node,
+        namespace=pod.namespace,
+        pod_name=pod.name,
+        reason=item.code,
+        grace_period_seconds=grace,
+    )
+    reason = NodeReason(
+        node=item.node,
+        action="delete",
+        code=item.code,
+        message=item.message,
+        pod=pod.name,
+        command_id=command.id,
+    )
+    return command, reason
+
+
+def _finish(
+    state: ClusterState,
+    ds: DaemonSetState,
+    now: float,
+    plan: Plan,
+    status: DaemonSetStatus,
+    adopted: list[PodState],
+    released: list[PodState],
+) -> ReconcileResult:
+    grace = _grace_period(ds)
+    commands: list[AnyCommand] = []
+    by_node: dict[str, list[NodeReason]] = {}
+    for create in plan.creates:
+        made, reason = _create(state, ds, create)
+        commands.append(made)
+        by_node.setdefault(reason.node, []).append(reason)
+    for delete in plan.deletes:
+        removal, reason = _delete(state, ds, delete, grace)
+        commands.append(removal)
+        by_node.setdefault(reason.node, []).append(reason)
+    for note in plan.notes:
+        by_node.setdefault(note.node, []).append(
+            NodeReason(node=note.node, action=note.action, code=note.code, message=note.message, pod=note.pod)
+        )
+    for pod in adopted:
+        message = f"orphan pod {pod.name} matches selector {selectors.describe(ds.spec.selector)}; adopted"
+        by_node.setdefault(pod.node, []).append(
+            NodeReason(node=pod.node, action="adopt", code="Adopted", message=message, pod=pod.name)
+        )
+    for pod in released:
+        message = (
+            f"pod {pod.name} no longer matches selector {selectors.describe(ds.spec.selector)}; released"
+        )
+        by_node.setdefault(pod.node, []).append(
+            NodeReason(node=pod.node, action="release", code="Released", message=message, pod=pod.name)
+        )
+    backoffs = tuple(
+        FailedPodBackoff(
+            node=node,
+            generation=ds.generation,
+            delay_seconds=step.delay_seconds,
+            until=datetime.fromtimestamp(step.until, tz=UTC),
+        )
+        for node, step in sorted(plan.backoffs.items())
+    )
+    for step in plan.backoffs.values():
+        plan.requeue(step.delay_seconds)
+    changed = commands or adopted or released or backoffs or status != ds.status
+    if not changed:
+        return ReconcileResult(None, plan.requeue_after, status)
+    reasons = tuple(r for node in sorted(by_node) for r in by_node[node])
+    decision = DecisionRecorded(
+        namespace=ds.namespace,
+        name=ds.name,
+        uid=ds.uid,
+        generation=ds.generation,
+        now=datetime.fromtimestamp(now, tz=UTC),
+        state_seq=state.seq,
+        template_hash=ds.template_hash,
+        commands=tuple(commands),
+        reasons=reasons,
+        status=status,
+        requeue_after_seconds=plan.requeue_after,
+        backoffs=backoffs,
+        adopted=tuple(p.key for p in adopted),
+        released=tuple(p.key for p in released),
+    )
+    return ReconcileResult(decision, plan.requeue_after, status)
+
+
+def _cascade(state: ClusterState, ds: DaemonSetState, now: float, status: DaemonSetStatus) -> ReconcileResult:
+    """Play the garbage collector for a DaemonSet deleted with a background or foreground cascade."""
+    plan = Plan()
+    waiting = []
+    for key in sorted(state.pods_by_owner.get(ds.uid, ())):
+        pod = state.pods.get(key)
+        if pod is None or pod.deletion_timestamp is not None:
+            continue
+        if expectations.pod_has_pending_command(state, key, now):
+            waiting.append(pod)
+            continue
+        policy = ds.deletion_policy or "Background"
+        message = f"daemonset {ds.key} was deleted ({policy} cascade); its pods go with it"
+        plan.deletes.append(PlannedDelete(pod.node, pod, CASCADE_DELETE, message))
+    in_flight = [
+        state.in_flight[i]
+        for p in waiting
+        for i in sorted(state.in_flight_by_pod.get(p.key, ()))
+        if i in state.in_flight and expectations.is_live(state.in_flight[i], now)
+    ]
+    plan.requeue(expectations.seconds_until_expiry(in_flight, now))
+    _cap(plan)
+    if not plan.deletes:
+        return ReconcileResult(None, plan.requeue_after, status)
+    return _finish(state, ds, now, plan, status, [], [])
+
+
+def _selecting_all(state: ClusterState, ds: DaemonSetState, now: float) -> ReconcileResult:
+    if ds.last_decision_seq > ds.applied_seq:
+        return ReconcileResult(None, None, ds.status)
+    message = "this daemon set is selecting all pods (or none): a non-empty, valid selector is required"
+    plan = Plan(notes=[Note("", "skip", SELECTING_ALL, message)])
+    decision = DecisionRecorded(
+        namespace=ds.namespace,
+        name=ds.name,
+        uid=ds.uid,
+        generation=ds.generation,
+        now=datetime.fromtimestamp(now, tz=UTC),
+        state_seq=state.seq,
+        template_hash=ds.template_hash,
+        reasons=tuple(
+            NodeReason(node=n.node, action=n.action, code=n.code, message=n.message) for n in plan.notes
+        ),
+        status=ds.status,
+    )
+    return ReconcileResult(decision, None, ds.status)
