@@ -124,4 +124,6 @@ def _delivery(msg: object) -> Delivery:
     except MalformedEvent as err:
         command, error = None, f"command at {msg.subject}: {err}"
     redelivered = bool(msg.metadata.num_delivered and msg.metadata.num_delivered > 1)
-    return Delivery(command=command, ack=msg.ack, term=msg.term, nak=nak, error=error, redelivered=redelivered)
+    return Delivery(
+        command=command, ack=msg.ack, term=msg.term, nak=nak, error=error, redelivered=redelivered
+    )

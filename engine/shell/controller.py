@@ -96,7 +96,9 @@ class DecisionWriter:
                 )
             except ConflictError as err:
                 self.tree_seq = None
-                raise LeadershipLost(f"decision for {decision.namespace}/{decision.name} fenced: {err}") from err
+                raise LeadershipLost(
+                    f"decision for {decision.namespace}/{decision.name} fenced: {err}"
+                ) from err
             self.tree_seq = max(self.tree_seq, result.seq)
             return result.seq
 
@@ -281,4 +283,3 @@ class Controller:
 
     def close(self) -> None:
         self.queue.close()
-

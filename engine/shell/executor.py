@@ -65,7 +65,9 @@ class LogReporter:
         self.source = source
 
     async def report(self, event: PodEvent, *, causation_id: str = "") -> None:
-        event_id = stable_id("report", event.TAG, event.namespace, event.name, event.command_id or causation_id)
+        event_id = stable_id(
+            "report", event.TAG, event.namespace, event.name, event.command_id or causation_id
+        )
         await self._append(event, event_id=event_id, causation_id=causation_id)
 
 
@@ -206,8 +208,13 @@ class Executor:
                     await self._delete(cmd, key)
             self.applied.add(cmd.id)
             self.handled += 1
-            log.debug("executor.applied", command=cmd.id, kind=type(cmd).__name__, pod=key,
-                      ms=round((time.perf_counter() - started) * 1000, 2))
+            log.debug(
+                "executor.applied",
+                command=cmd.id,
+                kind=type(cmd).__name__,
+                pod=key,
+                ms=round((time.perf_counter() - started) * 1000, 2),
+            )
         if key not in self.pods and not lock.locked():
             self._locks.pop(key, None)
 
@@ -239,7 +246,9 @@ class Executor:
         grace = float(pod.template.spec.get("terminationGracePeriodSeconds", 30))
         if isinstance(cmd, DeletePod) and cmd.grace_period_seconds is not None:
             grace = float(cmd.grace_period_seconds)
-        await self.driver.stop(pod, cmd.id, self.reporter, grace_seconds=grace, evict=isinstance(cmd, EvictPod))
+        await self.driver.stop(
+            pod, cmd.id, self.reporter, grace_seconds=grace, evict=isinstance(cmd, EvictPod)
+        )
         if pod.phase == "Deleted":
             self.pods.pop(key, None)
 

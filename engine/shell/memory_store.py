@@ -73,11 +73,19 @@ class MemoryEventStore:
         msg_id: str | None,
         expected_last_subject_seq: int | None = None,
         expected_last_seq: int | None = None,
+        expected_subject_filter: str | None = None,
     ) -> AppendResult:
         if expected_last_seq is not None and expected_last_seq != len(self._log):
             raise ConflictError(f"append to {subject}: wrong last sequence: {len(self._log)}")
         if expected_last_subject_seq is not None:
-            have = self._last_by_subject.get(subject, 0)
+            if expected_subject_filter is None:
+                have = self._last_by_subject.get(subject, 0)
+            else:  # the last sequence on any subject the filter matches (server 2.11+ semantics)
+                have = max(
+                    (seq for subj, seq in self._last_by_subject.items()
+                     if subject_matches(expected_subject_filter, subj)),
+                    default=0,
+                )
             if expected_last_subject_seq != have:
                 raise ConflictError(f"append to {subject}: wrong last sequence: {have}")
         now = self._now()
@@ -102,6 +110,7 @@ class MemoryEventStore:
         *,
         expected_last_subject_seq: int | None = None,
         expected_last_seq: int | None = None,
+        expected_subject_filter: str | None = None,
     ) -> AppendResult:
         result = self._store(
             subject_for(envelope.data),
@@ -109,6 +118,7 @@ class MemoryEventStore:
             envelope.id,
             expected_last_subject_seq,
             expected_last_seq,
+            expected_subject_filter,
         )
         await self._notify()
         return result

@@ -32,7 +32,12 @@ class Metrics(msgspec.Struct, kw_only=True):
             ("dsctl_events_folded_total", "counter", "Events folded into the projection", self.events_folded),
             ("dsctl_appends_total", "counter", "Events appended by the engine", self.appends),
             ("dsctl_append_seconds_sum", "counter", "Time spent appending", self.append_seconds_sum),
-            ("dsctl_commands_in_flight", "gauge", "Commands sent and not yet answered", self.commands_in_flight),
+            (
+                "dsctl_commands_in_flight",
+                "gauge",
+                "Commands sent and not yet answered",
+                self.commands_in_flight,
+            ),
             ("dsctl_projection_lag", "gauge", "Stream sequences not yet folded", self.projection_lag),
             ("dsctl_is_leader", "gauge", "1 while this engine holds the leader lease", self.is_leader),
         ]

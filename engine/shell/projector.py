@@ -1,7 +1,7 @@
 """The projection runner: keeps a ``ClusterState`` folded up to the tail of the event log.
 
-Start: load the newest snapshot (object store ``dse_snapshots``), then replay only the events after the sequence
-it covers. Run: follow the tail with an ordered consumer and fold each event in order, telling
+Start: load the newest snapshot (object store ``dse_snapshots``), then replay only the events after
+the sequence it covers. Run: follow the tail with an ordered consumer and fold each event in order, telling
 listeners (the controller's triggers) before and after. Snapshots are written every
 ``snapshot_every`` events or ``snapshot_seconds`` seconds, whichever comes first, off the fold's path.
 
@@ -124,7 +124,10 @@ class Projector:
                 self._skip(err)
                 start = err.seq + 1
         log.info(
-            "projector.loaded", seq=self.state.seq, snapshot_seq=self.loaded_from_snapshot, replayed=self.replayed
+            "projector.loaded",
+            seq=self.state.seq,
+            snapshot_seq=self.loaded_from_snapshot,
+            replayed=self.replayed,
         )
 
     def _skip(self, err: MalformedStoredEvent) -> None:

@@ -85,7 +85,13 @@ class EventStore(Protocol):
         *,
         expected_last_subject_seq: int | None = None,
         expected_last_seq: int | None = None,
-    ) -> AppendResult: ...
+        expected_subject_filter: str | None = None,
+    ) -> AppendResult:
+        """Append one event. ``expected_last_subject_seq`` checks the last sequence on the event's own
+        subject, or, with ``expected_subject_filter`` (a wildcard subject), on every subject it matches
+        (``Nats-Expected-Last-Subject-Sequence-Subject``, server 2.11+): how one writer fences a whole
+        subject tree. A mismatch raises ConflictError."""
+        ...
 
     async def append_many(self, envelopes: Sequence[Envelope]) -> list[AppendResult]: ...
 
@@ -144,12 +150,18 @@ def _result_from_ack(context: str, msg: Msg) -> AppendResult:
 
 
 def _headers(
-    envelope: Envelope, expected_last_subject_seq: int | None, expected_last_seq: int | None
+    envelope: Envelope,
+    expected_last_subject_seq: int | None,
+    expected_last_seq: int | None,
+    expected_subject_filter: str | None = None,
 ) -> dict[str, str]:
     # a fresh dict every time: nats-py adds keys to the dict it is given
     headers = {"Nats-Msg-Id": envelope.id}
     if expected_last_subject_seq is not None:
         headers["Nats-Expected-Last-Subject-Sequence"] = str(expected_last_subject_seq)
+        if expected_subject_filter is not None:
+            # no nats-py constant for this header (jetstream-notes 1.1)
+            headers["Nats-Expected-Last-Subject-Sequence-Subject"] = expected_subject_filter
     if expected_last_seq is not None:
         headers["Nats-Expected-Last-Sequence"] = str(expected_last_seq)
     return headers
@@ -187,10 +199,11 @@ class JetStreamEventStore:
         *,
         expected_last_subject_seq: int | None = None,
         expected_last_seq: int | None = None,
+        expected_subject_filter: str | None = None,
     ) -> AppendResult:
         subject = subject_for(envelope.data)
         context = f"append {envelope.type} {envelope.id} to {subject}"
-        headers = _headers(envelope, expected_last_subject_seq, expected_last_seq)
+        headers = _headers(envelope, expected_last_subject_seq, expected_last_seq, expected_subject_filter)
         with translate_errors(context):
             msg = await self._nc.request(subject, encode(envelope), timeout=self._timeout, headers=headers)
         return _result_from_ack(context, msg)
@@ -224,8 +237,10 @@ class JetStreamEventStore:
             nonlocal first_error
             index, token, future = window.popleft()
             context = f"append {envelopes[index].type} {envelopes[index].id}"
+            # once one ack timed out the connection is in trouble: settle the rest without more waiting
+            wait = self._timeout if first_error is None else 0.05
             try:
-                async with asyncio.timeout(self._timeout):
+                async with asyncio.timeout(wait):
                     msg = await future
                 results[index] = _result_from_ack(context, msg)
             except TimeoutError as err:

@@ -148,8 +148,9 @@ class SimDriver:
             linger = 0.0
         if not pod.terminating:
             pod.terminating = True
-            await reporter.report(PodTerminating(**common, grace_period_seconds=int(grace_seconds)),
-                                  causation_id=command_id)
+            await reporter.report(
+                PodTerminating(**common, grace_period_seconds=int(grace_seconds)), causation_id=command_id
+            )
         if linger > 0:
             self._spawn(pod.key, self._finish(pod, command_id, reporter, linger, evict))
         else:
