@@ -58,8 +58,10 @@ def with_extra_pods(views: list[NodeView], extra: Iterable[PodState]) -> list[No
     ]
 
 
-def virtual_pod(ds: DaemonSetState, node: str, name: str, created_at: float) -> PodState:
-    """A pod that a create command will produce: Pending, not Ready, on the current revision."""
+def virtual_pod(
+    ds: DaemonSetState, node: str, name: str, created_at: float, revision: str | None = None
+) -> PodState:
+    """A pod that a create command will produce: Pending, not Ready, on ``revision`` (default: current)."""
     return PodState(
         namespace=ds.namespace,
         name=name,
@@ -67,7 +69,7 @@ def virtual_pod(ds: DaemonSetState, node: str, name: str, created_at: float) -> 
         node=node,
         owner_uid=ds.uid,
         owner_name=ds.name,
-        revision_hash=ds.template_hash,
+        revision_hash=ds.template_hash if revision is None else revision,
         labels=dict(ds.spec.template.metadata.labels),
         phase="Pending",
         created_at=created_at,

@@ -110,8 +110,9 @@ def _reconcile(state: ClusterState, ds: DaemonSetState, now: float) -> Reconcile
     views = node_views(state, placement(ds.spec.template), claim.pods)
     in_flight = expectations.pending(state, ds, now)
     if in_flight:
+        # a create issued before the last apply may carry an older template: its revision is unknown
         extra = [
-            virtual_pod(ds, c.node, c.pod_name, c.issued_at)
+            virtual_pod(ds, c.node, c.pod_name, c.issued_at, None if c.decision_seq > ds.applied_seq else "")
             for c in in_flight
             if c.kind == "create_pod" and object_key(c.namespace, c.pod_name) not in state.pods
         ]
