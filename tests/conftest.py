@@ -81,7 +81,7 @@ def nats_server(tmp_path: Path) -> Iterator[TestServer]:
         with NatsContainer(jetstream=True) as container:
             yield TestServer(container.nats_uri(), why_fixed="a Docker container")
         return
-    server = EmbeddedNats(store_dir=tmp_path / "nats", name="dsctl-test", ready_timeout=10, stop_timeout=5)
+    server = EmbeddedNats(store_dir=tmp_path / "nats", ready_timeout=10, stop_timeout=5)
     server.start()
     try:
         yield TestServer(server.url, server)
@@ -92,7 +92,7 @@ def nats_server(tmp_path: Path) -> Iterator[TestServer]:
 @pytest.fixture
 async def nc(nats_server: TestServer) -> AsyncIterator[Any]:
     """A connection that reconnects quickly (restart tests) and is closed after the test."""
-    from engine.shell.connection import connect
+    from engine.shell.connection import close, connect
     from engine.shell.settings import NatsSettings
 
     client = await connect(
@@ -101,7 +101,7 @@ async def nc(nats_server: TestServer) -> AsyncIterator[Any]:
     try:
         yield client
     finally:
-        await client.close()
+        await close(client)
 
 
 @pytest.fixture

@@ -85,3 +85,23 @@ async def connect(settings: NatsSettings) -> Client:
         ) from err
     log.debug("nats.connected", servers=urls)
     return nc
+
+
+async def close(nc: Client) -> None:
+    """``nc.close()``, made total. nats-py 2.16 gives up half-way through ``close`` when the socket dies
+    during its final flush (e.g. while reconnecting to a restarted server), leaving its subscription
+    tasks running; finish that job here so nothing outlives the connection."""
+    try:
+        await nc.close()
+    except Exception as err:
+        log.debug("nats.close_incomplete", error=f"{type(err).__name__}: {err}")
+        for sub in list(nc._subs.values()):
+            task = sub._wait_for_msgs_task
+            if task is not None and not task.done():
+                task.cancel()
+        nc._subs.clear()
+        for task in (nc._reading_task, nc._ping_interval_task, nc._flusher_task, nc._reconnection_task):
+            if task is not None and not task.done():
+                task.cancel()
+        if nc._transport is not None:
+            nc._transport.close()  # type: ignore[no-untyped-call]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import re
 import shutil
@@ -23,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
 from types import TracebackType
 
@@ -85,7 +87,7 @@ class EmbeddedNats:
         monitor: bool = False,
         host: str = "127.0.0.1",
         binary: str | Path | None = None,
-        name: str = "dsctl-embedded",
+        name: str | None = None,
         ready_timeout: float = 10.0,
         stop_timeout: float = 5.0,
         extra_args: tuple[str, ...] = (),
@@ -98,7 +100,8 @@ class EmbeddedNats:
             Path(store_dir) if store_dir is not None else Path(tempfile.mkdtemp(prefix="dsctl-nats-"))
         )
         self.binary = Path(binary) if binary is not None else find_binary()
-        self.name = name
+        # unique, so the readiness check can tell this server from another one on the same port
+        self.name = name or f"dsctl-{uuid.uuid4().hex[:12]}"
         self.ready_timeout = ready_timeout
         self.stop_timeout = stop_timeout
         self.extra_args = extra_args
@@ -179,13 +182,27 @@ class EmbeddedNats:
         )
 
     def _answers(self) -> bool:
-        # the INFO line proves it is a NATS server that accepts clients (JetStream is enabled before that)
+        # the INFO line proves a NATS server accepts clients (JetStream is enabled before that); its
+        # server_name proves it is *ours*, not another process already holding the port
         try:
             with socket.create_connection((self.host, self.port), timeout=0.5) as sock:
                 sock.settimeout(0.5)
-                return sock.recv(5) == b"INFO "
+                data = b""
+                while b"\r\n" not in data and len(data) < 65536:
+                    chunk = sock.recv(4096)
+                    if not chunk:
+                        return False
+                    data += chunk
         except OSError:
             return False
+        line = data.split(b"\r\n", 1)[0]
+        if not line.startswith(b"INFO "):
+            return False
+        try:
+            info = json.loads(line[5:])
+        except ValueError:
+            return False
+        return bool(info.get("server_name") == self.name)
 
     def _log_tail(self, lines: int = 15) -> str:
         try:

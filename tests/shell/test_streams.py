@@ -1,0 +1,148 @@
+"""Stream definitions: applied idempotently, drift fixed where the server allows and reported where not,
+and the event log refusing deletes and purges."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+
+from engine.shell.jetstream_api import api_request, translate_errors
+from engine.shell.streams import (
+    COMMANDS_STREAM,
+    EVENTS_STREAM,
+    LEADER_BUCKET,
+    REJECTED_STREAM,
+    KvDefinition,
+    StreamDefinition,
+    StreamDriftError,
+    apply_definitions,
+    check_contract,
+    delete_streams,
+    load_definitions,
+    with_kv_ttl,
+)
+from events.errors import InvalidInput, PermanentError
+from events.subjects import EVENT_SUBJECTS
+from tests.contract.envelopes import envelopes
+
+pytestmark = [pytest.mark.timeout(30)]
+
+_NS = 1_000_000_000
+
+
+def test_definitions_match_the_subject_contract() -> None:
+    defs = {d.name: d for d in load_definitions()}
+    assert set(defs) >= {EVENTS_STREAM, COMMANDS_STREAM, REJECTED_STREAM, "KV_dse_snapshots", "KV_dse_leader"}
+    events = defs[EVENTS_STREAM].stream_config()
+    assert sorted(events["subjects"]) == sorted(EVENT_SUBJECTS)
+    assert events["deny_delete"] and events["deny_purge"] and events["allow_direct"]
+    assert events["storage"] == "file" and events["max_age"] == 0 and events["max_bytes"] == -1
+    assert events["duplicate_window"] == 120 * _NS
+    assert defs[COMMANDS_STREAM].stream_config()["max_consumers"] >= 10_000
+
+
+def test_a_definition_that_breaks_the_subject_contract_is_refused(tmp_path: Path) -> None:
+    defs = load_definitions()
+    bad = [
+        msgspec.structs.replace(d, config={**d.config, "subjects": ["dse.node.>"]})
+        if isinstance(d, StreamDefinition) and d.name == EVENTS_STREAM
+        else d
+        for d in defs
+    ]
+    with pytest.raises(InvalidInput, match="DSE_EVENTS subjects"):
+        check_contract(bad)
+    (tmp_path / "broken.json").write_text('{"kind": "stream", "config": 3}')
+    with pytest.raises(InvalidInput, match=r"broken\.json"):
+        load_definitions(tmp_path)
+
+
+def test_leader_ttl_is_configurable() -> None:
+    defs = with_kv_ttl(load_definitions(), LEADER_BUCKET, 2.5)
+    (leader,) = [d for d in defs if isinstance(d, KvDefinition) and d.bucket == LEADER_BUCKET]
+    config = leader.stream_config()
+    assert config["max_age"] == int(2.5 * _NS) and config["duplicate_window"] == int(2.5 * _NS)
+    assert config["max_msgs_per_subject"] == 1 and config["subject_delete_marker_ttl"] == 1 * _NS
+
+
+@pytest.mark.integration
+async def test_apply_is_idempotent(nc: Any) -> None:
+    defs = load_definitions()
+    await delete_streams(nc, defs)
+    first = await apply_definitions(nc, defs)
+    assert sorted(first.created) == sorted(d.name for d in defs) and not first.drift
+    second = await apply_definitions(nc, defs)
+    assert sorted(second.unchanged) == sorted(d.name for d in defs)
+    assert not second.created and not second.updated and not second.drift
+
+
+@pytest.mark.integration
+async def test_kv_buckets_bind_with_nats_py(nc: Any, streams: Any) -> None:
+    js = nc.jetstream()
+    kv = await js.key_value(LEADER_BUCKET)
+    rev = await kv.create("leader", b"me")
+    assert (await kv.get("leader")).value == b"me"
+    assert await kv.update("leader", b"me", last=rev) > rev
+    snaps = await js.key_value("dse_snapshots")
+    await snaps.put("projection", b"{}")
+
+
+@pytest.mark.integration
+async def test_fixable_drift_is_fixed(nc: Any) -> None:
+    defs = load_definitions()
+    await delete_streams(nc, defs)
+    events = next(d for d in defs if d.name == EVENTS_STREAM).stream_config()
+    drifted = {**events, "duplicate_window": 10 * _NS, "deny_purge": False, "allow_direct": False}
+    await api_request(nc, f"STREAM.CREATE.{EVENTS_STREAM}", drifted)
+    report = await apply_definitions(nc, defs)
+    assert EVENTS_STREAM in report.updated
+    fixed = {d.field for d in report.drift if d.resource == EVENTS_STREAM}
+    assert fixed == {"duplicate_window", "deny_purge", "allow_direct"}
+    assert all(d.fixed for d in report.drift)
+    info = await api_request(nc, f"STREAM.INFO.{EVENTS_STREAM}")
+    assert info["config"]["deny_purge"] is True and info["config"]["duplicate_window"] == 120 * _NS
+    assert (await apply_definitions(nc, defs)).drift == []
+
+
+@pytest.mark.integration
+async def test_unfixable_drift_is_reported(nc: Any) -> None:
+    defs = load_definitions()
+    await delete_streams(nc, defs)
+    rejected = next(d for d in defs if d.name == REJECTED_STREAM).stream_config()
+    # someone made the rejected stream immutable and in-memory: neither can be undone in place
+    await api_request(
+        nc, f"STREAM.CREATE.{REJECTED_STREAM}", {**rejected, "deny_purge": True, "storage": "memory"}
+    )
+    with pytest.raises(StreamDriftError) as info:
+        await apply_definitions(nc, defs)
+    text = str(info.value)
+    assert "DSE_REJECTED.deny_purge: want False, have True (NOT fixable)" in text
+    assert "DSE_REJECTED.storage: want 'file', have 'memory' (NOT fixable)" in text
+    assert isinstance(info.value, PermanentError)
+    report = await apply_definitions(nc, defs, strict=False)
+    assert {d.field for d in report.unfixable} == {"deny_purge", "storage"}
+
+
+@pytest.mark.integration
+async def test_events_cannot_be_deleted_or_purged(nc: Any, jetstream_store: Any) -> None:
+    await jetstream_store.append_many(envelopes(3))
+    with pytest.raises(PermanentError, match="10057"):
+        await api_request(nc, f"STREAM.MSG.DELETE.{EVENTS_STREAM}", {"seq": 2})
+    with pytest.raises(PermanentError, match="10110"):
+        await api_request(nc, f"STREAM.PURGE.{EVENTS_STREAM}", {})
+    # the same refusal through nats-py's own manager, mapped by translate_errors
+    jsm = nc.jetstream()._jsm
+    with pytest.raises(PermanentError, match="message delete not permitted"), translate_errors("delete"):
+        await jsm.delete_msg(EVENTS_STREAM, 1)
+    assert await jetstream_store.last_seq() == 3
+    assert (await jetstream_store.get(2)).seq == 2
+
+
+def test_definition_files_are_plain_server_json() -> None:
+    """The stream files are the server's JSON: loadable by anything, no comments or extensions."""
+    for file in sorted((Path(__file__).resolve().parents[2] / "ops" / "streams").glob("*.json")):
+        data = json.loads(file.read_text())
+        assert data["kind"] in ("stream", "kv"), file
