@@ -22,8 +22,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncGenerator, Sequence
+from collections import deque
+from collections.abc import AsyncGenerator, Callable, Sequence
 from datetime import datetime
+from typing import TypeVar
 
 import msgspec
 import structlog
@@ -37,6 +39,7 @@ from events.errors import DsctlError, TransientError
 log = structlog.get_logger()
 
 _NS = 1_000_000_000
+T = TypeVar("T")
 
 
 class RawMessage(msgspec.Struct, frozen=True, gc=False):
@@ -70,6 +73,10 @@ def rfc3339(t: datetime) -> str:
     return t.isoformat()
 
 
+def raw_message(seq: int, subject: str, time_ns: int, data: bytes) -> RawMessage:
+    return RawMessage(seq, subject, time_ns, data)
+
+
 async def ordered_messages(
     nc: Client,
     stream: str,
@@ -81,16 +88,24 @@ async def ordered_messages(
     heartbeat: float = 2.0,
     stall_timeout: float | None = 30.0,
     api_timeout: float = 5.0,
-) -> AsyncGenerator[RawMessage, None]:
+    convert: Callable[[int, str, int, bytes], T] = raw_message,  # type: ignore[assignment]
+) -> AsyncGenerator[T, None]:
     """Messages of ``stream`` in sequence order from ``start_seq`` (or ``start_time``) matching ``filters``.
 
     With ``stop_at`` the iteration ends at the end of the range (see module docstring); without it, it
-    tails forever. Close it (``contextlib.aclosing``) when breaking out early.
+    tails forever. Close it (``contextlib.aclosing``) when breaking out early. ``convert`` builds what is
+    yielded (seq, subject, time in ns, payload); passing the decoder here instead of wrapping this
+    generator in another one saves a generator hop per message.
     """
-    queue: asyncio.Queue[Msg] = asyncio.Queue()
+    # a deque plus one waiter future: cheaper per message than asyncio.Queue, which matters at ~100k/s
+    buffer: deque[Msg] = deque()
+    waiter: list[asyncio.Future[None]] = []
+    loop = asyncio.get_running_loop()
 
     async def on_msg(msg: Msg) -> None:
-        queue.put_nowait(msg)
+        buffer.append(msg)
+        if waiter and not waiter[0].done():
+            waiter[0].set_result(None)
 
     last_seq = start_seq - 1
     by_time = start_time
@@ -111,8 +126,7 @@ async def ordered_messages(
             with contextlib.suppress(DsctlError):
                 await api_request(nc, f"CONSUMER.DELETE.{stream}.{consumer}", timeout=min(api_timeout, 1.0))
         consumer = None
-        while not queue.empty():
-            queue.get_nowait()
+        buffer.clear()
 
     async def create() -> int:
         """Create consumer + subscription; return its num_pending. Retries while the server is away."""
@@ -182,12 +196,11 @@ async def ordered_messages(
             return
         expected_cseq = 1
         while True:
-            try:
-                msg = queue.get_nowait()
-            except asyncio.QueueEmpty:
+            if not buffer:
+                waiter[:] = [loop.create_future()]
                 try:
                     async with asyncio.timeout(idle_limit):
-                        msg = await queue.get()
+                        await waiter[0]
                 except TimeoutError:
                     log.info("ordered.idle_reset", stream=stream, from_seq=last_seq + 1)
                     await drop_consumer(delete=False)
@@ -196,6 +209,10 @@ async def ordered_messages(
                     if stop_at is not None and pending == 0:
                         return
                     continue
+                finally:
+                    waiter.clear()
+                continue
+            msg = buffer.popleft()
             headers = msg.headers
             if headers is not None and "Status" in headers:
                 status = headers["Status"]
@@ -240,7 +257,7 @@ async def ordered_messages(
             progress_at = time.monotonic()
             if stop_at is not None and meta.seq > stop_at:
                 return
-            yield RawMessage(meta.seq, msg.subject, meta.time_ns, msg.data)
+            yield convert(meta.seq, msg.subject, meta.time_ns, msg.data)
             if stop_at is not None and (meta.seq >= stop_at or meta.pending == 0):
                 return
     finally:

@@ -122,6 +122,10 @@ def decode_stored(seq: int, subject: str, time: datetime, data: bytes) -> Stored
         raise MalformedStoredEvent(seq, subject, err) from err
 
 
+def _decode_delivered(seq: int, subject: str, time_ns: int, data: bytes) -> StoredEvent:
+    return decode_stored(seq, subject, time_from_ns(time_ns), data)
+
+
 def time_from_ns(ns: int) -> datetime:
     # datetime has microseconds; JetStream gives nanoseconds: truncate, never round up past the event
     return datetime.fromtimestamp(ns // _NS, UTC).replace(microsecond=(ns % _NS) // 1000)
@@ -330,10 +334,11 @@ class JetStreamEventStore:
             heartbeat=self._heartbeat,
             stall_timeout=self._stall_timeout,
             api_timeout=self._timeout,
+            convert=_decode_delivered,
         )
         async with contextlib.aclosing(messages):
-            async for raw in messages:
-                yield decode_stored(raw.seq, raw.subject, time_from_ns(raw.time_ns), raw.data)
+            async for event in messages:
+                yield event
 
     async def follow(
         self, from_seq: int = 1, subjects: Sequence[str] | None = None
@@ -348,10 +353,11 @@ class JetStreamEventStore:
             heartbeat=self._heartbeat,
             stall_timeout=None,
             api_timeout=self._timeout,
+            convert=_decode_delivered,
         )
         async with contextlib.aclosing(messages):
-            async for raw in messages:
-                yield decode_stored(raw.seq, raw.subject, time_from_ns(raw.time_ns), raw.data)
+            async for event in messages:
+                yield event
 
     async def close(self) -> None:
         """Drop the ack subscription (the connection belongs to the caller)."""
