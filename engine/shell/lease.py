@@ -41,9 +41,34 @@ class LeaderLease:
         self.ttl = ttl
         self._revision: int | None = None
 
+    async def _tombstone(self) -> int | None:
+        """The revision of a delete, purge or expiry marker standing where the lease was, if any.
+
+        nats-py's ``create`` recognises delete and purge tombstones but not the server's TTL limit
+        marker (``Nats-Marker-Reason: MaxAge``, bucket ``limit_marker_ttl``), which would block a
+        takeover until the marker itself expires: a second TTL of downtime.
+        """
+        try:
+            msg = await self._kv._js.get_msg(self._kv._stream, subject=f"{self._kv._pre}{LEASE_KEY}")
+        except Exception:
+            return None
+        headers = msg.headers or {}
+        if headers.get("Nats-Marker-Reason") or headers.get("KV-Operation") in ("DEL", "PURGE"):
+            return int(msg.seq) if msg.seq is not None else None
+        return None
+
     async def try_acquire(self) -> Lease | None:
         try:
-            rev = await self._kv.create(LEASE_KEY, self.holder.encode())
+            try:
+                rev = await self._kv.create(LEASE_KEY, self.holder.encode())
+            except KeyWrongLastSequenceError:
+                marker = await self._tombstone()
+                if marker is None:
+                    return None
+                updated = await self._kv.update(LEASE_KEY, self.holder.encode(), last=marker)
+                if updated is None:
+                    return None
+                rev = updated
         except KeyWrongLastSequenceError:
             return None
         except Exception as err:  # connection trouble: not leader, try again later

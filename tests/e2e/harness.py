@@ -89,7 +89,11 @@ class Cluster:
         await self.store.close()
 
     async def apply(self, text: str, namespace: str | None = None) -> list[str]:
-        return await self.applier.apply(text, namespace)
+        """Apply, then wait until the projection has folded what was appended (read your writes)."""
+        lines = await self.applier.apply(text, namespace)
+        assert self.engine is not None and self.engine.projector is not None
+        assert await self.engine.projector.wait_for(await self.store.last_seq(), timeout=10)
+        return lines
 
     async def delete_pod(self, name: str, namespace: str = "default") -> None:
         pod = await find_pod(self.store, name, namespace)
