@@ -41,7 +41,10 @@ class ManifestInvalid(InvalidInput):
         self.name = name
         self.document = document
         what = f"{kind} {name!r} is invalid: " if kind or name else ""
-        super().__init__(what + "; ".join(str(e) for e in self.errors), self.errors[0].path if errors else "")
+        super().__init__(what + "; ".join(str(e) for e in self.errors))
+        self.field = (
+            self.errors[0].path if self.errors else ""
+        )  # the first problem's field, as InvalidInput has
 
     @property
     def paths(self) -> list[str]:
