@@ -146,3 +146,22 @@ def test_definition_files_are_plain_server_json() -> None:
     for file in sorted((Path(__file__).resolve().parents[2] / "ops" / "streams").glob("*.json")):
         data = json.loads(file.read_text())
         assert data["kind"] in ("stream", "kv"), file
+
+
+@pytest.mark.integration
+async def test_command_stream_takes_more_than_a_thousand_node_consumers(nc: Any, streams: Any) -> None:
+    """The fleet design: one ordered consumer per node subject, past the server's default of 1,000."""
+    for i in range(1_001):
+        config = {
+            "deliver_subject": f"_INBOX.fleet.{i}",
+            "filter_subject": f"dse.cmd.node-{i}",
+            "ack_policy": "none",
+            "mem_storage": True,
+            "num_replicas": 1,
+            "inactive_threshold": 30 * _NS,
+        }
+        await api_request(
+            nc, f"CONSUMER.CREATE.{COMMANDS_STREAM}", {"stream_name": COMMANDS_STREAM, "config": config}
+        )
+    info = await api_request(nc, f"STREAM.INFO.{COMMANDS_STREAM}")
+    assert info["state"]["consumer_count"] == 1_001
