@@ -65,6 +65,8 @@ class ReconcileResult(msgspec.Struct, frozen=True):
     decision: DecisionRecorded | None
     requeue_after: float | None
     status: DaemonSetStatus
+    #: the per-node reasons, also when nothing changed and ``decision`` is None (for ``explain``)
+    reasons: tuple[NodeReason, ...] = ()
 
 
 def reconcile(state: ClusterState, key: str, now: float) -> ReconcileResult:
@@ -266,10 +268,10 @@ def _finish(
     )
     for step in plan.backoffs.values():
         plan.requeue(step.delay_seconds)
+    reasons = tuple(r for node in sorted(by_node) for r in by_node[node])
     changed = commands or adopted or released or backoffs or status != ds.status
     if not changed:
-        return ReconcileResult(None, plan.requeue_after, status)
-    reasons = tuple(r for node in sorted(by_node) for r in by_node[node])
+        return ReconcileResult(None, plan.requeue_after, status, reasons)
     decision = DecisionRecorded(
         namespace=ds.namespace,
         name=ds.name,
@@ -286,7 +288,7 @@ def _finish(
         adopted=tuple(p.key for p in adopted),
         released=tuple(p.key for p in released),
     )
-    return ReconcileResult(decision, plan.requeue_after, status)
+    return ReconcileResult(decision, plan.requeue_after, status, reasons)
 
 
 def _cascade(state: ClusterState, ds: DaemonSetState, now: float, status: DaemonSetStatus) -> ReconcileResult:

@@ -4,7 +4,9 @@ Counted per node in the node list from the node's daemon pods (failed and non-te
 pods included), the node's *first* pod in upstream order deciding ready/available/updated. As in
 upstream's unit tests, where the fake pod control writes to the cache at once, the counts include the
 pods this very decision creates (and, here, creates still in flight): a status must not dip while the
-executors catch up, or every pod report would record a new decision.
+executors catch up, or every pod report would record a new decision. Such a pod is Pending and not
+Ready; it counts as updated only if its command was issued after the DaemonSet's last apply (the
+read model's in-flight entry does not record the revision it was created for).
 """
 
 from __future__ import annotations

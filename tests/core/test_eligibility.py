@@ -191,3 +191,22 @@ def test_explanation_lists_every_rule_checked() -> None:
 def test_undecodable_template_matches_no_node() -> None:
     e = node_should_run(node(), template(nodeSelector=["not", "a", "map"]))
     assert (e.should_run, e.should_continue_running, e.code) == (False, False, "InvalidTemplate")
+
+
+def test_explain_node_gives_rules_pods_and_reasons_even_without_a_decision() -> None:
+    from engine.core.explain import explain_node
+    from tests.core.world import World, ds_doc, taint
+
+    w = World()
+    w.node("node-0", taints=[taint("dedicated", "NoSchedule", "user1")])
+    w.apply(ds_doc())
+    pod = w.pod("node-0")
+    w.record(w.reconcile())
+    assert w.reconcile().decision is None
+    why = explain_node(w.state, "default/foo", "node-0", w.now)
+    assert (why.eligibility.should_run, why.eligibility.should_continue_running) == (False, True)
+    assert why.eligibility.message == "taint dedicated=user1:NoSchedule not tolerated"
+    assert [p.name for p in why.pods] == [pod.name]
+    (reason,) = why.reasons
+    assert (reason.action, reason.code) == ("keep", "KeptDespiteNoSchedule")
+    assert "misscheduled" in reason.message
