@@ -54,6 +54,7 @@ def _node(ds: DaemonSetState, view: NodeView, surge: bool, now: float, plan: Pla
             plan.notes.append(Note(node, "skip", e.code, message))
         return
     before = len(plan.deletes) + len(plan.creates)
+    noted = len(plan.notes)
     running = _prune_terminal(ds, view, now, plan)
     terminating = [p for p in pods if is_deleting(p)]
     if not surge:
@@ -81,7 +82,7 @@ def _node(ds: DaemonSetState, view: NodeView, surge: bool, now: float, plan: Pla
         gone = terminating[0]
         message = f"pod {gone.name} is terminating; the replacement is created once it is gone"
         plan.notes.append(Note(node, "wait", POD_TERMINATING, message, gone.name))
-    elif not any(n.node == node for n in plan.notes):
+    elif len(plan.notes) == noted:
         plan.notes.append(Note(node, "skip", e.code, e.message))
 
 

@@ -38,8 +38,7 @@ def claim_pods(state: ClusterState, ds: DaemonSetState) -> Claim:
             released.append(pod)
     adopted: list[PodState] = []
     if not ds.deleting:
-        for key in sorted(state.pods):
-            pod = state.pods[key]
+        for pod in state.pods.values():
             if (
                 not pod.owner_uid
                 and pod.namespace == ds.namespace
@@ -47,4 +46,5 @@ def claim_pods(state: ClusterState, ds: DaemonSetState) -> Claim:
                 and matches(selector, pod.labels)
             ):
                 adopted.append(pod)
+        adopted.sort(key=lambda p: p.key)
     return Claim(pods=owned + adopted, adopted=adopted, released=released)

@@ -289,3 +289,26 @@ def test_every_node_gets_a_reason() -> None:
     )
     created = [r for r in result.decision.reasons if r.action == "create"]
     assert all(r.command_id and r.pod for r in created)
+
+
+def test_terminal_pod_being_deleted_is_not_mapped_so_the_node_gets_a_new_pod() -> None:
+    w = one_node()
+    pod = w.pod("node-0", phase="Failed")
+    w.terminating(pod)
+    assert created_nodes(w.reconcile()) == ["node-0"]
+
+
+def test_non_terminal_pod_being_deleted_still_counts_as_current() -> None:
+    w = one_node()
+    pod = w.pod("node-0")
+    w.terminating(pod)
+    assert w.reconcile().status.current_number_scheduled == 1
+
+
+@pytest.mark.parametrize(("name", "prefix"), [("foo", "foo-"), ("x" * 70, "x" * 58)])
+def test_pod_names_use_the_generate_name_prefix_rules(name: str, prefix: str) -> None:
+    from engine.core.pod_template import pod_name
+
+    generated = pod_name(name, "uid", "node", 1)
+    assert generated.startswith(prefix) and len(generated) == len(prefix) + 5
+    assert generated == pod_name(name, "uid", "node", 1)
