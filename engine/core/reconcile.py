@@ -266,8 +266,6 @@ def _finish(
         )
         for node, step in sorted(plan.backoffs.items())
     )
-    for step in plan.backoffs.values():
-        plan.requeue(step.delay_seconds)
     reasons = tuple(r for node in sorted(by_node) for r in by_node[node])
     changed = commands or adopted or released or backoffs or status != ds.status
     if not changed:

@@ -10,7 +10,6 @@ from engine.core.reconcile import CASCADE_DELETE, SELECTING_ALL
 from events.k8s import LabelSelector
 from tests.core.world import (
     KEY,
-    SIMPLE_LABELS,
     World,
     counts,
     deleted_pods,
@@ -171,8 +170,3 @@ def test_empty_selector_is_never_synced_and_warns_once() -> None:
     assert [r.code for r in result.decision.reasons] == [SELECTING_ALL]
     w.record(result)
     assert w.reconcile().decision is None
-
-
-def test_pod_labels_fixture_matches_selector() -> None:
-    assert SIMPLE_LABELS == {"name": "simple-daemon", "type": "production"}
-    assert deleted_pods(World().reconcile()) == []

@@ -64,14 +64,11 @@ def fleet(count: int, strategy: dict[str, Any], **doc: Any) -> World:
 
 
 def unavailable_nodes(w: World, key: str = KEY) -> int:
-    ds = w.ds(key)
-    n = 0
-    for node in w.state.nodes:
-        pods = [p for p in w.pods_on(node, key) if p.deletion_timestamp is None]
-        if not any(p.ready for p in pods):
-            n += 1
-    del ds
-    return n
+    return sum(
+        1
+        for node in w.state.nodes
+        if not any(p.ready and p.deletion_timestamp is None for p in w.pods_on(node, key))
+    )
 
 
 @pytest.mark.parametrize(("mu", "per_step"), [(1, 1), (2, 2), ("40%", 2)])
