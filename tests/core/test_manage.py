@@ -312,3 +312,12 @@ def test_pod_names_use_the_generate_name_prefix_rules(name: str, prefix: str) ->
     generated = pod_name(name, "uid", "node", 1)
     assert generated.startswith(prefix) and len(generated) == len(prefix) + 5
     assert generated == pod_name(name, "uid", "node", 1)
+
+
+def test_recreated_daemonset_is_not_blocked_by_the_old_objects_commands_in_flight() -> None:
+    w = one_node()
+    w.record(w.reconcile())  # a create in flight for the first object
+    w.delete()
+    w.tick(1)
+    w.apply(ds_doc())  # same name, new uid
+    assert created_nodes(w.reconcile()) == ["node-0"]
