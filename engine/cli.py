@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from collections.abc import Sequence
 from importlib.metadata import version
 from pathlib import Path
+
+import msgspec
 
 from engine.shell import settings as nats_settings
 from events.errors import DsctlError
@@ -55,7 +58,9 @@ def _port(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    common = _Parser(add_help=False)
+    # SUPPRESS: an absent flag sets nothing, so `dsctl --nats URL get pods` keeps the URL given before
+    # the subcommand (argparse would otherwise overwrite it with the subparser's default)
+    common = _Parser(add_help=False, argument_default=argparse.SUPPRESS)
     nats_settings.add_arguments(common)
 
     parser = _Parser(
@@ -124,7 +129,101 @@ def build_parser() -> argparse.ArgumentParser:
         help="sim driver: pods become Ready after this long [0.5]",
     )
     exe.add_argument("--pod-logs", metavar="DIR", help="process driver: where pod output goes [.dsctl/pods]")
+    _client_commands(sub, common)
     return parser
+
+
+def _ns_flags(p: argparse.ArgumentParser, *, all_namespaces: bool = False) -> None:
+    p.add_argument("-n", "--namespace", default="default", help="namespace [default]")
+    if all_namespaces:
+        p.add_argument("-A", "--all-namespaces", action="store_true", help="every namespace")
+
+
+def _client_commands(sub: argparse._SubParsersAction[_Parser], common: _Parser) -> None:
+    def add(name: str, help_text: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, parents=[common], help=help_text, description=help_text)
+
+    ap = add("apply", "append DaemonSets and Nodes from manifests (YAML or JSON, multi-document, List)")
+    ap.add_argument("-f", "--filename", required=True, metavar="FILE", help="manifest file, or - for stdin")
+    _ns_flags(ap)
+
+    de = add("delete", "delete a DaemonSet, node or pod (or what a manifest names)")
+    de.add_argument("type", nargs="?", metavar="TYPE", help="daemonset|ds, node, pod")
+    de.add_argument("name", nargs="?", metavar="NAME")
+    de.add_argument("-f", "--filename", metavar="FILE", help="delete what this manifest names")
+    de.add_argument("--cascade", default="background", help="background|foreground|orphan [background]")
+    _ns_flags(de)
+
+    la = add("label", "set or remove node labels (key=value, key-)")
+    la.add_argument("type", metavar="TYPE", help="nodes")
+    la.add_argument("name", metavar="NAME")
+    la.add_argument("labels", nargs="+", metavar="KEY=VALUE|KEY-")
+    la.add_argument("--overwrite", action="store_true", help="allow changing an existing label")
+
+    ta = add("taint", "add or remove node taints (key=value:Effect, key:Effect-)")
+    ta.add_argument("type", metavar="TYPE", help="nodes")
+    ta.add_argument("name", metavar="NAME")
+    ta.add_argument("taints", nargs="+", metavar="KEY[=VALUE]:EFFECT[-]")
+
+    for verb in ("cordon", "uncordon"):
+        c = add(verb, f"mark a node as {'un' if verb == 'cordon' else ''}schedulable")
+        c.add_argument("name", metavar="NAME")
+
+    ge = add("get", "list daemonsets, pods or nodes (as kubectl get)")
+    ge.add_argument("type", metavar="TYPE", help="daemonsets|ds, pods|po, nodes|no")
+    ge.add_argument("name", nargs="?", metavar="NAME")
+    _ns_flags(ge, all_namespaces=True)
+    ge.add_argument("-l", "--selector", metavar="SELECTOR", help="label selector (a=b,c!=d,e in (x,y))")
+    ge.add_argument("-o", "--output", default="table", choices=["table", "wide", "json", "yaml", "name"])
+    ge.add_argument("-w", "--watch", action="store_true", help="after listing, print changes as they happen")
+    ge.add_argument("--at", metavar="SEQ|TIME", help="show the state as it was at a stream sequence or time")
+
+    ds = add("describe", "show one object in detail, with events from the log")
+    ds.add_argument("type", metavar="TYPE", help="ds, node, pod")
+    ds.add_argument("name", metavar="NAME")
+    _ns_flags(ds)
+    ds.add_argument("--at", metavar="SEQ|TIME", help="as it was at a stream sequence or time")
+
+    ro = add("rollout", "status, history, undo or restart a DaemonSet rollout")
+    ro.add_argument("action", choices=["status", "history", "undo", "restart"])
+    ro.add_argument("resource", metavar="ds/NAME")
+    _ns_flags(ro)
+    ro.add_argument("--timeout", default="0", help="status: give up after this long (30s, 5m) [0: never]")
+    ro.add_argument("--revision", type=int, default=0, help="history: show this revision's template")
+    ro.add_argument("--to-revision", type=int, default=0, help="undo: roll back to this revision")
+
+    rp = add("replay", "recompute recorded decisions from the log")
+    rp.add_argument("action", choices=["verify"])
+    rp.add_argument(
+        "--from", dest="from_seq", type=int, default=1, metavar="SEQ", help="first decision to check"
+    )
+
+    ex = add("explain", "why a pod is where it is, or why a DaemonSet does (not) run on a node")
+    ex.add_argument("type", choices=["pod", "node"])
+    ex.add_argument("name", metavar="NAME")
+    ex.add_argument("--ds", metavar="NS/NAME", help="node: the DaemonSet to explain")
+    _ns_flags(ex)
+    ex.add_argument("--at", metavar="SEQ|TIME", help="node: as it was at a stream sequence or time")
+
+    au = add("audit", "events and decisions in log order, filtered")
+    au.add_argument("--ds", metavar="NS/NAME")
+    au.add_argument("--node", metavar="NAME")
+    au.add_argument("--pod", metavar="NAME")
+    au.add_argument("--type", dest="types", action="append", default=[], metavar="TAG", help="repeatable")
+    au.add_argument("--since", metavar="DURATION|TIME", help="e.g. 10m, or an RFC 3339 time")
+    au.add_argument("--until", metavar="TIME")
+    au.add_argument("--limit", type=int, metavar="N")
+    au.add_argument("-o", "--output", default="table", choices=["table", "json", "jsonl"])
+
+    ev = add("events", "publish events through the ingest service")
+    ev.add_argument("action", choices=["publish"])
+    ev.add_argument("-f", "--filename", required=True, metavar="FILE", help="JSON lines, or - for stdin")
+
+    sc = sub.add_parser("schema", help="print the event contract (JSON Schema per event, or AsyncAPI)")
+    sc.add_argument("-o", "--output", default="json", choices=["json", "asyncapi"])
+
+    ig = add("ingest", "run the ingest service (validates and appends events from other services)")
+    ig.add_argument("action", nargs="?", choices=["run"], default="run")
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -141,7 +240,7 @@ def _run(args: argparse.Namespace) -> int:
 
                 return asyncio.run(
                     up.up(
-                        settings if args.nats_url else None,
+                        settings if getattr(args, "nats_url", None) else None,
                         port=args.port,
                         store_dir=args.store,
                         demo=args.demo,
@@ -173,7 +272,22 @@ def _run(args: argparse.Namespace) -> int:
                     pod_logs=args.pod_logs,
                 )
             )
-    raise AssertionError(args.command)
+        case "schema":
+            from engine.shell.contract import schema_text
+
+            sys.stdout.write(schema_text(args.output))
+            return 0
+        case "ingest":
+            logs.configure()
+            from engine.shell.ingest import run_ingest
+
+            return asyncio.run(run_ingest(settings))
+    from engine.shell.client import run_client
+
+    # a one-shot command: only problems reach the terminal (on stderr), as `error: ...` lines mostly
+    logs.configure(level="error" if "DSCTL_LOG_LEVEL" not in os.environ else None)
+    settings = msgspec.structs.replace(settings, connect_deadline=min(settings.connect_deadline, 5.0))
+    return asyncio.run(run_client(args, settings))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -105,7 +105,7 @@ def apply_event(state: ClusterState, event: Event, seq: int, at: Timestamp) -> N
         case DaemonSetApplied():
             _apply_daemonset(state, event, seq, at)
         case DaemonSetDeleted():
-            _delete_daemonset(state, event)
+            _delete_daemonset(state, event, at)
         case _:
             pass  # a tag this fold does not read (forward compatibility)
 
@@ -170,11 +170,12 @@ def _apply_daemonset(state: ClusterState, event: DaemonSetApplied, seq: int, at:
         rev.change_cause = cause or rev.change_cause
 
 
-def _delete_daemonset(state: ClusterState, event: DaemonSetDeleted) -> None:
+def _delete_daemonset(state: ClusterState, event: DaemonSetDeleted, at: Timestamp) -> None:
     key = object_key(event.namespace, event.name)
     ds = state.daemonsets.get(key)
     if ds is None or ds.uid != event.uid:
         return
+    ds.deleted_at = at
     owned = state.pods_by_owner.get(ds.uid, set())
     if event.propagation_policy == "Orphan":
         for pod_key in owned:

@@ -65,6 +65,8 @@ class DaemonSetState(msgspec.Struct, kw_only=True):
     #: set when a foreground delete is waiting for the pods to go (A.12)
     deleting: bool = False
     deletion_policy: PropagationPolicy | None = None
+    #: when the delete was recorded (the object's deletionTimestamp while a cascade runs)
+    deleted_at: Timestamp | None = None
     #: every revision ever used, keyed by hash; retention (revisionHistoryLimit) is a view in the core
     revisions: dict[str, Revision] = {}
     observed_generation: int = 0

@@ -61,7 +61,7 @@ class NodeOps:
         for key, value in set_labels.items():
             if key in node.labels and node.labels[key] != value and not overwrite:
                 raise InvalidInput(
-                    f"'{key}' already has a value ({node.labels[key]}), and --overwrite is false", key
+                    f"'{key}' already has a value ({node.labels[key]}), and --overwrite is false"
                 )
         labels = {k: v for k, v in node.labels.items() if k not in remove} | dict(set_labels)
         missing = [k for k in remove if k not in node.labels]

@@ -97,8 +97,8 @@ class Projector:
     def seq(self) -> int:
         return self.state.seq
 
-    async def load(self, *, use_snapshot: bool = True) -> None:
-        """Snapshot (if any) + replay of the tail up to the current end of the log."""
+    async def load(self, *, use_snapshot: bool = True, end_seq: int | None = None) -> None:
+        """Snapshot (if any) + replay of the tail up to the current end of the log (or ``end_seq``)."""
         if use_snapshot and self.snapshots is not None:
             data = None
             try:
@@ -112,6 +112,8 @@ class Projector:
                 except MalformedEvent as err:
                     log.warning("projector.snapshot_ignored", error=str(err))
         end = await self.store.last_seq()
+        if end_seq is not None:
+            end = min(end, end_seq)
         start = self.state.seq + 1
         while start <= end:
             try:

@@ -1,0 +1,345 @@
+"""The read model shown the way kubectl shows Kubernetes objects: tables by default, and ``-o json`` /
+``-o yaml`` objects shaped like the API server's, so a user's ``jq`` scripts keep working.
+
+Pure functions of the state and ``now`` (for ages); printing happens in the caller.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+
+from engine.core import selectors
+from engine.core.eligibility import placement
+from engine.core.tolerations import with_daemon_tolerations
+from events.k8s import REVISION_HASH_LABEL, LabelSelector, PodTemplate, scheduling_spec
+from projections.model import ClusterState, DaemonSetState, NodeState, PodState, Revision
+
+_to_builtins = msgspec.to_builtins
+
+
+def rfc3339(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def age(ts: float, now: float) -> str:
+    """kubectl's short duration (``37s``, ``4m35s``, ``3h2m``, ``12d``)."""
+    s = max(0, int(now - ts))
+    if s < 120:
+        return f"{s}s"
+    m = s // 60
+    if m < 10:
+        return f"{m}m{s % 60}s" if s % 60 else f"{m}m"
+    if m < 180:
+        return f"{m}m"
+    h = m // 60
+    if h < 8:
+        return f"{h}h{m % 60}m" if m % 60 else f"{h}h"
+    if h < 48:
+        return f"{h}h"
+    d = h // 24
+    if d < 8:
+        return f"{d}d{h % 24}h" if h % 24 else f"{d}d"
+    return f"{d}d"
+
+
+def table(headers: list[str], rows: list[list[str]]) -> str:
+    """kubectl's plain table: columns padded to the widest cell plus three spaces."""
+    if not rows:
+        return ""
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
+    out = []
+    for line in [headers, *rows]:
+        out.append("   ".join(cell.ljust(widths[i]) for i, cell in enumerate(line)).rstrip())
+    return "\n".join(out) + "\n"
+
+
+# --- objects ---------------------------------------------------------------------------------------------
+
+
+def template_of(state: ClusterState, pod: PodState) -> PodTemplate | None:
+    """The template a pod was created from: its owner's revision with the pod's hash."""
+    owners = [ds for ds in (*state.daemonsets.values(), *state.deleted.values()) if ds.uid == pod.owner_uid]
+    if not owners:  # an orphan: any DaemonSet in its namespace that had that revision
+        owners = [ds for ds in state.daemonsets.values() if ds.namespace == pod.namespace]
+    for ds in owners:
+        rev = ds.revisions.get(pod.revision_hash)
+        if rev is not None:
+            return rev.template
+    return None
+
+
+def daemonset_object(ds: DaemonSetState) -> dict[str, Any]:
+    spec = _to_builtins(ds.spec)
+    metadata: dict[str, Any] = {
+        "name": ds.name,
+        "namespace": ds.namespace,
+        "uid": ds.uid,
+        "generation": ds.generation,
+        "creationTimestamp": rfc3339(ds.created_at),
+        "labels": dict(ds.labels),
+        "annotations": {**ds.annotations, "deprecated.daemonset.template.generation": str(ds.generation)},
+    }
+    if ds.deleted_at is not None:
+        metadata["deletionTimestamp"] = rfc3339(ds.deleted_at)
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "DaemonSet",
+        "metadata": metadata,
+        "spec": spec,
+        "status": _to_builtins(ds.status),
+    }
+
+
+def pod_object(state: ClusterState, pod: PodState) -> dict[str, Any]:
+    template = template_of(state, pod)
+    spec: dict[str, Any] = dict(template.spec) if template is not None else {}
+    annotations = dict(template.metadata.annotations) if template is not None else {}
+    try:
+        sched = scheduling_spec(template) if template is not None else None
+    except msgspec.ValidationError:
+        sched = None
+    tolerations = with_daemon_tolerations(
+        sched.tolerations if sched else (), sched.host_network if sched else False
+    )
+    affinity = dict(spec.get("affinity") or {})
+    affinity["nodeAffinity"] = {
+        **(affinity.get("nodeAffinity") or {}),
+        "requiredDuringSchedulingIgnoredDuringExecution": {
+            "nodeSelectorTerms": [
+                {"matchFields": [{"key": "metadata.name", "operator": "In", "values": [pod.node]}]}
+            ]
+        },
+    }
+    spec.update(
+        nodeName=pod.node,
+        tolerations=[_to_builtins(t) for t in tolerations],
+        affinity=affinity,
+    )
+    metadata: dict[str, Any] = {
+        "name": pod.name,
+        "namespace": pod.namespace,
+        "uid": pod.uid,
+        "creationTimestamp": rfc3339(pod.created_at),
+        "labels": {**pod.labels, REVISION_HASH_LABEL: pod.revision_hash}
+        if pod.revision_hash
+        else dict(pod.labels),
+        "annotations": annotations,
+    }
+    if pod.owner_uid:
+        metadata["ownerReferences"] = [
+            {
+                "apiVersion": "apps/v1",
+                "kind": "DaemonSet",
+                "name": pod.owner_name,
+                "uid": pod.owner_uid,
+                "controller": True,
+                "blockOwnerDeletion": True,
+            }
+        ]
+    if pod.deletion_timestamp is not None:
+        metadata["deletionTimestamp"] = rfc3339(pod.deletion_timestamp)
+    ready_since = rfc3339(pod.ready_since) if pod.ready_since is not None else None
+    status: dict[str, Any] = {
+        "phase": pod.phase,
+        "conditions": [
+            {
+                "type": "Ready",
+                "status": "True" if pod.ready else "False",
+                "lastTransitionTime": ready_since or rfc3339(pod.created_at),
+            }
+        ],
+        "startTime": rfc3339(pod.created_at),
+    }
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": spec, "status": status}
+
+
+def node_object(node: NodeState) -> dict[str, Any]:
+    spec: dict[str, Any] = {}
+    if node.taints:
+        spec["taints"] = [_to_builtins(t) for t in node.taints]
+    if node.unschedulable:
+        spec["unschedulable"] = True
+    return {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {
+            "name": node.name,
+            "labels": dict(node.labels),
+            "creationTimestamp": rfc3339(node.created_at),
+        },
+        "spec": spec,
+        "status": {
+            "conditions": [_to_builtins(c) for c in node.conditions.values()],
+            "capacity": dict(node.capacity),
+        },
+    }
+
+
+def as_list(items: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "List", "items": items, "metadata": {"resourceVersion": ""}}
+
+
+# --- tables ------------------------------------------------------------------------------------------------
+
+
+def node_selector_text(template: PodTemplate) -> str:
+    where = placement(template)
+    if not where.node_selector:
+        return "<none>"
+    return ",".join(f"{k}={v}" for k, v in sorted(where.node_selector.items()))
+
+
+def ds_rows(items: list[DaemonSetState], now: float, *, namespaces: bool, wide: bool) -> str:
+    headers = ["NAME", "DESIRED", "CURRENT", "READY", "UP-TO-DATE", "AVAILABLE", "NODE SELECTOR", "AGE"]
+    if wide:
+        headers += ["CONTAINERS", "IMAGES", "SELECTOR"]
+    if namespaces:
+        headers = ["NAMESPACE", *headers]
+    rows = []
+    for ds in items:
+        st = ds.status
+        row = [
+            ds.name,
+            str(st.desired_number_scheduled),
+            str(st.current_number_scheduled),
+            str(st.number_ready),
+            str(st.updated_number_scheduled),
+            str(st.number_available),
+            node_selector_text(ds.spec.template),
+            age(ds.created_at, now),
+        ]
+        if wide:
+            containers = ds.spec.template.spec.get("containers") or []
+            row += [
+                ",".join(str(c.get("name", "")) for c in containers if isinstance(c, dict)) or "<none>",
+                ",".join(str(c.get("image", "")) for c in containers if isinstance(c, dict)) or "<none>",
+                selectors.describe(ds.spec.selector),
+            ]
+        rows.append([ds.namespace, *row] if namespaces else row)
+    return table(headers, rows)
+
+
+def pod_status(pod: PodState) -> str:
+    if pod.deletion_timestamp is not None:
+        return "Terminating"
+    return {"Succeeded": "Completed", "Failed": "Error"}.get(pod.phase, pod.phase)
+
+
+def container_count(state: ClusterState, pod: PodState) -> int:
+    template = template_of(state, pod)
+    containers = template.spec.get("containers") if template is not None else None
+    return len(containers) if isinstance(containers, list) and containers else 1
+
+
+def pod_rows(state: ClusterState, items: list[PodState], now: float, *, namespaces: bool, wide: bool) -> str:
+    headers = ["NAME", "READY", "STATUS", "RESTARTS", "AGE"]
+    if wide:
+        headers += ["IP", "NODE", "NOMINATED NODE", "READINESS GATES"]
+    if namespaces:
+        headers = ["NAMESPACE", *headers]
+    rows = []
+    for pod in items:
+        n = container_count(state, pod)
+        row = [pod.name, f"{n if pod.ready else 0}/{n}", pod_status(pod), "0", age(pod.created_at, now)]
+        if wide:
+            row += ["<none>", pod.node, "<none>", "<none>"]
+        rows.append([pod.namespace, *row] if namespaces else row)
+    return table(headers, rows)
+
+
+def node_status(node: NodeState) -> str:
+    ready = node.conditions.get("Ready")
+    text = (
+        "Ready"
+        if ready is None or ready.status == "True"
+        else ("NotReady" if ready.status == "False" else "Unknown")
+    )
+    return text + (",SchedulingDisabled" if node.unschedulable else "")
+
+
+def node_roles(node: NodeState) -> str:
+    prefix = "node-role.kubernetes.io/"
+    roles = sorted(k[len(prefix) :] for k in node.labels if k.startswith(prefix) and k != prefix)
+    return ",".join(roles) or "<none>"
+
+
+def node_rows(items: list[NodeState], now: float, *, wide: bool) -> str:
+    headers = ["NAME", "STATUS", "ROLES", "AGE", "VERSION"]
+    if wide:
+        headers += ["TAINTS", "LABELS"]
+    rows = []
+    for node in items:
+        row = [node.name, node_status(node), node_roles(node), age(node.created_at, now), "<none>"]
+        if wide:
+            row += [
+                ",".join(f"{t.key}{'=' + t.value if t.value else ''}:{t.effect}" for t in node.taints)
+                or "<none>",
+                ",".join(f"{k}={v}" for k, v in sorted(node.labels.items())) or "<none>",
+            ]
+        rows.append(row)
+    return table(headers, rows)
+
+
+def revision_rows(revisions: list[Revision]) -> str:
+    return table(
+        ["REVISION", "CHANGE-CAUSE"], [[str(r.number), r.change_cause or "<none>"] for r in revisions]
+    )
+
+
+# --- label selectors (kubectl -l syntax) ---------------------------------------------------------------
+
+
+def parse_label_selector(text: str) -> LabelSelector:
+    """``a=b,c!=d,e in (x,y),f notin (z),g,!h`` -> a LabelSelector; raises ValueError naming the part."""
+    from events.k8s import LabelSelectorRequirement
+
+    reqs: list[LabelSelectorRequirement] = []
+    parts: list[str] = []
+    depth, current = 0, ""
+    for ch in text:
+        if ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+        if ch == "," and depth == 0:
+            parts.append(current)
+            current = ""
+        else:
+            current += ch
+    parts.append(current)
+    for raw in parts:
+        part = raw.strip()
+        if not part:
+            raise ValueError(f"empty requirement in selector {text!r}")
+        lowered = part.replace("\t", " ")
+        for op_text, op in ((" notin ", "NotIn"), (" in ", "In")):
+            if op_text in lowered:
+                key, _, rest = lowered.partition(op_text)
+                rest = rest.strip()
+                if not (rest.startswith("(") and rest.endswith(")")):
+                    raise ValueError(f"values of {part!r} must be in parentheses")
+                values = tuple(v.strip() for v in rest[1:-1].split(",") if v.strip())
+                reqs.append(LabelSelectorRequirement(key=key.strip(), operator=op, values=values))
+                break
+        else:
+            if "!=" in part:
+                key, _, value = part.partition("!=")
+                reqs.append(
+                    LabelSelectorRequirement(key=key.strip(), operator="NotIn", values=(value.strip(),))
+                )
+            elif "==" in part or "=" in part:
+                key, _, value = part.partition("==") if "==" in part else part.partition("=")
+                reqs.append(LabelSelectorRequirement(key=key.strip(), operator="In", values=(value.strip(),)))
+            elif part.startswith("!"):
+                reqs.append(LabelSelectorRequirement(key=part[1:].strip(), operator="DoesNotExist"))
+            else:
+                reqs.append(LabelSelectorRequirement(key=part, operator="Exists"))
+    for r in reqs:
+        if not r.key or " " in r.key:
+            raise ValueError(f"invalid label key in selector {text!r}")
+    return LabelSelector(match_expressions=tuple(reqs))
