@@ -75,22 +75,30 @@ def _titled(cls: type[Any], title: str) -> dict[str, Any]:
 
 def json_schema_document() -> dict[str, Any]:
     """Every schema of the contract, self-contained, keyed by what it describes."""
-    return {
-        "$schema": JSON_SCHEMA_DIALECT,
-        "title": "dsctl event contract",
-        "version": service_version(),
-        "events": schema.event_schemas(),
-        "envelope": schema.envelope_schema(),
-        "command": schema.command_schema(),
-        "ingest": {
-            "request": _titled(IngestRequest, "ingest request"),
-            "reply": _titled(IngestReply, "ingest reply"),
-            "batch_reply": _titled(BatchReply, "ingest batch reply"),
-            "error": _titled(ErrorReply, "ingest error"),
-        },
-        "rejected": _titled(Rejection, "rejected input"),
-        "engine_only": sorted(ENGINE_ONLY),
-    }
+    return _plain(
+        {
+            "$schema": JSON_SCHEMA_DIALECT,
+            "title": "dsctl event contract",
+            "version": service_version(),
+            "events": schema.event_schemas(),
+            "envelope": schema.envelope_schema(),
+            "command": schema.command_schema(),
+            "ingest": {
+                "request": _titled(IngestRequest, "ingest request"),
+                "reply": _titled(IngestReply, "ingest reply"),
+                "batch_reply": _titled(BatchReply, "ingest batch reply"),
+                "error": _titled(ErrorReply, "ingest error"),
+            },
+            "rejected": _titled(Rejection, "rejected input"),
+            "engine_only": sorted(ENGINE_ONLY),
+        }
+    )
+
+
+def _plain(doc: dict[str, Any]) -> dict[str, Any]:
+    """JSON types only (msgspec's schemas carry tuples as defaults), so the value equals its printout."""
+    plain: dict[str, Any] = msgspec.json.decode(msgspec.json.encode(doc))
+    return plain
 
 
 # --- AsyncAPI -------------------------------------------------------------------------------------------
@@ -130,14 +138,13 @@ def _ref(name: str) -> dict[str, str]:
 
 
 def _rewrite(node: Any) -> Any:
+    """Point every local reference (``$ref``, discriminator ``mapping``) at ``components.schemas``."""
     if isinstance(node, dict):
-        out = {k: _rewrite(v) for k, v in node.items()}
-        ref = out.get("$ref")
-        if isinstance(ref, str) and ref.startswith("#/$defs/"):
-            out["$ref"] = "#/components/schemas/" + ref[len("#/$defs/") :]
-        return out
-    if isinstance(node, list):
+        return {k: _rewrite(v) for k, v in node.items()}
+    if isinstance(node, list | tuple):
         return [_rewrite(v) for v in node]
+    if isinstance(node, str) and node.startswith("#/$defs/"):
+        return "#/components/schemas/" + node[len("#/$defs/") :]
     return node
 
 
@@ -341,26 +348,28 @@ def asyncapi_document() -> dict[str, Any]:
             },
         }
 
-    return {
-        "asyncapi": "3.0.0",
-        "info": {
-            "title": "dsctl event log and ingest",
-            "version": service_version(),
-            "description": (
-                "Subjects of the dsctl event-sourced DaemonSet controller. Other services add facts "
-                f"through the {SERVICE_NAME} micro service ({EVENT_SUBJECT}, {BATCH_SUBJECT}), which "
-                "validates them, or publish to the event subjects directly with a Nats-Msg-Id header "
-                "(stored unvalidated)."
-            ),
-        },
-        "defaultContentType": "application/json",
-        "servers": {
-            "local": {"host": "127.0.0.1:4222", "protocol": "nats", "description": "dsctl up"},
-        },
-        "channels": channels,
-        "operations": operations,
-        "components": {"schemas": components.schemas, "messages": messages},
-    }
+    return _plain(
+        {
+            "asyncapi": "3.0.0",
+            "info": {
+                "title": "dsctl event log and ingest",
+                "version": service_version(),
+                "description": (
+                    "Subjects of the dsctl event-sourced DaemonSet controller. Other services add facts "
+                    f"through the {SERVICE_NAME} micro service ({EVENT_SUBJECT}, {BATCH_SUBJECT}), which "
+                    "validates them, or publish to the event subjects directly with a Nats-Msg-Id header "
+                    "(stored unvalidated)."
+                ),
+            },
+            "defaultContentType": "application/json",
+            "servers": {
+                "local": {"host": "127.0.0.1:4222", "protocol": "nats", "description": "dsctl up"},
+            },
+            "channels": channels,
+            "operations": operations,
+            "components": {"schemas": components.schemas, "messages": messages},
+        }
+    )
 
 
 def schema_text(fmt: SchemaFormat = "json") -> str:

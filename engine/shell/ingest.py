@@ -378,14 +378,17 @@ def split_batch(data: bytes) -> list[tuple[int | None, bytes | msgspec.Raw]]:
     """A batch's items with their line numbers: a JSON array (no lines), or JSON lines (blank ones
     skipped)."""
     body = data.strip()
-    if not body:
-        raise MalformedEvent("empty batch: send JSON lines or a JSON array of events", "$")
+    items: list[tuple[int | None, bytes | msgspec.Raw]]
     if body.startswith(b"["):
         try:
-            return [(None, item) for item in _array_decoder.decode(body)]
+            items = [(None, item) for item in _array_decoder.decode(body)]
         except msgspec.DecodeError as err:
             raise MalformedEvent(*_split_msgspec(err)) from err
-    return [(n, line) for n, line in enumerate(body.split(b"\n"), start=1) if line.strip()]
+    else:
+        items = [(n, line) for n, line in enumerate(data.split(b"\n"), start=1) if line.strip()]
+    if not items:
+        raise MalformedEvent("empty batch: send JSON lines or a JSON array of events", "$")
+    return items
 
 
 def envelopes_from_batch(data: bytes, *, now: datetime) -> list[Envelope]:

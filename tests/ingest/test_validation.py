@@ -199,8 +199,9 @@ def test_an_oversized_or_empty_batch_is_refused() -> None:
     with pytest.raises(Refused) as info:
         envelopes_from_batch(b"\n".join([line] * (MAX_BATCH + 1)), now=NOW)
     assert info.value.reason_code == TOO_LARGE
-    with pytest.raises(InvalidInput):
-        envelopes_from_batch(b"  \n ", now=NOW)
+    for empty in (b"  \n ", b"[]", b" [ ] "):
+        with pytest.raises(InvalidInput, match="empty batch"):
+            envelopes_from_batch(empty, now=NOW)
 
 
 # --- fuzz: nothing but InvalidInput, whatever arrives ---------------------------------------------------
