@@ -40,7 +40,8 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
-from typing import Annotated, Any, Final
+from pathlib import Path
+from typing import Annotated, Any, Final, TextIO
 
 import msgspec
 import nats.micro
@@ -696,3 +697,11 @@ async def run_ingest(settings: NatsSettings) -> int:
     finally:
         await close(nc)
     return 0
+
+
+async def publish_file(nc: Client, path: str | Path, *, out: TextIO) -> int:
+    """``dsctl events publish -f FILE``: see ``engine.shell.contract.publish_file`` (imported here on
+    call, because the client it uses imports this module)."""
+    from engine.shell.contract import publish_file as publish
+
+    return await publish(nc, path, out=out)
