@@ -42,6 +42,8 @@ class Plan(msgspec.Struct):
     notes: list[Note] = msgspec.field(default_factory=list)
     backoffs: dict[str, BackoffStep] = msgspec.field(default_factory=dict)
     requeue_after: float | None = None
+    #: node -> the name chosen for the pod created there (unique: see reconcile.assign_pod_names)
+    pod_names: dict[str, str] = msgspec.field(default_factory=dict)
 
     @property
     def has_commands(self) -> bool:

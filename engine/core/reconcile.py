@@ -145,7 +145,8 @@ def _reconcile(state: ClusterState, ds: DaemonSetState, now: float) -> Reconcile
         plan.notes = [n for n in plan.notes if n.node not in touched] + rolled.notes
         plan.creates, plan.deletes = rolled.creates, rolled.deletes
     _cap(plan)
-    created = [virtual_pod(ds, c.node, _pod_name(ds, state, c.node), now) for c in plan.creates]
+    assign_pod_names(state, ds, plan)
+    created = [virtual_pod(ds, c.node, plan.pod_names[c.node], now) for c in plan.creates]
     seen = with_extra_pods(views, created)
     status = compute_status(ds, seen, now, ds.generation)
     plan.requeue(availability_timer(ds, seen, now))
@@ -164,8 +165,26 @@ def _cap(plan: Plan) -> None:
     del plan.deletes[BURST_REPLICAS:]
 
 
-def _pod_name(ds: DaemonSetState, state: ClusterState, node: str) -> str:
-    return pod_name(ds.name, ds.uid, node, state.seq)
+def assign_pod_names(state: ClusterState, ds: DaemonSetState, plan: Plan) -> None:
+    """Name each pod to create, never reusing a name that exists, is in flight, or was just chosen.
+
+    Names are ``<ds>-<5 chars>`` from a hash of (uid, node, state seq): 27^5 names, so at fleet scale
+    two nodes would collide (the birthday bound passes 50% near 4,500 pods). The API server refuses a
+    duplicate generated name and the client retries; here the retry is deterministic: the next
+    attempt number joins the hash until the name is free.
+    """
+    taken: set[str] = set()
+    for create in plan.creates:
+        attempt = 0
+        while True:
+            parts: tuple[str | int, ...] = (ds.uid, create.node, state.seq)
+            name = pod_name(ds.name, *(parts if attempt == 0 else (*parts, attempt)))
+            key = object_key(ds.namespace, name)
+            if name not in taken and key not in state.pods and key not in state.in_flight_by_pod:
+                break
+            attempt += 1
+        taken.add(name)
+        plan.pod_names[create.node] = name
 
 
 def _grace_period(ds: DaemonSetState) -> int | None:
@@ -175,12 +194,14 @@ def _grace_period(ds: DaemonSetState) -> int | None:
         return None
 
 
-def _create(state: ClusterState, ds: DaemonSetState, item: PlannedCreate) -> tuple[CreatePod, NodeReason]:
+def _create(
+    state: ClusterState, ds: DaemonSetState, item: PlannedCreate, name: str
+) -> tuple[CreatePod, NodeReason]:
     command = CreatePod(
         id=stable_id(ds.uid, item.node, state.seq, "create_pod"),
         node=item.node,
         namespace=ds.namespace,
-        pod_name=_pod_name(ds, state, item.node),
+        pod_name=name,
         pod_uid=stable_id(ds.uid, item.node, state.seq, "pod"),
         owner_uid=ds.uid,
         owner_name=ds.name,
@@ -233,8 +254,10 @@ def _finish(
     grace = _grace_period(ds)
     commands: list[AnyCommand] = []
     by_node: dict[str, list[NodeReason]] = {}
+    if len(plan.pod_names) < len(plan.creates):
+        assign_pod_names(state, ds, plan)
     for create in plan.creates:
-        made, reason = _create(state, ds, create)
+        made, reason = _create(state, ds, create, plan.pod_names[create.node])
         commands.append(made)
         by_node.setdefault(reason.node, []).append(reason)
     for delete in plan.deletes:
