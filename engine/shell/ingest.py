@@ -222,6 +222,20 @@ def _refusal(err: InvalidInput, *, index: int | None = None, line: int | None = 
     return Refused(code, message, field, details)
 
 
+def _clip(text: str, limit: int = 2000) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _clipped(refusal: Refused) -> Refused:
+    """Bounded texts: a reason may quote the input (an unknown field's name), and the reply and the
+    rejected record must stay far below the server's max payload whatever the input was."""
+    details = [
+        ErrorDetail(field=_clip(d.field, 500), reason=_clip(d.reason), index=d.index, line=d.line)
+        for d in refusal.errors[:_MAX_LISTED_ERRORS]
+    ]
+    return Refused(refusal.reason_code, _clip(refusal.reason), _clip(refusal.field, 500), details)
+
+
 def _code_of(err: InvalidInput) -> str:
     if isinstance(err, MalformedEvent):
         return MALFORMED
@@ -571,7 +585,7 @@ class IngestService:
             try:
                 body: bytes = await work(data)
             except InvalidInput as err:
-                refusal = _refusal(err)
+                refusal = _clipped(_refusal(err))
                 self.counters.rejected += 1
                 log.warning(
                     "ingest.rejected", endpoint=endpoint, reason_code=refusal.reason_code, field=refusal.field

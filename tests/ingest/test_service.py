@@ -92,6 +92,16 @@ async def test_bytes_that_are_not_utf8_are_kept_losslessly(nc: Any, ingest: Inge
     assert record.input_encoding == "base64" and base64.b64decode(record.input) == raw
 
 
+async def test_a_huge_input_is_answered_and_kept_truncated(nc: Any, ingest: IngestService) -> None:
+    huge_key = "k" * 400_000  # quoted back by the decoder's message
+    data = body({**node_registered(), huge_key: 1})
+    msg = await nc.request(EVENT_SUBJECT, data, timeout=5)
+    assert msg.headers["Nats-Service-Error-Code"] == "400"
+    assert len(msg.headers["Nats-Service-Error"]) <= 1000 and len(msg.data) < 10_000
+    [(_, record)] = await rejected(nc)
+    assert record.input_truncated and data.decode().startswith(record.input)
+
+
 async def test_a_repeated_id_is_deduplicated(
     nc: Any, ingest: IngestService, jetstream_store: JetStreamEventStore
 ) -> None:
