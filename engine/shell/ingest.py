@@ -56,13 +56,13 @@ from engine.core.defaults import with_daemonset_defaults
 from engine.core.tolerations import TAINT_EFFECTS
 from engine.core.validation import Checker, ManifestInvalid, join
 from engine.shell.connection import close, connect
-from engine.shell.jetstream_api import check_error, translate_errors
+from engine.shell.jetstream_api import api_request, check_error, translate_errors
 from engine.shell.settings import NatsSettings
 from engine.shell.store import EventStore, JetStreamEventStore
 from engine.shell.streams import EVENTS_STREAM, REJECTED_STREAM, apply_definitions, load_definitions
 from events.codec import decode_payload
 from events.envelope import Envelope
-from events.errors import DsctlError, InvalidInput, MalformedEvent, TransientError
+from events.errors import DsctlError, InvalidInput, MalformedEvent, NotFound, TransientError
 from events.k8s import NodeCondition, Taint
 from events.subjects import PREFIX, rejected_subject
 from events.types import (
@@ -683,13 +683,24 @@ async def serve_ingest(
     return service
 
 
+async def _create_missing_streams(nc: Client) -> None:
+    """Create the two streams ingest writes to if they are missing, so an ingest started before the
+    engine does not answer every request with 503; existing ones are left exactly as they are (their
+    configuration, e.g. replicas in a cluster, belongs to whoever set up the engine)."""
+    for definition in load_definitions():
+        if definition.name not in (EVENTS_STREAM, REJECTED_STREAM):
+            continue
+        try:
+            await api_request(nc, f"STREAM.INFO.{definition.name}")
+        except NotFound:
+            await apply_definitions(nc, [definition])
+
+
 async def run_ingest(settings: NatsSettings) -> int:
-    """``dsctl ingest run``: serve until SIGINT/SIGTERM. Creates the two streams it writes to when they
-    are missing, so an ingest started before the engine does not answer every request with 503."""
+    """``dsctl ingest run``: serve until SIGINT/SIGTERM."""
     nc = await connect(settings)
     try:
-        wanted = {EVENTS_STREAM, REJECTED_STREAM}
-        await apply_definitions(nc, [d for d in load_definitions() if d.name in wanted])
+        await _create_missing_streams(nc)
         store = JetStreamEventStore(nc)
         service = await serve_ingest(nc, store)
         stop = asyncio.Event()
