@@ -190,11 +190,14 @@ class Command(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, tag
 
 
 class CreatePod(Command, frozen=True, kw_only=True, tag="create_pod"):
+    """On the command stream ``template`` is the whole pod template; inside a recorded decision it is
+    None and ``revision_hash`` names it (decisions stay small at fleet scale)."""
+
     pod_uid: str
     owner_uid: str
     owner_name: str
     revision_hash: str
-    template: PodTemplate
+    template: PodTemplate | None = None
 
 
 class DeletePod(Command, frozen=True, kw_only=True, tag="delete_pod"):

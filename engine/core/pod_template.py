@@ -34,8 +34,12 @@ def node_affinity_term(node: str) -> dict[str, Any]:
     return {"matchFields": [{"key": NODE_NAME_FIELD, "operator": "In", "values": [node]}]}
 
 
-def daemon_pod_template(ds: DaemonSetState, node: str) -> PodTemplate:
-    template = ds.spec.template
+def daemon_pod_template(
+    ds: DaemonSetState, node: str, template: PodTemplate | None = None, revision_hash: str | None = None
+) -> PodTemplate:
+    """The pod to create on ``node``: the DaemonSet's template (or one of its revisions') with the
+    automatic tolerations, the node pinned by affinity, and the revision hash label (A.6)."""
+    template = template if template is not None else ds.spec.template
     spec: dict[str, Any] = copy.deepcopy(template.spec)
 
     raw_tolerations = spec.get("tolerations") or []
@@ -51,7 +55,7 @@ def daemon_pod_template(ds: DaemonSetState, node: str) -> PodTemplate:
     affinity["nodeAffinity"] = node_affinity
     spec["affinity"] = affinity
 
-    labels = {**template.metadata.labels, REVISION_HASH_LABEL: ds.template_hash}
+    labels = {**template.metadata.labels, REVISION_HASH_LABEL: revision_hash or ds.template_hash}
     generation = ds.annotations.get(TEMPLATE_GENERATION_ANNOTATION)
     if generation is not None:
         labels[TEMPLATE_GENERATION_LABEL] = generation

@@ -31,7 +31,7 @@ import msgspec
 import structlog
 from nats.aio.client import Client
 
-from engine.core.reconcile import reconcile
+from engine.core.reconcile import command_with_template, reconcile
 from engine.core.triggers import Before, PlacementCache, affected_keys, before
 from engine.shell.metrics import Metrics
 from engine.shell.projector import Projector
@@ -211,7 +211,7 @@ class Controller:
                 continue
             decision = stored.envelope.data
             if isinstance(decision, DecisionRecorded):
-                cmds = [c for c in decision.commands if c.id in ids]
+                cmds = [command_with_template(state, c) for c in decision.commands if c.id in ids]
                 await self.publisher.publish(cmds)
                 count += len(cmds)
         if count:
@@ -257,7 +257,7 @@ class Controller:
             decision = msgspec.structs.replace(decision, leader=self.writer.holder)
             seq = await self.writer.append(decision)
             self._min_seq[key] = seq
-            await self.publisher.publish(decision.commands)
+            await self.publisher.publish(result.commands)
             self.metrics.decisions += 1
             self.metrics.commands += len(decision.commands)
         self.metrics.reconciles += 1

@@ -27,7 +27,7 @@ import structlog
 
 from engine.shell.drivers.base import Driver, LocalPod, PodReporter
 from events.envelope import wrap
-from events.errors import DsctlError, MalformedEvent
+from events.errors import DsctlError, MalformedEvent, PermanentError
 from events.ids import stable_id
 from events.types import AnyCommand, CreatePod, DeletePod, EvictPod, PodDeleted, PodEvent
 from projections.model import ClusterState
@@ -182,6 +182,10 @@ class Executor:
         cmd = delivery.command
         try:
             await self.handle(cmd)
+        except PermanentError as err:
+            log.error("executor.refused", command=cmd.id, error=str(err))
+            await delivery.term()
+            return
         except DsctlError as err:
             log.warning("executor.retry", command=cmd.id, error=str(err))
             await delivery.nak(1.0)
@@ -222,6 +226,8 @@ class Executor:
         existing = self.pods.get(key)
         if existing is not None and existing.phase != "Deleted":
             return  # the pod exists: a second create for it (e.g. re-issued after a timeout) is a no-op
+        if cmd.template is None:
+            raise PermanentError(f"create command {cmd.id} carries no pod template")
         pod = LocalPod(
             namespace=cmd.namespace,
             name=cmd.pod_name,

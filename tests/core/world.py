@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from engine.core.manifests import apply_daemonset, parse_daemonset
-from engine.core.reconcile import ReconcileResult, reconcile
+from engine.core.reconcile import command_with_template, ReconcileResult, reconcile
 from events.ids import stable_id
 from events.k8s import REVISION_HASH_LABEL, NodeCondition, Taint
 from events.types import (
@@ -252,6 +252,9 @@ class World:
         self, command: CreatePod | DeletePod | Any, *, ready: bool = True, graceful: bool = False
     ) -> None:
         if isinstance(command, CreatePod):
+            # a decision records creates by revision; the executor gets them whole
+            command = command_with_template(self.state, command)
+            assert isinstance(command, CreatePod) and command.template is not None
             self.emit(
                 PodCreated(
                     namespace=command.namespace,
@@ -292,7 +295,8 @@ class World:
 
 
 def creates(result: ReconcileResult) -> list[CreatePod]:
-    return [c for c in (result.decision.commands if result.decision else ()) if isinstance(c, CreatePod)]
+    """The creates as sent to executors (whole templates; the decision records them by revision)."""
+    return [c for c in result.commands if isinstance(c, CreatePod)]
 
 
 def deletes(result: ReconcileResult) -> list[DeletePod]:
