@@ -41,7 +41,7 @@ def test_small_groups_keep_every_node_and_large_ones_are_summarised() -> None:
         NodeReason(node=f"n{i}", action="skip", code="X", message="m") for i in range(SUMMARY_THRESHOLD)
     )
     assert compact_reasons(few) == few
-    many = few + (NodeReason(node="extra", action="skip", code="X", message="m"),)
+    many = (*few, NodeReason(node="extra", action="skip", code="X", message="m"))
     acting = (NodeReason(node="n0", action="create", code="MissingPod", message="c"),)
     (kept, summary) = compact_reasons(acting + many)
     assert kept == acting[0]

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from engine.core.manifests import apply_daemonset, parse_daemonset
-from engine.core.reconcile import command_with_template, ReconcileResult, reconcile
+from engine.core.reconcile import ReconcileResult, command_with_template, reconcile
 from events.ids import stable_id
 from events.k8s import REVISION_HASH_LABEL, NodeCondition, Taint
 from events.types import (
