@@ -247,7 +247,9 @@ class Controller:
             raise TransientError(f"projection did not reach sequence {need}")
         self._min_seq.pop(key, None)
         state = self.projector.state
-        now = self.clock()
+        # the decision records `now` with microsecond precision: use exactly that value, so a replay
+        # (which can only read the recorded one) computes the same timers
+        now = datetime.fromtimestamp(self.clock(), UTC).timestamp()
         started = time.perf_counter()
         result = reconcile(state, key, now)
         decide_ms = (time.perf_counter() - started) * 1000
