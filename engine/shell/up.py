@@ -88,6 +88,10 @@ async def up(
             where = server.url if server is not None else ", ".join(settings.redacted_servers())
             print(f"dsctl up: NATS at {where}" + (f" (store {store_dir})" if server else ""), flush=True)
             print(f"          point the CLI at it with: export NATS_URL={where.split(',')[0]}", flush=True)
+            from engine.shell.ingest import serve_ingest
+
+            ingest = await serve_ingest(nc, engine.store)
+            print("          ingest service dsctl-ingest on dse.ingest.event / dse.ingest.batch", flush=True)
             metrics_server = None
             if metrics_port is not None:
                 metrics_server = await serve(metrics, "127.0.0.1", metrics_port)
@@ -124,6 +128,7 @@ async def up(
                     await _cancel(view_task, executor_task, engine_task)
 
             await _until_signalled(main)
+            await ingest.stop()
             if metrics_server is not None:
                 metrics_server.close()
             print("\ndsctl up: stopped", flush=True)

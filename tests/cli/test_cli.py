@@ -339,3 +339,23 @@ def test_bad_usage_and_unknown_things_fail_clearly(up: Up) -> None:
 def test_metrics_are_served(up: Up) -> None:
     body = urllib.request.urlopen(f"http://127.0.0.1:{up.metrics_port}/metrics", timeout=5).read().decode()
     assert "dsctl_reconciles_total" in body and "dsctl_is_leader 1" in body
+
+
+def test_schema_prints_the_contract(up: Up) -> None:
+    schemas = json.loads(ok(up, "schema"))
+    assert "node.registered" in schemas["events"]
+    asyncapi = json.loads(ok(up, "schema", "-o", "asyncapi"))
+    assert asyncapi["asyncapi"] == "3.0.0" and asyncapi["channels"]
+
+
+def test_events_publish_goes_through_the_ingest_service(up: Up, tmp_path: Path) -> None:
+    lines = tmp_path / "events.jsonl"
+    lines.write_text(
+        json.dumps({"type": "node.registered", "data": {"name": "node9", "labels": {"from": "ingest"}}}) + "\n"
+        + json.dumps({"type": "node.registered", "data": {"name": "node10", "labels": {"bad": 1}}}) + "\n"
+    )  # fmt: skip
+    r = dsctl(up, "events", "publish", "-f", str(lines))
+    assert r.returncode == 1, r.stdout + r.stderr  # the second line is refused
+    assert "$.data.labels" in r.stdout + r.stderr
+    wait_for("node9 registered", lambda: "node9" in ok(up, "get", "nodes"))
+    assert "node10" not in ok(up, "get", "nodes")
