@@ -182,6 +182,7 @@ def _delete_daemonset(state: ClusterState, event: DaemonSetDeleted, at: Timestam
             pod = state.pods[pod_key]
             pod.owner_uid = ""
             pod.owner_name = ""
+            _orphan(state, pod)
         state.pods_by_owner.pop(ds.uid, None)
         _forget_daemonset(state, ds)
     elif event.propagation_policy == "Foreground" and owned:
@@ -236,6 +237,8 @@ def _apply_pod(state: ClusterState, event: PodEvent, seq: int, at: Timestamp) ->
         state.pods_by_node.setdefault(event.node, set()).add(key)
         if pod.owner_uid:
             state.pods_by_owner.setdefault(pod.owner_uid, set()).add(key)
+        else:
+            _orphan(state, pod)
         _clear_in_flight(state, event.command_id)
         return
     pod_or_none = state.pods.get(key)
@@ -289,6 +292,8 @@ def _drop_pod(state: ClusterState, key: str) -> None:
         if owned is not None:
             owned.discard(key)
         _owner_gone_check(state, pod.owner_uid, pod.owner_name, pod.namespace)
+    else:
+        _unorphan(state, pod)
     # a command in flight for this pod is answered by its disappearance, whoever reported it
     for cmd_id in list(state.in_flight_by_pod.get(key, ())):
         _clear_in_flight(state, cmd_id)
@@ -332,6 +337,7 @@ def _apply_decision(state: ClusterState, event: DecisionRecorded, seq: int, at: 
     for pod_key in event.adopted:
         pod = state.pods.get(pod_key)
         if pod is not None and not pod.owner_uid:
+            _unorphan(state, pod)
             pod.owner_uid = ds.uid
             pod.owner_name = ds.name
             state.pods_by_owner.setdefault(ds.uid, set()).add(pod_key)
@@ -340,9 +346,22 @@ def _apply_decision(state: ClusterState, event: DecisionRecorded, seq: int, at: 
         if pod is not None and pod.owner_uid == ds.uid:
             pod.owner_uid = ""
             pod.owner_name = ""
+            _orphan(state, pod)
             owned = state.pods_by_owner.get(ds.uid)
             if owned is not None:
                 owned.discard(pod_key)
+
+
+def _orphan(state: ClusterState, pod: PodState) -> None:
+    state.orphans.setdefault(pod.namespace, set()).add(pod.key)
+
+
+def _unorphan(state: ClusterState, pod: PodState) -> None:
+    keys = state.orphans.get(pod.namespace)
+    if keys is not None:
+        keys.discard(pod.key)
+        if not keys:
+            del state.orphans[pod.namespace]
 
 
 def _clear_in_flight(state: ClusterState, command_id: str) -> None:

@@ -143,5 +143,7 @@ class ClusterState(msgspec.Struct, kw_only=True):
     pods_by_owner: dict[str, set[str]] = {}
     #: DaemonSet key -> ids of its commands in flight
     in_flight_by_ds: dict[str, set[str]] = {}
+    #: namespace -> keys of the pods there without an owner (candidates for adoption, A.7)
+    orphans: dict[str, set[str]] = {}
     #: pod key -> ids of commands in flight for that pod
     in_flight_by_pod: dict[str, set[str]] = {}

@@ -13,7 +13,7 @@ from events.errors import MalformedEvent
 from projections.model import ClusterState
 
 #: bump when ClusterState changes shape incompatibly; older snapshots are then ignored
-FORMAT = b"dsctl-snap-v1\n"
+FORMAT = b"dsctl-snap-v2\n"  # v2: the orphan index
 
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(ClusterState)

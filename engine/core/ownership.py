@@ -6,14 +6,14 @@ the DaemonSet is not being deleted: adopted. Pods of other controllers: ignored.
 
 Upstream re-reads the DaemonSet from the API server before adopting, to be sure it was not deleted
 meanwhile; the read model is one ordered log, so the DaemonSet read here is already current.
-The read model has no index of orphans by namespace, so finding them scans every pod.
+Orphans come from the read model's index of ownerless pods by namespace, not a scan of every pod.
 """
 
 from __future__ import annotations
 
 import msgspec
 
-from engine.core.selectors import matches
+from engine.core.selectors import matcher
 from projections.model import ClusterState, DaemonSetState, PodState
 
 
@@ -25,26 +25,22 @@ class Claim(msgspec.Struct):
 
 
 def claim_pods(state: ClusterState, ds: DaemonSetState) -> Claim:
-    selector = ds.spec.selector
+    selects = matcher(ds.spec.selector)
     owned: list[PodState] = []
     released: list[PodState] = []
     for key in sorted(state.pods_by_owner.get(ds.uid, ())):
         pod = state.pods.get(key)
         if pod is None or pod.owner_uid != ds.uid:
             continue
-        if matches(selector, pod.labels) or ds.deleting:
+        if ds.deleting or selects(pod.labels):
             owned.append(pod)
         else:
             released.append(pod)
     adopted: list[PodState] = []
     if not ds.deleting:
-        for pod in state.pods.values():
-            if (
-                not pod.owner_uid
-                and pod.namespace == ds.namespace
-                and pod.deletion_timestamp is None
-                and matches(selector, pod.labels)
-            ):
+        for key in state.orphans.get(ds.namespace, ()):
+            pod = state.pods[key]
+            if not pod.owner_uid and pod.deletion_timestamp is None and selects(pod.labels):
                 adopted.append(pod)
         adopted.sort(key=lambda p: p.key)
     return Claim(pods=owned + adopted, adopted=adopted, released=released)

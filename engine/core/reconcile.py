@@ -34,7 +34,7 @@ from engine.core import expectations, selectors
 from engine.core.budgets import ROLLING_UPDATE, allows_surge
 from engine.core.eligibility import placement
 from engine.core.manage import manage
-from engine.core.nodemap import node_views, virtual_pod, with_extra_pods
+from engine.core.nodemap import EligibilityMemo, node_views, virtual_pod, with_extra_pods
 from engine.core.ownership import claim_pods
 from engine.core.plan import Note, Plan, PlannedCreate, PlannedDelete
 from engine.core.pod_template import daemon_pod_template, pod_name
@@ -71,10 +71,14 @@ class ReconcileResult(msgspec.Struct, frozen=True):
     commands: tuple[AnyCommand, ...] = ()
 
 
-def reconcile(state: ClusterState, key: str, now: float) -> ReconcileResult:
+def reconcile(
+    state: ClusterState, key: str, now: float, memo: EligibilityMemo | None = None
+) -> ReconcileResult:
+    """Decide for one DaemonSet from ``state`` at ``now``. ``memo`` only caches eligibility results
+    (see ``EligibilityMemo``): the decision is the same with or without it."""
     ds = state.daemonsets.get(key)
     gone = sorted((d for d in state.deleted.values() if d.key == key), key=lambda d: (d.created_at, d.uid))
-    result = _reconcile(state, ds, now) if ds is not None else None
+    result = _reconcile(state, ds, now, memo) if ds is not None else None
     for old in gone:
         collected = _cascade(state, old, now, DaemonSetStatus())
         if collected.decision is None:
@@ -98,7 +102,9 @@ def _sooner(result: ReconcileResult, seconds: float | None) -> ReconcileResult:
     return msgspec.structs.replace(result, requeue_after=_min(result.requeue_after, seconds))
 
 
-def _reconcile(state: ClusterState, ds: DaemonSetState, now: float) -> ReconcileResult:
+def _reconcile(
+    state: ClusterState, ds: DaemonSetState, now: float, memo: EligibilityMemo | None = None
+) -> ReconcileResult:
     if ds.deleting:
         if ds.deletion_policy == "Orphan":
             return ReconcileResult(None, None, ds.status)
@@ -111,7 +117,7 @@ def _reconcile(state: ClusterState, ds: DaemonSetState, now: float) -> Reconcile
         return _selecting_all(state, ds, now)
 
     claim = claim_pods(state, ds)
-    views = node_views(state, placement(ds.spec.template), claim.pods)
+    views = node_views(state, placement(ds.spec.template), claim.pods, memo, ds.template_hash)
     in_flight = expectations.pending(state, ds, now)
     if in_flight:
         # a create issued before the last apply may carry an older template: its revision is unknown

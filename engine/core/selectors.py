@@ -7,7 +7,7 @@ matches nothing: upstream refuses to convert it, so nothing is selected.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from events.k8s import LabelSelector, LabelSelectorRequirement
 
@@ -50,6 +50,22 @@ def requirement_matches(req: LabelSelectorRequirement, labels: Mapping[str, str]
             return not present
         case _:
             return False
+
+
+def matcher(selector: LabelSelector | None) -> Callable[[Mapping[str, str]], bool]:
+    """``matches`` with the selector checked once, for matching many label sets (every owned pod)."""
+    if selector is None or not is_valid(selector):
+        return lambda labels: False
+    wanted = tuple(selector.match_labels.items())
+    exprs = selector.match_expressions
+
+    def match(labels: Mapping[str, str]) -> bool:
+        for k, v in wanted:
+            if labels.get(k) != v:
+                return False
+        return all(requirement_matches(r, labels) for r in exprs) if exprs else True
+
+    return match
 
 
 def matches(selector: LabelSelector | None, labels: Mapping[str, str]) -> bool:

@@ -31,6 +31,7 @@ import msgspec
 import structlog
 from nats.aio.client import Client
 
+from engine.core.nodemap import EligibilityMemo
 from engine.core.reconcile import command_with_template, reconcile
 from engine.core.triggers import Before, PlacementCache, affected_keys, before
 from engine.shell.metrics import Metrics
@@ -42,10 +43,13 @@ from events.envelope import wrap
 from events.errors import ConflictError, DsctlError, TransientError
 from events.ids import stable_id
 from events.subjects import DECISION_TREE, command_subject
-from events.types import AnyCommand, DecisionRecorded, LeaderElected
+from events.types import AnyCommand, DecisionRecorded, LeaderElected, PodEvent
 from projections.model import ClusterState
 
 log = structlog.get_logger("dsctl.controller")
+
+#: seconds a reconcile waits after a pod report, so a burst of reports makes one reconcile
+POD_REPORT_COALESCE = 0.02
 
 Clock = Callable[[], float]
 
@@ -150,6 +154,7 @@ class Controller:
         self.metrics = metrics or Metrics()
         self.queue = KeyQueue(time.monotonic)
         self._cache = PlacementCache()
+        self._memo = EligibilityMemo()
         self._min_seq: dict[str, int] = {}
         self._leading = False
         self.lost = asyncio.Event()
@@ -165,8 +170,12 @@ class Controller:
         self.metrics.events_folded += 1
         if not self._leading:
             return
-        for key in affected_keys(state, stored.envelope.data, ctx, self._cache):
-            self.queue.add(key)
+        event = stored.envelope.data
+        # pod reports come in floods (three per pod): let a burst of them for one DaemonSet coalesce
+        # into one reconcile; every other fact is acted on at once
+        delay = POD_REPORT_COALESCE if isinstance(event, PodEvent) else 0.0
+        for key in affected_keys(state, event, ctx, self._cache):
+            self.queue.add_after(key, delay)
 
     # --- leadership -------------------------------------------------------------------------------
 
@@ -251,7 +260,7 @@ class Controller:
         # (which can only read the recorded one) computes the same timers
         now = datetime.fromtimestamp(self.clock(), UTC).timestamp()
         started = time.perf_counter()
-        result = reconcile(state, key, now)
+        result = reconcile(state, key, now, self._memo)
         decide_ms = (time.perf_counter() - started) * 1000
         decision = result.decision
         seq = 0

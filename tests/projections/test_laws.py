@@ -38,11 +38,15 @@ def test_a_snapshot_plus_the_tail_equals_a_full_replay(ab: tuple[Stored, Stored]
 def _check_indexes(state: ClusterState) -> None:
     by_node: dict[str, set[str]] = {}
     by_owner: dict[str, set[str]] = {}
+    orphans: dict[str, set[str]] = {}
     for key, pod in state.pods.items():
         by_node.setdefault(pod.node, set()).add(key)
         if pod.owner_uid:
             by_owner.setdefault(pod.owner_uid, set()).add(key)
+        else:
+            orphans.setdefault(pod.namespace, set()).add(key)
     assert state.pods_by_node == by_node
+    assert state.orphans == orphans
     assert {k: v for k, v in state.pods_by_owner.items() if v} == by_owner
     by_ds: dict[str, set[str]] = {}
     for cmd in state.in_flight.values():
