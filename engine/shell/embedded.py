@@ -75,6 +75,17 @@ def free_port(host: str = "127.0.0.1") -> int:
         return port
 
 
+def _die_with_parent() -> None:
+    """In the child, before exec: ask Linux to SIGTERM it when the parent dies (prctl PDEATHSIG)."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG = 1
+    except (OSError, AttributeError):
+        pass  # not Linux: the server outlives a crashed parent, as before
+
+
 class EmbeddedNats:
     """One nats-server process with JetStream on, listening on ``host:port``."""
 
@@ -91,7 +102,12 @@ class EmbeddedNats:
         ready_timeout: float = 10.0,
         stop_timeout: float = 5.0,
         extra_args: tuple[str, ...] = (),
+        die_with_parent: bool = False,
     ) -> None:
+        """``die_with_parent``: the server is killed if this process dies without stopping it (a
+        SIGKILL, a closed terminal), so a crashed ``dsctl up`` never leaves a server holding its port.
+        Linux only; start the server from the main thread (the signal follows the starting thread)."""
+        self.die_with_parent = die_with_parent
         self.host = host
         self.port = port or free_port(host)
         self.monitor_port = monitor_port or (free_port(host) if monitor else None)
@@ -154,7 +170,11 @@ class EmbeddedNats:
             self._checked_version = True
         self.store_dir.mkdir(parents=True, exist_ok=True)
         self._proc = subprocess.Popen(
-            self._command(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+            self._command(),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            preexec_fn=_die_with_parent if self.die_with_parent else None,
         )
         try:
             self._wait_ready()

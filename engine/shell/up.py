@@ -26,7 +26,7 @@ from engine.shell.embedded import EmbeddedNats
 from engine.shell.metrics import Metrics, serve
 from engine.shell.runtime import Engine, log_dir, prepare, run_executor
 from engine.shell.settings import NatsSettings
-from engine.shell.view import live_view
+from engine.shell.view import Activity, live_view
 
 log = structlog.get_logger("dsctl.up")
 
@@ -34,7 +34,7 @@ log = structlog.get_logger("dsctl.up")
 async def _until_signalled(main: Callable[[asyncio.Event], Awaitable[None]]) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
     await main(stop)
@@ -71,7 +71,7 @@ async def up(
     server: EmbeddedNats | None = None
     if settings is None:
         Path(store_dir).mkdir(parents=True, exist_ok=True)
-        server = EmbeddedNats(port=port, store_dir=store_dir)
+        server = EmbeddedNats(port=port, store_dir=store_dir, die_with_parent=True)
         try:
             server.start()
         except Exception as err:
@@ -85,6 +85,8 @@ async def up(
             metrics = Metrics()
             engine = Engine(nc, lease_ttl=lease_ttl, metrics=metrics)
             projector = await engine.start()
+            activity = Activity()
+            projector.listen(activity.before, activity.after)
             where = server.url if server is not None else ", ".join(settings.redacted_servers())
             print(f"dsctl up: NATS at {where}" + (f" (store {store_dir})" if server else ""), flush=True)
             print(f"          point the CLI at it with: export NATS_URL={where.split(',')[0]}", flush=True)
@@ -116,7 +118,7 @@ async def up(
                     if demo and demo_setup is not None:
                         await demo_setup(engine)
                     view_task = asyncio.ensure_future(
-                        live_view(lambda: projector.state, "dsctl up — Ctrl-C to stop")
+                        live_view(lambda: projector.state, "dsctl up — Ctrl-C to stop", activity=activity)
                     )
                     waiters = [asyncio.ensure_future(stop.wait()), engine_task, executor_task]
                     done, _ = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import TextIO
 
@@ -18,6 +19,9 @@ from rich.table import Table
 from rich.text import Text
 
 from engine.core.status import rollout_complete
+from engine.shell.forensics import summarize
+from engine.shell.store import StoredEvent
+from events.types import DecisionRecorded, PodEvent
 from projections.model import ClusterState, DaemonSetState
 
 
@@ -49,7 +53,29 @@ def summary_lines(state: ClusterState) -> list[str]:
     return lines
 
 
-def render(state: ClusterState, header: str) -> Group:
+class Activity:
+    """The last few things that happened, one line each, for the live view (a projector listener)."""
+
+    def __init__(self, size: int = 8) -> None:
+        self.lines: deque[str] = deque(maxlen=size)
+
+    def before(self, state: ClusterState, stored: StoredEvent) -> object:
+        return None
+
+    def after(self, state: ClusterState, stored: StoredEvent, ctx: object) -> None:
+        event = stored.envelope.data
+        if isinstance(event, PodEvent) and event.TAG not in _SHOWN_POD_EVENTS:
+            return
+        if isinstance(event, DecisionRecorded) and not event.commands:
+            return
+        stamp = stored.time.strftime("%H:%M:%S")
+        self.lines.append(f"{stamp} #{stored.seq} {summarize(event)}"[:160])
+
+
+_SHOWN_POD_EVENTS = {"pod.failed", "pod.succeeded", "pod.deleted", "pod.evicted"}
+
+
+def render(state: ClusterState, header: str, activity: Activity | None = None) -> Group:
     table = Table(title="DaemonSets", title_justify="left", expand=False)
     for col in (
         "NAMESPACE",
@@ -76,20 +102,31 @@ def render(state: ClusterState, header: str) -> Group:
         f" · commands in flight {len(state.in_flight)} · log seq {state.seq}",
         style="dim",
     )
-    return Group(Text(header), table, footer)
+    parts: list[Text | Table] = [Text(header), table, footer]
+    if activity is not None and activity.lines:
+        parts.append(Text("recent:", style="bold"))
+        parts.extend(Text("  " + line, style="dim") for line in activity.lines)
+    return Group(*parts)
 
 
 async def live_view(
-    get: Callable[[], ClusterState], header: str, *, out: TextIO | None = None, period: float = 0.5
+    get: Callable[[], ClusterState],
+    header: str,
+    *,
+    out: TextIO | None = None,
+    period: float = 0.5,
+    activity: Activity | None = None,
 ) -> None:
     """Redraw until cancelled; ``get`` returns the current state."""
     stream = out or sys.stdout
     if stream.isatty():
         console = Console(file=stream)
-        with Live(render(get(), header), console=console, refresh_per_second=4, transient=False) as live:
+        with Live(
+            render(get(), header, activity), console=console, refresh_per_second=4, transient=False
+        ) as live:
             while True:
                 await asyncio.sleep(period)
-                live.update(render(get(), header))
+                live.update(render(get(), header, activity))
     else:
         last: list[str] = []
         started = time.monotonic()
