@@ -350,10 +350,9 @@ def test_schema_prints_the_contract(up: Up) -> None:
 
 def test_events_publish_goes_through_the_ingest_service(up: Up, tmp_path: Path) -> None:
     lines = tmp_path / "events.jsonl"
-    lines.write_text(
-        json.dumps({"type": "node.registered", "data": {"name": "node9", "labels": {"from": "ingest"}}}) + "\n"
-        + json.dumps({"type": "node.registered", "data": {"name": "node10", "labels": {"bad": 1}}}) + "\n"
-    )  # fmt: skip
+    good = {"type": "node.registered", "data": {"name": "node9", "labels": {"from": "ingest"}}}
+    bad = {"type": "node.registered", "data": {"name": "node10", "labels": {"bad": 1}}}
+    lines.write_text(json.dumps(good) + "\n" + json.dumps(bad) + "\n")
     r = dsctl(up, "events", "publish", "-f", str(lines))
     assert r.returncode == 1, r.stdout + r.stderr  # the second line is refused
     assert "$.data.labels" in r.stdout + r.stderr

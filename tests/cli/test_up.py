@@ -26,8 +26,8 @@ def _listening(port: int) -> bool:
 def _start(tmp: Path) -> tuple[subprocess.Popen[str], int]:
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "engine.cli", "up", "--demo", "--port", str(port), "--store", str(tmp / "nats"),
-         "--log-file", str(tmp / "log")],
+        [sys.executable, "-m", "engine.cli", "up", "--demo", "--port", str(port),
+         "--store", str(tmp / "nats"), "--log-file", str(tmp / "log")],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     deadline = time.monotonic() + 30
