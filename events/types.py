@@ -272,6 +272,9 @@ class DecisionRecorded(Event, frozen=True, kw_only=True):
     adopted: tuple[str, ...] = ()
     released: tuple[str, ...] = ()
     leader: str = ""
+    #: the nodes a node-scoped reconcile covered (``engine.core.reconcile.reconcile_nodes``); empty for
+    #: a full reconcile. A scoped decision leaves the status as it was.
+    scope: tuple[str, ...] = ()
 
 
 class LeaderElected(Event, frozen=True, kw_only=True):

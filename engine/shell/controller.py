@@ -32,7 +32,7 @@ import structlog
 from nats.aio.client import Client
 
 from engine.core.nodemap import EligibilityMemo
-from engine.core.reconcile import command_with_template, reconcile
+from engine.core.reconcile import command_with_template, reconcile, reconcile_nodes
 from engine.core.triggers import Before, PlacementCache, affected_keys, before
 from engine.shell.metrics import Metrics
 from engine.shell.projector import Projector
@@ -43,13 +43,15 @@ from events.envelope import wrap
 from events.errors import ConflictError, DsctlError, TransientError
 from events.ids import stable_id
 from events.subjects import DECISION_TREE, command_subject
-from events.types import AnyCommand, DecisionRecorded, LeaderElected, PodEvent
+from events.types import AnyCommand, DecisionRecorded, LeaderElected, NodeRemoved, PodEvent
 from projections.model import ClusterState
 
 log = structlog.get_logger("dsctl.controller")
 
 #: seconds a reconcile waits after a pod report, so a burst of reports makes one reconcile
 POD_REPORT_COALESCE = 0.02
+#: seconds after a node-scoped reconcile before the full one that updates status and rollouts
+FULL_FOLLOW_UP = 0.2
 
 Clock = Callable[[], float]
 
@@ -156,6 +158,10 @@ class Controller:
         self._cache = PlacementCache()
         self._memo = EligibilityMemo()
         self._min_seq: dict[str, int] = {}
+        #: keys whose next reconcile may be node-scoped, with the nodes that changed
+        self._dirty_nodes: dict[str, set[str]] = {}
+        #: keys whose next reconcile must be full
+        self._full: set[str] = set()
         self._leading = False
         self.lost = asyncio.Event()
         projector.listen(self._before, self._after)
@@ -171,10 +177,21 @@ class Controller:
         if not self._leading:
             return
         event = stored.envelope.data
+        keys = affected_keys(state, event, ctx, self._cache)
+        if not keys:
+            return
+        node = getattr(event, "name", "") if type(event).TAG.startswith("node.") else ""
+        if node and not isinstance(event, NodeRemoved):
+            # a node fact: reconcile just that node now (reconcile_nodes), the whole DaemonSet after
+            for key in keys:
+                self._dirty_nodes.setdefault(key, set()).add(node)
+                self.queue.add(key)
+            return
         # pod reports come in floods (three per pod): let a burst of them for one DaemonSet coalesce
         # into one reconcile; every other fact is acted on at once
         delay = POD_REPORT_COALESCE if isinstance(event, PodEvent) else 0.0
-        for key in affected_keys(state, event, ctx, self._cache):
+        for key in keys:
+            self._full.add(key)
             self.queue.add_after(key, delay)
 
     # --- leadership -------------------------------------------------------------------------------
@@ -260,7 +277,16 @@ class Controller:
         # (which can only read the recorded one) computes the same timers
         now = datetime.fromtimestamp(self.clock(), UTC).timestamp()
         started = time.perf_counter()
-        result = reconcile(state, key, now, self._memo)
+        nodes = self._dirty_nodes.pop(key, None)
+        result = None
+        if nodes and key not in self._full:
+            result = reconcile_nodes(state, key, sorted(nodes), now, self._memo)
+            if result is not None:  # status, rollout and everything else: a full reconcile, soon
+                self._full.add(key)
+                self.queue.add_after(key, FULL_FOLLOW_UP)
+        if result is None:
+            self._full.discard(key)
+            result = reconcile(state, key, now, self._memo)
         decide_ms = (time.perf_counter() - started) * 1000
         decision = result.decision
         seq = 0
@@ -278,6 +304,7 @@ class Controller:
         log.info(
             "reconcile",
             ds=key,
+            scope=list(decision.scope) if decision is not None and decision.scope else None,
             state_seq=state.seq,
             decision_seq=seq or None,
             commands=len(decision.commands) if decision else 0,

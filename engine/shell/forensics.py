@@ -21,7 +21,7 @@ from typing import Any, Literal, TextIO
 import msgspec
 
 from engine.core.eligibility import node_should_run
-from engine.core.reconcile import reconcile
+from engine.core.reconcile import reconcile, reconcile_nodes
 from engine.shell.queries import load_state
 from engine.shell.store import EventStore, MalformedStoredEvent, StoredEvent
 from events.errors import InvalidInput, NotFound
@@ -42,7 +42,7 @@ class Mismatch(msgspec.Struct, frozen=True):
 
 
 _COMPARED = ("commands", "reasons", "status", "requeue_after_seconds", "backoffs", "adopted", "released",
-             "generation", "template_hash", "uid")  # fmt: skip
+             "generation", "template_hash", "uid", "scope")  # fmt: skip
 
 
 def compare(seq: int, recorded: DecisionRecorded, recomputed: DecisionRecorded | None) -> Mismatch | None:
@@ -115,8 +115,13 @@ async def verify(store: EventStore, from_seq: int = 1) -> VerifyReport:
 
     def check_at(k: int) -> None:
         for seq, recorded in decisions.pop(k, ()):
-            result = reconcile(state, f"{recorded.namespace}/{recorded.name}", recorded.now.timestamp())
-            mismatch = compare(seq, recorded, result.decision)
+            key, at = f"{recorded.namespace}/{recorded.name}", recorded.now.timestamp()
+            if recorded.scope:
+                scoped = reconcile_nodes(state, key, list(recorded.scope), at)
+                recomputed = scoped.decision if scoped is not None else None
+            else:
+                recomputed = reconcile(state, key, at).decision
+            mismatch = compare(seq, recorded, recomputed)
             report.checked += 1
             report.first_seq = report.first_seq or seq
             report.last_seq = seq

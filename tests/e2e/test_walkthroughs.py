@@ -3,6 +3,7 @@ deciding, the simulated executor reporting back."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -114,3 +115,30 @@ async def test_a_noexecute_taint_evicts_and_a_noschedule_taint_keeps(cluster: Cl
     assert running_nodes(cluster.state, "gpu-agent") == ["node1", "node2"]
     await cluster.nodes.taint("node2", [Taint(key="dedicated", value="x", effect="NoExecute")], [])
     await cluster.wait("the pod on node2 goes", lambda s: running_nodes(s, "gpu-agent") == ["node1"])
+
+
+async def test_a_joining_node_is_served_by_a_node_scoped_decision_that_replays(cluster: Cluster) -> None:
+    import contextlib
+
+    from engine.shell.forensics import verify
+    from events.types import DecisionRecorded
+
+    await cluster.apply(nodes_yaml("node1", "node2"))
+    await cluster.apply((DEMO / "002-myweb-ds.yaml").read_text())
+    await cluster.wait(
+        "settled", lambda s: running_nodes(s, "myweb-ds") == ["node1", "node2"] and not s.in_flight
+    )
+    await asyncio.sleep(0.3)  # let the follow-up full reconcile record the status
+    await cluster.apply(nodes_yaml("node3"))
+    await cluster.wait("node3 served", lambda s: running_nodes(s, "myweb-ds") == ["node1", "node2", "node3"])
+    scopes = []
+    async with contextlib.aclosing(cluster.store.read(subjects=["dse.decision.*.*"])) as events:
+        async for stored in events:
+            if isinstance(stored.envelope.data, DecisionRecorded):
+                scopes.append(stored.envelope.data.scope)
+    assert ("node3",) in scopes
+    await cluster.wait(
+        "status follows", lambda s: s.daemonsets["default/myweb-ds"].status.number_ready == 3, timeout=5
+    )
+    report = await verify(cluster.store)
+    assert report.mismatches == [] and report.checked >= 3
