@@ -22,7 +22,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -214,9 +213,9 @@ class Controller:
             self._leading = False
             for t in tasks:
                 t.cancel()
-            for t in tasks:
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await t
+            _, stuck = await asyncio.wait(tasks, timeout=10)
+            if stuck:
+                log.error("controller.workers_stuck", count=len(stuck))
 
     def step_down(self) -> None:
         self._leading = False

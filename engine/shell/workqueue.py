@@ -93,8 +93,11 @@ class KeyQueue:
                 self._active.add(key)
                 return key
             self._wakeup.clear()
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation that races
+            # with the event being set, and a worker that cannot be cancelled hangs every shutdown
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wakeup.wait(), timeout=wait)
+                async with asyncio.timeout(wait):
+                    await self._wakeup.wait()
 
     def done(self, key: str) -> None:
         self._active.discard(key)

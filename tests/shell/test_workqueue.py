@@ -1,0 +1,61 @@
+"""The key queue: dedupe, per-key exclusivity, timers, and workers that can always be cancelled."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from engine.shell.workqueue import KeyQueue, QueueClosed
+
+
+async def test_a_key_is_queued_once_and_requeued_once_if_added_while_active() -> None:
+    q = KeyQueue(time.monotonic)
+    q.add("a")
+    q.add("a")
+    q.add("b")
+    assert len(q) == 2
+    key = await q.get()
+    assert key == "a"
+    q.add("a")  # while active: not handed out again until done
+    assert await asyncio.wait_for(q.get(), 1) == "b"
+    q.done("b")
+    q.done("a")
+    assert await asyncio.wait_for(q.get(), 1) == "a"
+
+
+async def test_an_immediate_add_beats_a_timer_and_the_earlier_timer_wins() -> None:
+    q = KeyQueue(time.monotonic)
+    q.add_after("k", 10.0)
+    q.add_after("k", 0.05)
+    started = time.monotonic()
+    assert await asyncio.wait_for(q.get(), 2) == "k"
+    assert 0.04 <= time.monotonic() - started < 1.0
+    q.done("k")
+    q.add_after("k", 10.0)
+    q.add("k")
+    assert await asyncio.wait_for(q.get(), 0.5) == "k"
+    assert q.scheduled("k") is None
+
+
+async def test_a_waiting_worker_is_always_cancellable_even_as_it_is_woken() -> None:
+    for _ in range(200):
+        q = KeyQueue(time.monotonic)
+        q.add_after("k", 0.001)
+        worker = asyncio.ensure_future(q.get())
+        await asyncio.sleep(0)
+        q.add("x")
+        worker.cancel()
+        done, _ = await asyncio.wait({worker}, timeout=1)
+        assert done, "a cancelled get() kept running"
+
+
+async def test_closing_wakes_every_worker() -> None:
+    q = KeyQueue(time.monotonic)
+    workers = [asyncio.ensure_future(q.get()) for _ in range(3)]
+    await asyncio.sleep(0)
+    q.close()
+    for w in workers:
+        with pytest.raises(QueueClosed):
+            await asyncio.wait_for(w, 1)
