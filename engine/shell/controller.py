@@ -49,6 +49,8 @@ log = structlog.get_logger("dsctl.controller")
 
 #: seconds a reconcile waits after a pod report, so a burst of reports makes one reconcile
 POD_REPORT_COALESCE = 0.02
+#: seconds a status-only refresh waits while the DaemonSet still has commands in flight
+IN_FLIGHT_STATUS_DELAY = 0.5
 #: seconds after a node-scoped reconcile before the full one that updates status and rollouts
 FULL_FOLLOW_UP = 0.2
 
@@ -161,6 +163,8 @@ class Controller:
         self._dirty_nodes: dict[str, set[str]] = {}
         #: keys whose next reconcile must be full
         self._full: set[str] = set()
+        #: seconds a full reconcile of each key took lately (moving average)
+        self._cost: dict[str, float] = {}
         self._leading = False
         self.lost = asyncio.Event()
         projector.listen(self._before, self._after)
@@ -188,10 +192,24 @@ class Controller:
             return
         # pod reports come in floods (three per pod): let a burst of them for one DaemonSet coalesce
         # into one reconcile; every other fact is acted on at once
-        delay = POD_REPORT_COALESCE if isinstance(event, PodEvent) else 0.0
         for key in keys:
             self._full.add(key)
-            self.queue.add_after(key, delay)
+            self.queue.add_after(
+                key, self._pod_report_delay(state, key) if isinstance(event, PodEvent) else 0.0
+            )
+
+    def _pod_report_delay(self, state: ClusterState, key: str) -> float:
+        """How long a pod report may wait before its DaemonSet is reconciled.
+
+        While the DaemonSet still has commands in flight, a reconcile can only refresh its status
+        (A.8), so reports that leave commands in flight wait longer; the report that answers the last
+        one is acted on promptly. Otherwise reports coalesce for a few times what a reconcile of this
+        DaemonSet costs, so a flood of reports never keeps the engine busy reconciling one key.
+        """
+        cost = self._cost.get(key, 0.0)
+        if state.in_flight_by_ds.get(key):
+            return max(IN_FLIGHT_STATUS_DELAY, 10 * cost)
+        return max(POD_REPORT_COALESCE, 4 * cost)
 
     # --- leadership -------------------------------------------------------------------------------
 
@@ -286,6 +304,8 @@ class Controller:
         if result is None:
             self._full.discard(key)
             result = reconcile(state, key, now, self._memo)
+            spent = time.perf_counter() - started
+            self._cost[key] = 0.7 * self._cost.get(key, spent) + 0.3 * spent
         decide_ms = (time.perf_counter() - started) * 1000
         decision = result.decision
         seq = 0
