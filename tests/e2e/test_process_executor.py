@@ -62,9 +62,8 @@ async def test_a_process_executor_runs_and_stops_the_pod(
         log = logs / f"default_{pod.name}.log"
         await cluster.wait("its output", lambda s: log.exists() and "started on node-one" in log.read_text())
         await cluster.delete_pod(pod.name)
-        await cluster.wait(
-            "a replacement", lambda s: pod.key not in s.pods and running_nodes(s, "echo") == ["node1"], timeout=30
-        )
+        replaced = lambda s: pod.key not in s.pods and running_nodes(s, "echo") == ["node1"]  # noqa: E731
+        await cluster.wait("a replacement", replaced, timeout=30)
     finally:
         proc.terminate()
         proc.wait(timeout=20)
