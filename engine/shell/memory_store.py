@@ -82,8 +82,11 @@ class MemoryEventStore:
                 have = self._last_by_subject.get(subject, 0)
             else:  # the last sequence on any subject the filter matches (server 2.11+ semantics)
                 have = max(
-                    (seq for subj, seq in self._last_by_subject.items()
-                     if subject_matches(expected_subject_filter, subj)),
+                    (
+                        seq
+                        for subj, seq in self._last_by_subject.items()
+                        if subject_matches(expected_subject_filter, subj)
+                    ),
                     default=0,
                 )
             if expected_last_subject_seq != have:
