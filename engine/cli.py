@@ -222,6 +222,12 @@ def _client_commands(sub: argparse._SubParsersAction[_Parser], common: _Parser) 
     sc = sub.add_parser("schema", help="print the event contract (JSON Schema per event, or AsyncAPI)")
     sc.add_argument("-o", "--output", default="json", choices=["json", "asyncapi"])
 
+    be = sub.add_parser("bench", help="benchmarks against raw NATS baselines (starts its own nats-server)")
+    be.add_argument("scenarios", nargs="*", metavar="SCENARIO", help="ingest rebuild fold convergence "
+                    "latency restart memory scaling [all]")  # fmt: skip
+    be.add_argument("--quick", action="store_true", help="every scenario small (under a minute)")
+    be.add_argument("-o", "--output", default="table", choices=["table", "json"])
+
     ig = add("ingest", "run the ingest service (validates and appends events from other services)")
     ig.add_argument("action", nargs="?", choices=["run"], default="run")
 
@@ -272,6 +278,12 @@ def _run(args: argparse.Namespace) -> int:
                     pod_logs=args.pod_logs,
                 )
             )
+        case "bench":
+            from engine.shell.bench import run_bench
+
+            logs.configure(level="warning")
+            bench = run_bench(args.scenarios, quick=args.quick, output=args.output, out=sys.stdout)
+            return asyncio.run(bench)
         case "schema":
             from engine.shell.contract import schema_text
 
