@@ -111,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     eng.add_argument(
         "--metrics-port", type=_port, metavar="PORT", help="serve Prometheus metrics on this port"
     )
-    eng.add_argument("--workers", type=int, default=4, help="concurrent reconciles across keys [4]")
+    eng.add_argument("--workers", type=int, default=8, help="concurrent reconciles across keys [8]")
 
     exe = sub.add_parser(
         "executor", parents=[common], help="run an executor for one node or a simulated fleet"

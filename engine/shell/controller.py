@@ -22,6 +22,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -47,12 +48,13 @@ from projections.model import ClusterState
 
 log = structlog.get_logger("dsctl.controller")
 
-#: seconds a reconcile waits after a pod report, so a burst of reports makes one reconcile
-POD_REPORT_COALESCE = 0.02
-#: seconds a status-only refresh waits while the DaemonSet still has commands in flight
-IN_FLIGHT_STATUS_DELAY = 0.5
-#: seconds after a node-scoped reconcile before the full one that updates status and rollouts
-FULL_FOLLOW_UP = 0.2
+#: the least a full reconcile that only refreshes status waits, so reports coalesce
+STATUS_REFRESH = 0.2
+#: the longest a full reconcile yields to pending node-scoped ones (so those are never starved of
+#: the loop, and fulls are never starved by a stream of node events)
+SCOPED_FIRST = 0.2
+#: the least a full reconcile that takes a rollout a step further waits
+FULL_FOLLOW_UP = 0.05
 
 Clock = Callable[[], float]
 
@@ -146,7 +148,7 @@ class Controller:
         publisher: CommandPublisher,
         *,
         clock: Clock = time.time,
-        workers: int = 4,
+        workers: int = 8,
         metrics: Metrics | None = None,
     ) -> None:
         self.projector = projector
@@ -161,8 +163,19 @@ class Controller:
         self._min_seq: dict[str, int] = {}
         #: keys whose next reconcile may be node-scoped, with the nodes that changed
         self._dirty_nodes: dict[str, set[str]] = {}
-        #: keys whose next reconcile must be full
-        self._full: set[str] = set()
+        #: keys whose next reconcile must be full, now (a DaemonSet fact, a node removal, ...)
+        self._full_now: set[str] = set()
+        #: keys with a full reconcile deferred (status, rollout steps), by when it is due (monotonic):
+        #: node-scoped reconciles go on meanwhile, but never postpone it past that
+        self._full_due: dict[str, float] = {}
+        #: one full reconcile at a time: each blocks the loop for its duration, and node events must
+        #: not queue behind several of them
+        self._full_gate = asyncio.Lock()
+        #: set while no node-scoped work is waiting: full reconciles let it go first (briefly)
+        self._scoped_idle = asyncio.Event()
+        self._scoped_idle.set()
+        #: keys whose node-scoped work (decision appended, commands published) is not finished
+        self._scoped_pending: set[str] = set()
         #: seconds a full reconcile of each key took lately (moving average)
         self._cost: dict[str, float] = {}
         self._leading = False
@@ -172,44 +185,72 @@ class Controller:
     # --- triggers (called by the projector, synchronously, around each fold) -------------------------
 
     def _before(self, state: ClusterState, stored: StoredEvent) -> object:
-        return before(state, stored.envelope.data)
+        event = stored.envelope.data
+        answered = state.in_flight.get(event.command_id) if isinstance(event, PodEvent) else None
+        return before(state, event), answered
 
     def _after(self, state: ClusterState, stored: StoredEvent, ctx: object) -> None:
-        assert isinstance(ctx, Before)
+        assert isinstance(ctx, tuple)
+        prior, answered = ctx
+        assert isinstance(prior, Before)
         self.metrics.events_folded += 1
         if not self._leading:
             return
         event = stored.envelope.data
-        keys = affected_keys(state, event, ctx, self._cache)
+        if answered is not None and not state.in_flight_by_ds.get(answered.ds_key):
+            # the last command in flight is answered: the next batch or rollout step may be due now
+            self._full_now.add(answered.ds_key)
+            self.queue.add(answered.ds_key)
+        keys = affected_keys(state, event, prior, self._cache)
         if not keys:
             return
-        node = getattr(event, "name", "") if type(event).TAG.startswith("node.") else ""
-        if node and not isinstance(event, NodeRemoved):
+        if type(event).TAG.startswith("node.") and not isinstance(event, NodeRemoved):
             # a node fact: reconcile just that node now (reconcile_nodes), the whole DaemonSet after
+            node: str = getattr(event, "name", "")
             for key in keys:
                 self._dirty_nodes.setdefault(key, set()).add(node)
-                self.queue.add(key)
+                self._scoped_pending.add(key)
+                self.queue.add(key, urgent=True)
+            self._scoped_idle.clear()
             return
-        # pod reports come in floods (three per pod): let a burst of them for one DaemonSet coalesce
-        # into one reconcile; every other fact is acted on at once
-        for key in keys:
-            self._full.add(key)
-            self.queue.add_after(
-                key, self._pod_report_delay(state, key) if isinstance(event, PodEvent) else 0.0
-            )
+        if isinstance(event, PodEvent):
+            for key in keys:
+                if state.in_flight_by_ds.get(key):
+                    # a reconcile could only refresh status until the commands are answered (A.8)
+                    self._defer_full(key)
+                else:
+                    # what the report changes on its node, at once; status and rollouts, soon after
+                    self._dirty_nodes.setdefault(key, set()).add(event.node)
+                    self.queue.add(key)
+            return
+        for key in keys:  # a DaemonSet fact, a node removal: the whole DaemonSet, at once
+            self._full_now.add(key)
+            self.queue.add(key)
 
-    def _pod_report_delay(self, state: ClusterState, key: str) -> float:
-        """How long a pod report may wait before its DaemonSet is reconciled.
+    def _defer_full(self, key: str) -> None:
+        """Have a full reconcile of ``key`` done by its due time (set now if none is pending). The
+        queue timer is armed again every time: an immediate add of the key (for node-scoped work)
+        cancels the key's timer in the queue, but must not cancel the full reconcile still owed."""
+        due = self._full_due.get(key)
+        if due is None:
+            due = self._full_due[key] = time.monotonic() + self._full_delay(key)
+        self.queue.add_after(key, max(0.0, due - time.monotonic()))
 
-        While the DaemonSet still has commands in flight, a reconcile can only refresh its status
-        (A.8), so reports that leave commands in flight wait longer; the report that answers the last
-        one is acted on promptly. Otherwise reports coalesce for a few times what a reconcile of this
-        DaemonSet costs, so a flood of reports never keeps the engine busy reconciling one key.
+    def _full_delay(self, key: str) -> float:
+        """How long a full reconcile that is not urgent may wait, so a flood of pod reports (or of
+        node joins, each followed by a full reconcile for status) makes one reconcile, not one each.
+
+        A full reconcile walks every node and blocks the event loop while it does (30 ms at 5,000
+        nodes), so the wait grows with what full reconciles of every DaemonSet cost together: they
+        then take at most about a quarter of the engine's time, whatever the churn, and node events
+        never queue behind them for long. A DaemonSet mid-rollout waits only for its own cost, so
+        rollouts are not slowed by the rest of the fleet.
         """
-        cost = self._cost.get(key, 0.0)
-        if state.in_flight_by_ds.get(key):
-            return max(IN_FLIGHT_STATUS_DELAY, 10 * cost)
-        return max(POD_REPORT_COALESCE, 4 * cost)
+        own = self._cost.get(key, 0.0)
+        ds = self.projector.state.daemonsets.get(key)
+        if ds is not None and ds.status.updated_number_scheduled < ds.status.desired_number_scheduled:
+            return max(FULL_FOLLOW_UP, 2 * own)
+        return max(STATUS_REFRESH, 4 * sum(self._cost.values()))
 
     # --- leadership -------------------------------------------------------------------------------
 
@@ -285,6 +326,15 @@ class Controller:
                 self.queue.done(key)
 
     async def reconcile_key(self, key: str) -> DecisionRecorded | None:
+        try:
+            return await self._reconcile_key(key)
+        finally:
+            if key in self._scoped_pending and not self._dirty_nodes.get(key):
+                self._scoped_pending.discard(key)
+                if not self._scoped_pending:
+                    self._scoped_idle.set()
+
+    async def _reconcile_key(self, key: str) -> DecisionRecorded | None:
         need = self._min_seq.get(key, 0)
         if need and not await self.projector.wait_for(need, timeout=10.0):
             raise TransientError(f"projection did not reach sequence {need}")
@@ -295,17 +345,37 @@ class Controller:
         now = datetime.fromtimestamp(self.clock(), UTC).timestamp()
         started = time.perf_counter()
         nodes = self._dirty_nodes.pop(key, None)
+        due = self._full_due.get(key)
         result = None
-        if nodes and key not in self._full:
+        if nodes and key not in self._full_now:
             result = reconcile_nodes(state, key, sorted(nodes), now, self._memo)
             if result is not None:  # status, rollout and everything else: a full reconcile, soon
-                self._full.add(key)
-                self.queue.add_after(key, FULL_FOLLOW_UP)
+                if due is not None and time.monotonic() >= due:
+                    self._full_now.add(key)  # the deferred one is overdue: right after this
+                    self.queue.add(key)
+                else:
+                    self._defer_full(key)
         if result is None:
-            self._full.discard(key)
-            result = reconcile(state, key, now, self._memo)
-            spent = time.perf_counter() - started
-            self._cost[key] = 0.7 * self._cost.get(key, spent) + 0.3 * spent
+            async with self._full_gate:
+                # node-scoped work goes first (briefly): it is what a joining node waits for
+                for _ in range(2):
+                    if self._dirty_nodes.get(key) and key not in self._full_now:
+                        # a node of this DaemonSet changed meanwhile: serve that node first (node-
+                        # scoped, next round); the full reconcile is due and follows right after it
+                        self.queue.add(key, urgent=True)
+                        return None
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(SCOPED_FIRST):
+                            await self._scoped_idle.wait()
+                state = self.projector.state
+                now = datetime.fromtimestamp(self.clock(), UTC).timestamp()
+                self._full_now.discard(key)
+                self._full_due.pop(key, None)
+                self._dirty_nodes.pop(key, None)
+                started = time.perf_counter()
+                result = reconcile(state, key, now, self._memo)
+                spent = time.perf_counter() - started
+                self._cost[key] = 0.7 * self._cost.get(key, spent) + 0.3 * spent
         decide_ms = (time.perf_counter() - started) * 1000
         decision = result.decision
         seq = 0

@@ -80,7 +80,7 @@ class Engine:
         *,
         identity: str | None = None,
         lease_ttl: float = 5.0,
-        workers: int = 4,
+        workers: int = 8,
         snapshot_every: int = 50_000,
         metrics: Metrics | None = None,
         store: EventStore | None = None,
@@ -101,6 +101,10 @@ class Engine:
         snapshots = ObjectSnapshots(await js.object_store(SNAPSHOT_BUCKET))
         self.projector = Projector(self.store, snapshots, snapshot_every=self.snapshot_every)
         await self.projector.load(use_snapshot=use_snapshot)
+        if self.projector.replayed >= self.snapshot_every:
+            # a long replay: snapshot now, before leading, rather than on the first event after it
+            # (a large snapshot blocks the loop for a moment, which must not land on live work)
+            await self.projector.save_snapshot()
         tune_gc()
         self.controller = Controller(
             self.projector,

@@ -36,7 +36,9 @@ class KeyQueue:
     def active(self) -> frozenset[str]:
         return frozenset(self._active)
 
-    def add(self, key: str) -> None:
+    def add(self, key: str, *, urgent: bool = False) -> None:
+        """Queue ``key``; ``urgent`` puts it before keys already waiting (a node waiting for its pods
+        should not queue behind fleet-wide status refreshes)."""
         if self._closed:
             return
         self._due.pop(key, None)
@@ -45,8 +47,14 @@ class KeyQueue:
             return
         if key not in self._queued:
             self._queued.add(key)
-            self._ready.append(key)
+            if urgent:
+                self._ready.appendleft(key)
+            else:
+                self._ready.append(key)
             self._wakeup.set()
+        elif urgent and self._ready and self._ready[0] != key:
+            self._ready.remove(key)
+            self._ready.appendleft(key)
 
     def add_after(self, key: str, delay: float) -> None:
         if self._closed:

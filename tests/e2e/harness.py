@@ -58,7 +58,7 @@ class Cluster:
         assert self.engine is not None and self.engine.projector is not None
         return self.engine.projector.state
 
-    async def start(self, *, executor: bool = True, engine: bool = True) -> Cluster:
+    async def start(self, *, executor: bool = True, engine: bool = True, ready_after: float = 0.0) -> Cluster:
         await prepare(self.nc, lease_ttl=self.lease_ttl)
         self.engine = Engine(self.nc, identity=self.identity, lease_ttl=self.lease_ttl, store=self.store)
         projector = await self.engine.start()
@@ -73,7 +73,11 @@ class Cluster:
             self._tasks.append(
                 asyncio.ensure_future(
                     run_executor(
-                        self.nc, SimDriver(ready_after=0.0), store=self.store, state=self.state, ready=ready
+                        self.nc,
+                        SimDriver(ready_after=ready_after),
+                        store=self.store,
+                        state=self.state,
+                        ready=ready,
                     )
                 )
             )

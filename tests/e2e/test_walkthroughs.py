@@ -142,3 +142,22 @@ async def test_a_joining_node_is_served_by_a_node_scoped_decision_that_replays(c
     )
     report = await verify(cluster.store)
     assert report.mismatches == [] and report.checked >= 3
+
+
+@pytest.mark.parametrize("ready_after", [0.0, 0.03, 0.2])
+async def test_status_catches_up_with_readiness_whatever_the_report_timing(
+    nc: Any, streams: Any, ready_after: float
+) -> None:
+    """Pod reports arriving at rest are served node by node and the full reconcile that recounts
+    status is owed until it runs (a later report must not cancel it)."""
+    c = await Cluster(nc).start(ready_after=ready_after)
+    try:
+        await c.apply(nodes_yaml("node1", "node2", "node3"))
+        await c.apply((DEMO / "002-myweb-ds.yaml").read_text())
+        await c.wait(
+            "status shows every pod ready",
+            lambda s: s.daemonsets["default/myweb-ds"].status.number_available == 3,
+            timeout=10,
+        )
+    finally:
+        await c.stop()

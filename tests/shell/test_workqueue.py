@@ -59,3 +59,13 @@ async def test_closing_wakes_every_worker() -> None:
     for w in workers:
         with pytest.raises(QueueClosed):
             await asyncio.wait_for(w, 1)
+
+
+async def test_an_urgent_key_goes_before_the_ones_already_waiting() -> None:
+    q = KeyQueue(time.monotonic)
+    for k in ("a", "b", "c"):
+        q.add(k)
+    q.add("c", urgent=True)
+    q.add("d", urgent=True)
+    got = [await asyncio.wait_for(q.get(), 1) for _ in range(4)]
+    assert got == ["d", "c", "a", "b"]
