@@ -31,6 +31,7 @@ import msgspec
 import structlog
 from nats.aio.client import Client
 
+from engine.core.expectations import EXPECTATIONS_TIMEOUT
 from engine.core.nodemap import EligibilityMemo
 from engine.core.reconcile import command_with_template, reconcile, reconcile_nodes
 from engine.core.triggers import Before, PlacementCache, affected_keys, before
@@ -43,13 +44,29 @@ from events.envelope import wrap
 from events.errors import ConflictError, DsctlError, TransientError
 from events.ids import stable_id
 from events.subjects import DECISION_TREE, command_subject
-from events.types import AnyCommand, DecisionRecorded, LeaderElected, NodeRemoved, PodEvent
+from events.types import (
+    AnyCommand,
+    DecisionRecorded,
+    LeaderElected,
+    NodeRemoved,
+    PodDeleted,
+    PodEvent,
+    PodEvicted,
+    PodFailed,
+    PodSucceeded,
+)
 from projections.model import ClusterState
 
 log = structlog.get_logger("dsctl.controller")
 
+#: pod reports after which the pod's node may need a command (delete a failed or finished pod,
+#: replace a gone one); the others only change status and the rollout's budget
+NODE_ACTION_REPORTS = (PodFailed, PodSucceeded, PodDeleted, PodEvicted)
+
 #: the least a full reconcile that only refreshes status waits, so reports coalesce
 STATUS_REFRESH = 0.2
+#: the same while the DaemonSet has commands in flight (nothing but status can change then)
+IN_FLIGHT_REFRESH = 0.5
 #: the longest a full reconcile yields to pending node-scoped ones (so those are never starved of
 #: the loop, and fulls are never starved by a stream of node events)
 SCOPED_FIRST = 0.2
@@ -216,12 +233,17 @@ class Controller:
         if isinstance(event, PodEvent):
             for key in keys:
                 if state.in_flight_by_ds.get(key):
-                    # a reconcile could only refresh status until the commands are answered (A.8)
-                    self._defer_full(key)
-                else:
-                    # what the report changes on its node, at once; status and rollouts, soon after
+                    # commands in flight: nothing but status can change until they are answered
+                    # (A.8), and the answer to the last one triggers the next step (above)
+                    continue
+                if isinstance(event, NODE_ACTION_REPORTS):
+                    # the pod failed, finished or went: its node may need a command at once
                     self._dirty_nodes.setdefault(key, set()).add(event.node)
                     self.queue.add(key)
+                else:
+                    # running, ready, ...: only status and rollout steps depend on it (or commands
+                    # are still in flight, A.8): one full reconcile, soon, for a burst of them
+                    self._defer_full(key)
             return
         for key in keys:  # a DaemonSet fact, a node removal: the whole DaemonSet, at once
             self._full_now.add(key)
@@ -247,10 +269,16 @@ class Controller:
         rollouts are not slowed by the rest of the fleet.
         """
         own = self._cost.get(key, 0.0)
-        ds = self.projector.state.daemonsets.get(key)
+        everyone = 4 * sum(self._cost.values())
+        state = self.projector.state
+        if state.in_flight_by_ds.get(key):
+            # commands in flight: a reconcile can only recount status (A.8); the answer to the last
+            # command triggers the next step at once (see _after)
+            return max(IN_FLIGHT_REFRESH, everyone)
+        ds = state.daemonsets.get(key)
         if ds is not None and ds.status.updated_number_scheduled < ds.status.desired_number_scheduled:
             return max(FULL_FOLLOW_UP, 2 * own)
-        return max(STATUS_REFRESH, 4 * sum(self._cost.values()))
+        return max(STATUS_REFRESH, everyone)
 
     # --- leadership -------------------------------------------------------------------------------
 
@@ -372,6 +400,7 @@ class Controller:
                 self._full_now.discard(key)
                 self._full_due.pop(key, None)
                 self._dirty_nodes.pop(key, None)
+                self.queue.cancel_timer(key)  # this reconcile covers it; it sets its own requeue
                 started = time.perf_counter()
                 result = reconcile(state, key, now, self._memo)
                 spent = time.perf_counter() - started
@@ -384,6 +413,8 @@ class Controller:
             seq = await self.writer.append(decision)
             self._min_seq[key] = seq
             await self.publisher.publish(result.commands)
+            if decision.commands:  # should no answer ever come, look again when the commands expire
+                self.queue.add_after(key, EXPECTATIONS_TIMEOUT + 1.0)
             self.metrics.decisions += 1
             self.metrics.commands += len(decision.commands)
         self.metrics.reconciles += 1

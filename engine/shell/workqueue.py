@@ -70,6 +70,10 @@ class KeyQueue:
         heapq.heappush(self._timers, (at, key))
         self._wakeup.set()
 
+    def cancel_timer(self, key: str) -> None:
+        """Forget ``key``'s timer (a full reconcile supersedes it and sets its own requeue)."""
+        self._due.pop(key, None)
+
     def scheduled(self, key: str) -> float | None:
         """When ``key`` is due by timer, if it is."""
         return self._due.get(key)

@@ -69,3 +69,11 @@ async def test_an_urgent_key_goes_before_the_ones_already_waiting() -> None:
     q.add("d", urgent=True)
     got = [await asyncio.wait_for(q.get(), 1) for _ in range(4)]
     assert got == ["d", "c", "a", "b"]
+
+
+async def test_a_cancelled_timer_does_not_fire() -> None:
+    q = KeyQueue(time.monotonic)
+    q.add_after("k", 0.05)
+    q.cancel_timer("k")
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(q.get(), 0.2)
