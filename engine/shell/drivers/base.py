@@ -11,8 +11,8 @@ from typing import Protocol, TypedDict
 
 import msgspec
 
-from events.k8s import PodTemplate
-from events.types import PodEvent
+from events.k8s import REVISION_HASH_LABEL, PodTemplate
+from events.types import PodCreated, PodEvent
 
 
 class LocalPod(msgspec.Struct, kw_only=True):
@@ -46,6 +46,18 @@ class PodFields(TypedDict):
 
 def pod_fields(pod: LocalPod, command_id: str) -> PodFields:
     return {"namespace": pod.namespace, "name": pod.name, "node": pod.node, "command_id": command_id}
+
+
+def created_report(pod: LocalPod, command_id: str) -> PodCreated:
+    """The ``pod.created`` a driver reports first: owner, revision, and the labels the pod carries."""
+    return PodCreated(
+        **pod_fields(pod, command_id),
+        uid=pod.uid,
+        owner_uid=pod.owner_uid,
+        owner_name=pod.owner_name,
+        revision_hash=pod.revision_hash,
+        labels=dict(pod.template.metadata.labels) | {REVISION_HASH_LABEL: pod.revision_hash},
+    )
 
 
 class PodReporter(Protocol):

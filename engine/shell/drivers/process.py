@@ -15,9 +15,8 @@ import signal
 from pathlib import Path
 from typing import Any
 
-from engine.shell.drivers.base import LocalPod, PodReporter, pod_fields
+from engine.shell.drivers.base import LocalPod, PodReporter, created_report, pod_fields
 from events.types import (
-    PodCreated,
     PodDeleted,
     PodEvicted,
     PodFailed,
@@ -50,17 +49,7 @@ class ProcessDriver:
         self._stopping: set[str] = set()
 
     async def start(self, pod: LocalPod, command_id: str, reporter: PodReporter) -> None:
-        await reporter.report(
-            PodCreated(
-                **pod_fields(pod, command_id),
-                uid=pod.uid,
-                owner_uid=pod.owner_uid,
-                owner_name=pod.owner_name,
-                revision_hash=pod.revision_hash,
-                labels=dict(pod.template.metadata.labels) | {"controller-revision-hash": pod.revision_hash},
-            ),
-            causation_id=command_id,
-        )
+        await reporter.report(created_report(pod, command_id), causation_id=command_id)
         await self.resume(pod, command_id, reporter)
 
     async def resume(self, pod: LocalPod, command_id: str, reporter: PodReporter) -> None:
