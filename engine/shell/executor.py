@@ -19,15 +19,13 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import UTC, datetime
 from typing import Protocol
 
 import msgspec
 import structlog
 
 from engine.shell.drivers.base import Driver, LocalPod, PodReporter
-from events.envelope import wrap
-from events.errors import DsctlError, MalformedEvent, PermanentError
+from events.errors import DsctlError, PermanentError
 from events.ids import stable_id
 from events.types import AnyCommand, CreatePod, DeletePod, EvictPod, PodDeleted, PodEvent
 from projections.model import ClusterState
@@ -69,21 +67,6 @@ class LogReporter:
             "report", event.TAG, event.namespace, event.name, event.command_id or causation_id
         )
         await self._append(event, event_id=event_id, causation_id=causation_id)
-
-
-def envelope_for(event: PodEvent, *, event_id: str, causation_id: str, source: str) -> bytes:
-    """Helper for appenders: the wire bytes of a report (time read here, at the edge)."""
-    from events import codec
-
-    return codec.encode(
-        wrap(
-            event,
-            id=event_id,
-            occurred_at=datetime.now(UTC),
-            source=source,
-            causation_id=causation_id,
-        )
-    )
 
 
 class Executor:
@@ -260,7 +243,3 @@ class Executor:
 
     async def close(self) -> None:
         await self.driver.close()
-
-
-def decode_delivery_error(err: MalformedEvent) -> str:
-    return f"{err.field}: {err.reason}" if err.field else err.reason
