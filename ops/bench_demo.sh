@@ -18,6 +18,6 @@ ok = len(items) == 4 and all(
     i["status"]["observedGeneration"] == i["metadata"]["generation"]
     and i["status"]["numberAvailable"] == i["status"]["desiredNumberScheduled"] == i["status"]["updatedNumberScheduled"]
     for i in items)
-sys.exit(0 if ok else 1)'; do sleep 0.05; done
+sys.exit(0 if ok else 1)' 2>/dev/null; do sleep 0.05; done
 end=$(date +%s.%N)
 echo "dsctl up --demo: every seed DaemonSet converged $(echo "$end - $start" | bc) s after start"
