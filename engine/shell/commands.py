@@ -170,23 +170,26 @@ async def _watch(store: EventStore, state: ClusterState, q: Query, fmt: Output, 
     """Print a row (or object) each time one of the selected objects changes, until interrupted."""
     from projections.fold import apply
 
-    def snapshot_rows() -> dict[str, str]:
+    def snapshot_rows(now: float) -> dict[str, str]:
         rows = {}
         for item in select(state, q):
             rows[getattr(item, "name", "") + "/" + getattr(item, "namespace", "")] = render(
-                state, msgspec.structs.replace(q, name=item.name), [item], fmt, time.time(), header=False
+                state, msgspec.structs.replace(q, name=item.name), [item], fmt, now, header=False
             )
         return rows
 
-    last = snapshot_rows()
+    # changes are detected with a fixed clock (an AGE column ticking is not a change, as in kubectl)
+    last = snapshot_rows(0.0)
     async with contextlib.aclosing(store.follow(state.seq + 1)) as events:
         async for stored in events:
             apply(state, stored.envelope, stored.seq)
-            rows = snapshot_rows()
-            for key, row in rows.items():
-                if last.get(key) != row:
-                    out.write(row)
-            out.flush()
+            rows = snapshot_rows(0.0)
+            changed = [key for key, row in rows.items() if last.get(key) != row]
+            if changed:
+                shown = snapshot_rows(time.time())
+                for key in changed:
+                    out.write(shown[key])
+                out.flush()
             last = rows
     return 0
 

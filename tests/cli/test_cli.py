@@ -358,3 +358,25 @@ def test_events_publish_goes_through_the_ingest_service(up: Up, tmp_path: Path) 
     assert "$.data.labels" in r.stdout + r.stderr
     wait_for("node9 registered", lambda: "node9" in ok(up, "get", "nodes"))
     assert "node10" not in ok(up, "get", "nodes")
+
+
+def test_get_watch_prints_changes_only(up: Up) -> None:
+    env = dict(os.environ, NATS_URL=up.url)
+    watcher = subprocess.Popen(
+        [sys.executable, "-m", "engine.cli", "get", "pods", "-n", "kube-system", "-w"],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        time.sleep(1.5)
+        victim = ok(up, "get", "pods", "-n", "kube-system", "-o", "name").split()[0].split("/")[1]
+        ok(up, "delete", "pod", victim, "-n", "kube-system")
+        time.sleep(2.0)
+    finally:
+        watcher.terminate()
+        out, _ = watcher.communicate(timeout=10)
+    lines = out.splitlines()
+    assert lines[0].split()[:3] == ["NAME", "READY", "STATUS"]
+    assert any(line.startswith(victim) and "Terminating" in line for line in lines[4:])
+    replacement = [line for line in lines[4:] if not line.startswith(victim)]
+    assert replacement and all(line.startswith("fluentd-elasticsearch-") for line in replacement)
+    assert len(lines) < 12, "unchanged pods must not be printed again"
