@@ -9,7 +9,6 @@ on the same predecessor; the loser gets ConflictError and simply re-runs.
 
 from __future__ import annotations
 
-import contextlib
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -18,6 +17,7 @@ import msgspec
 
 from engine.core.documents import load_documents
 from engine.core.manifests import DaemonSetManifest, Manifest, apply_daemonset, parse_object
+from engine.shell.queries import readable
 from engine.shell.store import EventStore
 from events.envelope import wrap
 from events.ids import stable_id
@@ -33,11 +33,13 @@ async def current(store: EventStore, subjects: list[str]) -> tuple[ClusterState,
     """The state folded from one object's own subjects, and the last sequence among them."""
     state = ClusterState()
     last = 0
-    async with contextlib.aclosing(store.read(subjects=subjects)) as events:
-        async for stored in events:
-            fold(state, stored.envelope, stored.seq)
-            last = stored.seq
-    return state, last
+    skipped: list[int] = []
+    async for stored in readable(store, subjects, skipped):
+        fold(state, stored.envelope, stored.seq)
+        last = stored.seq
+    # a malformed message on these subjects is passed over (the projector does the same), but it
+    # still counts as the last sequence an optimistic append must expect
+    return state, max([last, *skipped])
 
 
 def ds_tree(namespace: str, name: str) -> str:

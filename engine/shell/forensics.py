@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Literal, TextIO
 
@@ -22,8 +21,8 @@ import msgspec
 
 from engine.core.eligibility import node_should_run
 from engine.core.reconcile import reconcile, reconcile_nodes
-from engine.shell.queries import load_state
-from engine.shell.store import EventStore, MalformedStoredEvent, StoredEvent
+from engine.shell.queries import load_state, readable
+from engine.shell.store import EventStore, StoredEvent
 from events.errors import InvalidInput, NotFound
 from events.subjects import PREFIX, daemonset_filters, node_filters, pod_filters, token, type_filter
 from events.types import BY_TAG, CreatePod, DecisionRecorded, Event, PodCreated, PodEvent
@@ -85,29 +84,11 @@ class VerifyReport(msgspec.Struct, kw_only=True):
     seconds: float = 0.0
 
 
-async def _read_all(
-    store: EventStore, subjects: Sequence[str] | None, report: VerifyReport
-) -> list[StoredEvent]:
-    """Every readable event (a malformed one is noted and skipped, as the projector does)."""
-    out: list[StoredEvent] = []
-    start = 1
-    while True:
-        try:
-            async with contextlib.aclosing(store.read(start_seq=start, subjects=subjects)) as events:
-                async for stored in events:
-                    out.append(stored)
-            return out
-        except MalformedStoredEvent as err:
-            if subjects is None:
-                report.skipped_malformed.append(err.seq)
-            start = err.seq + 1
-
-
 async def verify(store: EventStore, from_seq: int = 1) -> VerifyReport:
     started = time.perf_counter()
     report = VerifyReport()
     decisions: dict[int, list[tuple[int, DecisionRecorded]]] = {}
-    for stored in await _read_all(store, [f"{PREFIX}.decision.*.*"], report):
+    async for stored in readable(store, [f"{PREFIX}.decision.*.*"], []):
         d = stored.envelope.data
         if isinstance(d, DecisionRecorded) and stored.seq >= from_seq:
             decisions.setdefault(d.state_seq, []).append((stored.seq, d))
@@ -129,7 +110,11 @@ async def verify(store: EventStore, from_seq: int = 1) -> VerifyReport:
                 report.mismatches.append(mismatch)
 
     check_at(0)
-    for stored in await _read_all(store, None, report):
+    skipped = report.skipped_malformed
+    async for stored in readable(store, None, skipped):
+        for k in [k for k in skipped if k > state.seq]:  # the engine's state also moved past them
+            state.seq = k
+            check_at(k)
         apply(state, stored.envelope, stored.seq)
         check_at(stored.seq)
     for k in sorted(decisions):  # a state_seq that names no stored event: unverifiable, so a mismatch

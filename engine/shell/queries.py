@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 
 from engine.shell.projector import ObjectSnapshots, Projector
-from engine.shell.store import EventStore, StoredEvent
+from engine.shell.store import EventStore, MalformedStoredEvent, StoredEvent
 from events.errors import InvalidInput
 from projections import snapshot
 from projections.fold import apply
@@ -92,6 +92,23 @@ async def events_between(
     ) as events:
         async for stored in events:
             yield stored
+
+
+async def readable(
+    store: EventStore, subjects: Sequence[str] | None, skipped: list[int]
+) -> AsyncIterator[StoredEvent]:
+    """Every readable event, streamed (a long log is never held in memory); a malformed one is noted
+    in ``skipped`` and passed over, as the projector does."""
+    start = 1
+    while True:
+        try:
+            async with contextlib.aclosing(store.read(start_seq=start, subjects=subjects)) as events:
+                async for stored in events:
+                    yield stored
+            return
+        except MalformedStoredEvent as err:
+            skipped.append(err.seq)
+            start = err.seq + 1
 
 
 def fold_into(state: ClusterState, stored: StoredEvent) -> None:

@@ -120,3 +120,18 @@ async def test_a_tampered_decision_is_caught(cluster: Cluster) -> None:
     report = await verify(cluster.store)
     assert [m.seq for m in report.mismatches] == [result.seq]
     assert report.mismatches[0].field.startswith("commands")
+
+
+async def test_a_malformed_message_in_the_log_is_skipped_by_the_engine_and_by_replay(
+    cluster: Cluster,
+) -> None:
+    await cluster.apply(nodes_yaml("n1", "n2"))
+    bad = await cluster.store.append_raw("dse.node.n3.registered", b'{"not": "an envelope"}', msg_id="bad-1")
+    await cluster.apply(nodes_yaml("n3"))
+    await cluster.apply(ds("a", 1, gpu_only=False, on_delete=False))
+    await cluster.wait("pods on all three nodes", lambda s: len(s.pods) == 3 and not s.in_flight)
+    assert cluster.engine is not None and cluster.engine.projector is not None
+    assert cluster.engine.projector.skipped == [bad.seq]
+    report = await verify(cluster.store)
+    assert report.skipped_malformed == [bad.seq]
+    assert report.mismatches == [] and report.checked > 0
