@@ -51,10 +51,6 @@ def encode(envelope: Envelope) -> bytes:
     return _encoder.encode(envelope)
 
 
-def encode_payload(event: Event) -> bytes:
-    return _encoder.encode(event)
-
-
 def decode(data: bytes | bytearray | memoryview) -> Envelope:
     try:
         wire = _wire_decoder.decode(data)

@@ -31,8 +31,3 @@ def load(data: bytes) -> ClusterState:
         return _decoder.decode(memoryview(data)[len(FORMAT) :])
     except msgspec.DecodeError as err:
         raise MalformedEvent(f"snapshot does not decode: {err}", "$") from err
-
-
-def clone(state: ClusterState) -> ClusterState:
-    """A deep copy (used to keep the state before a decision for ``replay verify``)."""
-    return _decoder.decode(_encoder.encode(state))

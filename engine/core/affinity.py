@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 
 import msgspec
 
+from engine.core.selectors import requirement_matches
 from events.k8s import NodeSelectorRequirement, NodeSelectorTerm
 
 NODE_SELECTOR_OPERATORS = ("In", "NotIn", "Exists", "DoesNotExist", "Gt", "Lt")
@@ -58,25 +59,15 @@ def _as_int(text: str) -> int | None:
 
 
 def expression_matches(req: NodeSelectorRequirement, labels: Mapping[str, str]) -> bool:
-    present = req.key in labels
-    match req.operator:
-        case "In":
-            return present and labels[req.key] in req.values
-        case "NotIn":
-            return not present or labels[req.key] not in req.values
-        case "Exists":
-            return present
-        case "DoesNotExist":
-            return not present
-        case "Gt" | "Lt":
-            if not present or len(req.values) != 1:
-                return False
-            have, want = _as_int(labels[req.key]), _as_int(req.values[0])
-            if have is None or want is None:
-                return False
-            return have > want if req.operator == "Gt" else have < want
-        case _:
-            return False
+    """Label selector operators, plus Gt/Lt (node selectors only): integer comparisons."""
+    if req.operator not in ("Gt", "Lt"):
+        return requirement_matches(req, labels)
+    if req.key not in labels or len(req.values) != 1:
+        return False
+    have, want = _as_int(labels[req.key]), _as_int(req.values[0])
+    if have is None or want is None:
+        return False
+    return have > want if req.operator == "Gt" else have < want
 
 
 def field_matches(req: NodeSelectorRequirement, node_name: str) -> bool:

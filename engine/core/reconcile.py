@@ -52,6 +52,7 @@ from events.types import (
     FailedPodBackoff,
     NodeReason,
 )
+from projections.lookups import owner_revision
 from projections.model import ClusterState, DaemonSetState, PodState, object_key
 
 #: upstream ``BurstReplicas``: most creates, and most deletes, one reconcile issues
@@ -427,12 +428,12 @@ def command_with_template(state: ClusterState, command: AnyCommand) -> AnyComman
     """A recorded create made whole again, from its DaemonSet's revision (to re-publish it)."""
     if not isinstance(command, CreatePod) or command.template is not None:
         return command
-    for ds in (*state.daemonsets.values(), *state.deleted.values()):
-        if ds.uid == command.owner_uid and command.revision_hash in ds.revisions:
-            revision = ds.revisions[command.revision_hash]
-            template = daemon_pod_template(ds, command.node, revision.template, revision.hash)
-            return msgspec.structs.replace(command, template=template)
-    return command
+    found = owner_revision(state, command.owner_uid, command.revision_hash)
+    if found is None:
+        return command
+    ds, revision = found
+    template = daemon_pod_template(ds, command.node, revision.template, revision.hash)
+    return msgspec.structs.replace(command, template=template)
 
 
 def _cascade(state: ClusterState, ds: DaemonSetState, now: float, status: DaemonSetStatus) -> ReconcileResult:

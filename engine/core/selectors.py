@@ -8,6 +8,7 @@ matches nothing: upstream refuses to convert it, so nothing is selected.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from typing import Protocol
 
 from events.k8s import LabelSelector, LabelSelectorRequirement
 
@@ -37,7 +38,19 @@ def is_valid(selector: LabelSelector) -> bool:
     return not any(requirement_problems(r) for r in selector.match_expressions)
 
 
-def requirement_matches(req: LabelSelectorRequirement, labels: Mapping[str, str]) -> bool:
+class Requirement(Protocol):
+    """A label requirement: a selector's matchExpressions entry or a node selector's (same rules)."""
+
+    @property
+    def key(self) -> str: ...
+    @property
+    def operator(self) -> str: ...
+    @property
+    def values(self) -> tuple[str, ...]: ...
+
+
+def requirement_matches(req: Requirement, labels: Mapping[str, str]) -> bool:
+    """In, NotIn, Exists, DoesNotExist; anything else matches nothing."""
     present = req.key in labels
     match req.operator:
         case "In":

@@ -27,7 +27,9 @@ import structlog
 from engine.shell.drivers.base import Driver, LocalPod, PodReporter
 from events.errors import DsctlError, PermanentError
 from events.ids import stable_id
+from events.k8s import PodTemplate
 from events.types import AnyCommand, CreatePod, DeletePod, EvictPod, PodDeleted, PodEvent
+from projections.lookups import owner_revision
 from projections.model import ClusterState
 
 log = structlog.get_logger("dsctl.executor")
@@ -102,15 +104,8 @@ class Executor:
                 continue
             if pod.command_id:
                 self.applied.add(pod.command_id)
-            template = None
-            for ds in (*state.daemonsets.values(), *state.deleted.values()):
-                if ds.uid == pod.owner_uid and pod.revision_hash in ds.revisions:
-                    template = ds.revisions[pod.revision_hash].template
-                    break
-            if template is None:
-                from events.k8s import PodTemplate
-
-                template = PodTemplate()
+            found = owner_revision(state, pod.owner_uid, pod.revision_hash, pod.namespace)
+            template = found[1].template if found is not None else PodTemplate()
             local = LocalPod(
                 namespace=pod.namespace,
                 name=pod.name,

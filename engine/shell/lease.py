@@ -126,13 +126,3 @@ class LeaderLease:
         with contextlib.suppress(KeyNotFoundError, KeyWrongLastSequenceError, Exception):
             await self._kv.delete(LEASE_KEY, last=self._revision)
         self._revision = None
-
-    async def current(self) -> str | None:
-        """Who holds the lease now, if anyone."""
-        try:
-            entry = await self._kv.get(LEASE_KEY)
-        except KeyNotFoundError:
-            return None
-        if entry.value is None or entry.operation in ("DEL", "PURGE"):
-            return None
-        return entry.value.decode()

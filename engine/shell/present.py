@@ -15,6 +15,7 @@ from engine.core import selectors
 from engine.core.eligibility import placement
 from engine.core.tolerations import with_daemon_tolerations
 from events.k8s import REVISION_HASH_LABEL, LabelSelector, PodTemplate, scheduling_spec
+from projections.lookups import owner_revision
 from projections.model import ClusterState, DaemonSetState, NodeState, PodState, Revision
 
 _to_builtins = msgspec.to_builtins
@@ -63,14 +64,8 @@ def table(headers: list[str], rows: list[list[str]]) -> str:
 
 def template_of(state: ClusterState, pod: PodState) -> PodTemplate | None:
     """The template a pod was created from: its owner's revision with the pod's hash."""
-    owners = [ds for ds in (*state.daemonsets.values(), *state.deleted.values()) if ds.uid == pod.owner_uid]
-    if not owners:  # an orphan: any DaemonSet in its namespace that had that revision
-        owners = [ds for ds in state.daemonsets.values() if ds.namespace == pod.namespace]
-    for ds in owners:
-        rev = ds.revisions.get(pod.revision_hash)
-        if rev is not None:
-            return rev.template
-    return None
+    found = owner_revision(state, pod.owner_uid, pod.revision_hash, pod.namespace)
+    return found[1].template if found is not None else None
 
 
 def daemonset_object(ds: DaemonSetState) -> dict[str, Any]:

@@ -15,7 +15,6 @@ from engine.shell.projector import ObjectSnapshots, Projector
 from engine.shell.store import EventStore, MalformedStoredEvent, StoredEvent
 from events.errors import InvalidInput
 from projections import snapshot
-from projections.fold import apply
 from projections.model import ClusterState
 
 SNAPSHOT_BUCKET = "dse_snapshots"
@@ -79,21 +78,6 @@ async def load_state(
     return state
 
 
-async def events_between(
-    store: EventStore,
-    *,
-    subjects: Sequence[str] | None = None,
-    start_seq: int = 1,
-    end_seq: int | None = None,
-    start_time: datetime | None = None,
-) -> AsyncIterator[StoredEvent]:
-    async with contextlib.aclosing(
-        store.read(start_seq=start_seq, end_seq=end_seq, subjects=subjects, start_time=start_time)
-    ) as events:
-        async for stored in events:
-            yield stored
-
-
 async def readable(
     store: EventStore, subjects: Sequence[str] | None, skipped: list[int]
 ) -> AsyncIterator[StoredEvent]:
@@ -109,7 +93,3 @@ async def readable(
         except MalformedStoredEvent as err:
             skipped.append(err.seq)
             start = err.seq + 1
-
-
-def fold_into(state: ClusterState, stored: StoredEvent) -> None:
-    apply(state, stored.envelope, stored.seq)

@@ -227,17 +227,6 @@ def with_kv_ttl(defs: Sequence[Definition], bucket: str, ttl: float) -> list[Def
     return out
 
 
-def with_replicas(defs: Sequence[Definition], replicas: int) -> list[Definition]:
-    """The definitions with every resource's replica count replaced (R1 for a dev server, R3 in a cluster)."""
-    out: list[Definition] = []
-    for d in defs:
-        if isinstance(d, KvDefinition):
-            out.append(msgspec.structs.replace(d, replicas=replicas))
-        else:
-            out.append(msgspec.structs.replace(d, config={**d.config, "num_replicas": replicas}))
-    return out
-
-
 def _same(field: str, want: Any, have: Any) -> bool:
     if field == "subjects" and isinstance(want, list) and isinstance(have, list):
         return sorted(want) == sorted(have)
