@@ -211,6 +211,7 @@ class Controller:
         prior, answered = ctx
         assert isinstance(prior, Before)
         self.metrics.events_folded += 1
+        self.metrics.commands_in_flight = len(state.in_flight)
         if not self._leading:
             return
         event = stored.envelope.data
@@ -410,7 +411,10 @@ class Controller:
         seq = 0
         if decision is not None:
             decision = msgspec.structs.replace(decision, leader=self.writer.holder)
+            appending = time.perf_counter()
             seq = await self.writer.append(decision)
+            self.metrics.appends += 1
+            self.metrics.append_seconds_sum += time.perf_counter() - appending
             self._min_seq[key] = seq
             await self.publisher.publish(result.commands)
             if decision.commands:  # should no answer ever come, look again when the commands expire

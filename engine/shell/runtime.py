@@ -31,7 +31,7 @@ from engine.shell.projector import ObjectSnapshots, Projector
 from engine.shell.store import EventStore, JetStreamEventStore
 from engine.shell.streams import apply_definitions, load_definitions, with_kv_ttl
 from events.envelope import wrap
-from events.errors import TransientError
+from events.errors import DsctlError, TransientError
 from events.subjects import PREFIX, token
 from events.types import PodEvent
 from projections.model import ClusterState
@@ -122,6 +122,7 @@ class Engine:
         kv = await self.nc.jetstream().key_value(LEADER_BUCKET)
         lease = LeaderLease(kv, self.identity, self.lease_ttl)
         follower = asyncio.ensure_future(self.projector.run())
+        lag = asyncio.ensure_future(self._watch_lag())
         try:
             while True:
                 held = await lease.acquire()
@@ -147,9 +148,23 @@ class Engine:
         finally:
             self.controller.close()
             await lease.release()
-            follower.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await follower
+            for task in (lag, follower):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+
+
+    async def measure_lag(self) -> int:
+        """Stream sequences not yet folded into the projection (the ``dsctl_projection_lag`` gauge)."""
+        assert self.projector is not None
+        self.metrics.projection_lag = max(0, await self.store.last_seq() - self.projector.seq)
+        return self.metrics.projection_lag
+
+    async def _watch_lag(self, period: float = 2.0) -> None:
+        while True:
+            with contextlib.suppress(DsctlError):
+                await self.measure_lag()
+            await asyncio.sleep(period)
 
 
 class BatchingAppender:

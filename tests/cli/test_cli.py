@@ -338,7 +338,13 @@ def test_bad_usage_and_unknown_things_fail_clearly(up: Up) -> None:
 
 def test_metrics_are_served(up: Up) -> None:
     body = urllib.request.urlopen(f"http://127.0.0.1:{up.metrics_port}/metrics", timeout=5).read().decode()
-    assert "dsctl_reconciles_total" in body and "dsctl_is_leader 1" in body
+    rows = [line.split() for line in body.splitlines() if line and not line.startswith("#")]
+    values = {name: float(value) for name, value in rows}
+    assert values["dsctl_is_leader"] == 1
+    assert values["dsctl_reconciles_total"] > 0 and values["dsctl_decisions_total"] > 0
+    assert values["dsctl_appends_total"] > 0 and values["dsctl_append_seconds_sum"] > 0
+    assert values["dsctl_events_folded_total"] > 0
+    assert {"dsctl_commands_in_flight", "dsctl_projection_lag"} <= set(values)
 
 
 def test_schema_prints_the_contract(up: Up) -> None:
