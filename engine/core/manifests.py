@@ -66,7 +66,7 @@ def parse_object(doc: dict[str, Any], document: int = 0) -> Manifest:
     error = FieldError(
         "kind", f'Unsupported value: "{what}": supported values: "apps/v1 DaemonSet", "v1 Node"'
     )
-    raise ManifestInvalid([error], kind=str(kind or ""), document=document)
+    raise ManifestInvalid([error], kind=str(kind or ""), name=_name_of(doc), document=document)
 
 
 def _name_of(doc: dict[str, Any]) -> str:

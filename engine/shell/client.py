@@ -39,16 +39,20 @@ def _since(text: str | None) -> datetime | None:
         return datetime.now(UTC) - timedelta(seconds=commands.parse_duration(text))
     except InvalidInput:
         pass
-    when = parse_at(text)
+    problem = InvalidInput(f"{text!r} is neither a duration (10m, 1h30m) nor an RFC 3339 time", "--since")
+    try:
+        when = parse_at(text, "--since")
+    except InvalidInput:
+        raise problem from None
     if isinstance(when, int):
-        raise InvalidInput(f"{text!r} is not a duration (10m) or an RFC 3339 time", "--since")
+        raise problem
     return when
 
 
 def _time(text: str | None, flag: str) -> datetime | None:
     if not text:
         return None
-    when = parse_at(text)
+    when = parse_at(text, flag)
     if isinstance(when, int):
         raise InvalidInput(f"{text!r} is not an RFC 3339 time", flag)
     return when

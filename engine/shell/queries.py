@@ -20,8 +20,8 @@ from projections.model import ClusterState
 SNAPSHOT_BUCKET = "dse_snapshots"
 
 
-def parse_at(text: str) -> int | datetime:
-    """``SEQ`` or an RFC 3339 time; raises InvalidInput naming ``--at``."""
+def parse_at(text: str, flag: str = "--at") -> int | datetime:
+    """``SEQ`` or an RFC 3339 time; raises InvalidInput naming ``flag``."""
     value = text.strip()
     if value.isdigit():
         return int(value)
@@ -29,7 +29,7 @@ def parse_at(text: str) -> int | datetime:
         when = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
         raise InvalidInput(
-            f"{text!r} is neither a stream sequence nor an RFC 3339 time (e.g. 2026-11-22T09:00:00Z)", "--at"
+            f"{text!r} is neither a stream sequence nor an RFC 3339 time (e.g. 2026-11-22T09:00:00Z)", flag
         ) from None
     return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
 

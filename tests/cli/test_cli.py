@@ -213,6 +213,8 @@ def test_apply_reports_created_configured_unchanged_and_refuses_invalid_input(up
     assert "spec.updateStrategy.type" in err
     assert ok(up, "audit", "-o", "jsonl").count("\n") == before, "a refused apply must append nothing"
     assert "does not exist" in fails(up, "apply", "-f", str(tmp_path / "missing.yaml"))
+    err = fails(up, "apply", "-f", "-", stdin="apiVersion: v1\nkind: Service\nmetadata: {name: web}\n")
+    assert "Service 'web' is invalid" in err and 'Unsupported value: "v1/Service"' in err
 
 
 def test_label_conflict_needs_overwrite_and_unknown_nodes_are_named(up: Up) -> None:
@@ -317,6 +319,8 @@ def test_audit_filters_on_the_server_and_prints_json_lines(up: Up) -> None:
     assert "SEQ" in ok(up, "audit", "--ds", "default/myweb-ds", "--limit", "5")
     assert ok(up, "audit", "--since", "1h", "--limit", "1", "-o", "jsonl").strip()
     assert "unknown event type" in fails(up, "audit", "--type", "node.exploded")
+    assert "--since: 'garbage' is neither a duration" in fails(up, "audit", "--since", "garbage")
+    assert "--until: 'later' is neither a stream sequence" in fails(up, "audit", "--until", "later")
 
 
 def test_replay_verify_passes_on_the_real_log(up: Up) -> None:
