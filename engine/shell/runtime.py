@@ -12,29 +12,19 @@ import contextlib
 import gc
 import os
 import socket
-import time
-from collections.abc import Sequence
-from datetime import UTC, datetime
-from pathlib import Path
 
 import structlog
 from nats.aio.client import Client
+from nats.js.api import ObjectStoreConfig
 from nats.js.errors import BucketNotFoundError
 
-from engine.shell.command_source import JetStreamCommandSource
 from engine.shell.controller import CommandPublisher, Controller, DecisionWriter
-from engine.shell.drivers.base import Driver
-from engine.shell.executor import Executor, LogReporter
 from engine.shell.lease import LeaderLease
 from engine.shell.metrics import Metrics
 from engine.shell.projector import ObjectSnapshots, Projector
 from engine.shell.store import EventStore, JetStreamEventStore
-from engine.shell.streams import apply_definitions, load_definitions, with_kv_ttl
-from events.envelope import wrap
-from events.errors import DsctlError, TransientError
-from events.subjects import PREFIX, token
-from events.types import PodEvent
-from projections.model import ClusterState
+from engine.shell.streams import apply_definitions, load_definitions, with_kv_ttl, with_replicas
+from events.errors import DsctlError
 
 log = structlog.get_logger("dsctl.runtime")
 
@@ -46,17 +36,22 @@ def default_identity() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
 
-async def prepare(nc: Client, *, lease_ttl: float | None = None) -> None:
-    """Apply the stream, bucket and object-store definitions (idempotent)."""
+async def prepare(nc: Client, *, lease_ttl: float | None = None, replicas: int | None = None) -> None:
+    """Apply the stream, bucket and object-store definitions (idempotent); ``replicas`` for a cluster."""
     defs = load_definitions()
     if lease_ttl is not None:
         defs = with_kv_ttl(defs, LEADER_BUCKET, lease_ttl)
+    if replicas is not None:
+        defs = with_replicas(defs, replicas)
     await apply_definitions(nc, defs)
     js = nc.jetstream()
     try:
         await js.object_store(SNAPSHOT_BUCKET)
     except BucketNotFoundError:
-        await js.create_object_store(SNAPSHOT_BUCKET, description="dsctl projection snapshots")
+        await js.create_object_store(
+            SNAPSHOT_BUCKET,
+            config=ObjectStoreConfig(description="dsctl projection snapshots", replicas=replicas or 1),
+        )
 
 
 def tune_gc() -> None:
@@ -153,7 +148,6 @@ class Engine:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
 
-
     async def measure_lag(self) -> int:
         """Stream sequences not yet folded into the projection (the ``dsctl_projection_lag`` gauge)."""
         assert self.projector is not None
@@ -165,124 +159,3 @@ class Engine:
             with contextlib.suppress(DsctlError):
                 await self.measure_lag()
             await asyncio.sleep(period)
-
-
-class BatchingAppender:
-    """Appends pod reports in batches (one ``append_many`` per burst) while keeping their order.
-
-    A simulated fleet reports tens of thousands of pod events in a burst; one request-reply per report
-    would cap it at the round-trip rate. Each caller still waits for its own report to be stored.
-    """
-
-    def __init__(self, store: EventStore, source: str, *, max_batch: int = 512) -> None:
-        self.store = store
-        self.source = source
-        self.max_batch = max_batch
-        self._queue: asyncio.Queue[tuple[PodEvent, str, str, asyncio.Future[None]]] = asyncio.Queue()
-        self._task: asyncio.Task[None] | None = None
-
-    async def __call__(self, event: PodEvent, *, event_id: str, causation_id: str) -> None:
-        if self._task is None or self._task.done():
-            self._task = asyncio.ensure_future(self._drain())
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        await self._queue.put((event, event_id, causation_id, done))
-        await done
-
-    async def _drain(self) -> None:
-        while True:
-            first = await self._queue.get()
-            batch = [first]
-            while len(batch) < self.max_batch and not self._queue.empty():
-                batch.append(self._queue.get_nowait())
-            now = datetime.now(UTC)
-            envelopes = [
-                wrap(ev, id=eid, occurred_at=now, source=self.source, causation_id=cause)
-                for ev, eid, cause, _ in batch
-            ]
-            for attempt in range(5):
-                try:
-                    await self.store.append_many(envelopes)
-                    break
-                except TransientError as err:
-                    log.warning("executor.report_retry", attempt=attempt, error=str(err))
-                    await asyncio.sleep(0.2 * 2**attempt)
-                except Exception as err:
-                    for *_, fut in batch:
-                        if not fut.done():
-                            fut.set_exception(err)
-                    batch = []
-                    break
-            else:
-                failure = TransientError("pod reports could not be appended after 5 attempts")
-                for *_, fut in batch:
-                    if not fut.done():
-                        fut.set_exception(failure)
-                batch = []
-            for *_, fut in batch:
-                if not fut.done():
-                    fut.set_result(None)
-
-    async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
-
-
-async def applied_commands(store: EventStore, nodes: Sequence[str] | None) -> set[str]:
-    """Every command id the log shows was carried out on these nodes (all nodes if None)."""
-    subjects = [f"{PREFIX}.pod.>"] if nodes is None else [f"{PREFIX}.pod.{token(n)}.>" for n in nodes]
-    ids: set[str] = set()
-    async with contextlib.aclosing(store.read(subjects=subjects)) as events:
-        async for stored in events:
-            data = stored.envelope.data
-            if isinstance(data, PodEvent) and data.command_id:
-                ids.add(data.command_id)
-    return ids
-
-
-async def run_executor(
-    nc: Client,
-    driver: Driver,
-    *,
-    node: str | None = None,
-    store: EventStore | None = None,
-    state: ClusterState | None = None,
-    source_name: str | None = None,
-    ready: asyncio.Event | None = None,
-) -> None:
-    """Serve one node (or the fleet, ``node=None``) until cancelled."""
-    store = store or JetStreamEventStore(nc)
-    appender = BatchingAppender(store, source_name or f"executor/{node or 'fleet'}")
-    executor = Executor(
-        driver, LogReporter(appender, appender.source), nodes=None if node is None else frozenset({node})
-    )
-    if state is None:
-        projector = Projector(store)
-        await projector.load()
-        state = projector.state
-    resume = executor.recover(state)
-    executor.applied |= await applied_commands(store, None if node is None else [node])
-    source = JetStreamCommandSource(nc, node=node)
-    await source.ensure_consumer()
-    if ready is not None:
-        ready.set()
-    started = time.monotonic()
-    log.info("executor.started", node=node or "fleet", pods=len(executor.pods), resumed=len(resume))
-    try:
-        await executor.resume(resume)
-        await executor.run(source)
-    finally:
-        await source.close()
-        await executor.close()
-        await appender.close()
-        log.info(
-            "executor.stopped",
-            node=node or "fleet",
-            handled=executor.handled,
-            seconds=round(time.monotonic() - started, 1),
-        )
-
-
-def log_dir(base: str | Path | None) -> Path:
-    return Path(base) if base is not None else Path(".dsctl") / "pods"

@@ -227,6 +227,18 @@ def with_kv_ttl(defs: Sequence[Definition], bucket: str, ttl: float) -> list[Def
     return out
 
 
+def with_replicas(defs: Sequence[Definition], replicas: int) -> list[Definition]:
+    """The definitions with every stream and bucket at ``replicas`` copies (a clustered deployment)."""
+    out: list[Definition] = []
+    for d in defs:
+        if isinstance(d, KvDefinition):
+            d = msgspec.structs.replace(d, replicas=replicas)
+        else:
+            d = msgspec.structs.replace(d, config={**d.config, "num_replicas": replicas})
+        out.append(d)
+    return out
+
+
 def _same(field: str, want: Any, have: Any) -> bool:
     if field == "subjects" and isinstance(want, list) and isinstance(have, list):
         return sorted(want) == sorted(have)

@@ -23,8 +23,9 @@ from engine.shell.drivers.base import Driver
 from engine.shell.drivers.process import ProcessDriver
 from engine.shell.drivers.sim import SimDriver
 from engine.shell.embedded import EmbeddedNats
+from engine.shell.executor_run import log_dir, run_executor
 from engine.shell.metrics import Metrics, serve
-from engine.shell.runtime import Engine, log_dir, prepare, run_executor
+from engine.shell.runtime import Engine, prepare
 from engine.shell.settings import NatsSettings
 from engine.shell.view import Activity, live_view
 

@@ -11,8 +11,9 @@ from typing import Any
 
 from engine.shell.apply import Applier
 from engine.shell.drivers.sim import SimDriver
+from engine.shell.executor_run import run_executor
 from engine.shell.operations import NodeOps, find_pod, request_pod_delete
-from engine.shell.runtime import Engine, prepare, run_executor
+from engine.shell.runtime import Engine, prepare
 from engine.shell.store import JetStreamEventStore
 from projections.model import ClusterState, PodState
 

@@ -26,8 +26,9 @@ from engine.shell.bench.common import (
 )
 from engine.shell.bench.workload import History, batched, node_event
 from engine.shell.drivers.sim import SimDriver
+from engine.shell.executor_run import run_executor
 from engine.shell.projector import Projector
-from engine.shell.runtime import Engine, run_executor
+from engine.shell.runtime import Engine
 from engine.shell.store import JetStreamEventStore, StoredEvent
 from events.codec import encode
 from events.envelope import Envelope, wrap
