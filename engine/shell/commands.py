@@ -27,7 +27,7 @@ from engine.shell.operations import NodeOps, find_pod, request_pod_delete
 from engine.shell.queries import load_state
 from engine.shell.store import EventStore
 from events.envelope import wrap
-from events.errors import InvalidInput, NotFound
+from events.errors import ConflictError, InvalidInput, NotFound
 from events.k8s import CHANGE_CAUSE_ANNOTATION, LabelSelector, PodTemplate, Taint
 from events.subjects import PREFIX, token
 from events.template_hash import template_hash
@@ -649,13 +649,32 @@ async def _owned_pods(store: EventStore, ds: DaemonSetState) -> list[PodState]:
     return [state.pods[k] for k in state.pods_by_owner.get(ds.uid, ())]
 
 
+async def _rollout_read(store: EventStore, namespace: str, name: str) -> tuple[DaemonSetState, int]:
+    """The DaemonSet a rollout command bases its new generation on, and the sequence its append must
+    expect on the DaemonSet's subjects.
+
+    The expected sequence comes from the first read, the DaemonSet (with its decisions, for the
+    collision count) from a read after it: anything appended to the DaemonSet after the first read,
+    even between the two, makes the append fail with a conflict. Re-reading the sequence just before
+    appending would instead let a concurrent ``apply`` be overwritten by a generation computed from
+    stale state (two applies with the same generation in the log)."""
+    _, expected = await current(store, [ds_tree(namespace, name)])
+    _, ds, _ = await _ds_with_status(store, namespace, name)
+    if ds.deleting:
+        raise NotFound(f'daemonsets.apps "{name}" not found')
+    return ds, expected
+
+
 async def _reapply(
     store: EventStore,
     ds: DaemonSetState,
-    last: int,
+    expected: int,
     template: PodTemplate,
     annotations: dict[str, str] | None = None,
 ) -> None:
+    """Append the next generation of ``ds`` with ``template``; ``expected`` is the sequence ``ds`` was
+    read at (from ``_rollout_read``), so a concurrent change raises ConflictError instead of being
+    overwritten."""
     spec = msgspec.structs.replace(ds.spec, template=template)
     event = DaemonSetApplied(
         namespace=ds.namespace,
@@ -669,12 +688,13 @@ async def _reapply(
     )
     env = wrap(event, id=str(uuid.uuid4()), occurred_at=datetime.now(UTC), source="dsctl")
     tree = ds_tree(ds.namespace, ds.name)
-    _, tree_last = await current(store, [tree])
-    await store.append(env, expected_last_subject_seq=tree_last, expected_subject_filter=tree)
+    await store.append(env, expected_last_subject_seq=expected, expected_subject_filter=tree)
 
 
 async def rollout_undo(store: EventStore, name: str, namespace: str, to_revision: int, out: TextIO) -> int:
-    _, ds, last = await _ds_with_status(store, namespace, name)
+    """Not retried on a conflict: "the previous revision" is relative to what the user saw, and a
+    concurrent apply changes it; rolling back that apply unseen is not what was asked."""
+    ds, expected = await _rollout_read(store, namespace, name)
     template = rollback_template(ds, to_revision)
     if template_hash(template, ds.collision_count) == ds.template_hash:
         rev = ds.revisions[ds.template_hash].number
@@ -683,20 +703,40 @@ async def rollout_undo(store: EventStore, name: str, namespace: str, to_revision
         )
         return 0
     annotations = {k: v for k, v in ds.annotations.items() if k != CHANGE_CAUSE_ANNOTATION}
-    await _reapply(store, ds, last, template, annotations)
+    try:
+        await _reapply(store, ds, expected, template, annotations)
+    except ConflictError as err:
+        raise ConflictError(
+            f'daemonsets.apps "{name}" changed while rolling back (nothing was written); '
+            f"check `dsctl rollout history ds/{name}` and run the undo again ({err})"
+        ) from err
     out.write(f"daemonset.apps/{name} rolled back\n")
     return 0
+
+
+#: a restart means "new pods from the current template", whatever that is, so it re-reads and retries
+RESTART_ATTEMPTS = 5
 
 
 async def rollout_restart(
     store: EventStore, name: str, namespace: str, out: TextIO, clock: Callable[[], float] = time.time
 ) -> int:
-    _, ds, last = await _ds_with_status(store, namespace, name)
-    t = ds.spec.template
     stamp = datetime.fromtimestamp(clock(), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    meta = msgspec.structs.replace(
-        t.metadata, annotations={**t.metadata.annotations, "kubectl.kubernetes.io/restartedAt": stamp}
-    )
-    await _reapply(store, ds, last, msgspec.structs.replace(t, metadata=meta))
+    for attempt in range(1, RESTART_ATTEMPTS + 1):
+        ds, expected = await _rollout_read(store, namespace, name)
+        t = ds.spec.template
+        meta = msgspec.structs.replace(
+            t.metadata, annotations={**t.metadata.annotations, "kubectl.kubernetes.io/restartedAt": stamp}
+        )
+        try:
+            await _reapply(store, ds, expected, msgspec.structs.replace(t, metadata=meta))
+        except ConflictError as err:
+            if attempt == RESTART_ATTEMPTS:
+                raise ConflictError(
+                    f'daemonsets.apps "{name}" kept changing during the restart '
+                    f"({RESTART_ATTEMPTS} attempts, nothing was written): {err}"
+                ) from err
+            continue
+        break
     out.write(f"daemonset.apps/{name} restarted\n")
     return 0
