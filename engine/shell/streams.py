@@ -28,6 +28,16 @@ Why the command stream uses limits retention and ordered consumers, not a work q
 - The duplicate window is short (30 s), so a re-issue after the in-flight timeout is not dropped as a
   duplicate, while a publisher's immediate retry still is. ``max_age`` (24 h) bounds the history; the
   decisions in the event log keep it forever.
+
+Replicas are a floor, never a ceiling. Every process applies the definitions at start-up, and most of them
+(an executor, a CLI command, ``dsctl up``) do not know how the store was deployed: the files say
+``num_replicas: 1`` and only ``prepare(replicas=3)`` asks for more. Had a differing ``num_replicas``
+counted as drift to repair, the first executor to start would have scaled every R3 stream of a cluster
+down to R1, silently giving up the copies that survive a server loss. So a stream (or a bucket's
+``KV_*`` stream) with more replicas than its definition is left as it is and not reported; one with
+fewer is raised to the definition's count (a definition that asks for 3 is the only way to get there);
+scaling down is an operator's explicit act (``nats stream edit --replicas``), not a start-up side effect.
+Other fields, TTLs and limits included, are still compared and repaired as before.
 """
 
 from __future__ import annotations
@@ -258,6 +268,15 @@ def _for_update(current: dict[str, Any], desired: dict[str, Any]) -> dict[str, A
     return merged
 
 
+def _replicas_kept(desired: dict[str, Any], current: dict[str, Any]) -> int | None:
+    """The server's replica count when it differs from the definition's but already meets it as a
+    floor (so it is kept), else None. The server stores 0 ("the default") as 1."""
+    want, have = desired.get("num_replicas"), current.get("num_replicas")
+    if isinstance(want, int) and isinstance(have, int) and have != want and have >= max(want, 1):
+        return have
+    return None
+
+
 async def _apply_one(nc: Client, d: Definition, report: ApplyReport, timeout: float) -> None:
     desired = d.stream_config()
     name = d.name
@@ -274,6 +293,11 @@ async def _apply_one(nc: Client, d: Definition, report: ApplyReport, timeout: fl
         for field, want in desired.items()
         if not _same(field, want, current.get(field))
     }
+    kept = _replicas_kept(desired, current)
+    if kept is not None:
+        # replicas are a floor (module docstring): more copies on the server than asked is not drift
+        differing.pop("num_replicas", None)
+        log.debug("streams.replicas_kept", stream=name, have=kept, definition=desired.get("num_replicas"))
     if not differing:
         report.unchanged.append(name)
         return

@@ -24,6 +24,7 @@ from engine.shell.streams import (
     delete_streams,
     load_definitions,
     with_kv_ttl,
+    with_replicas,
 )
 from events.errors import InvalidInput, PermanentError
 from events.subjects import EVENT_SUBJECTS
@@ -165,3 +166,38 @@ async def test_command_stream_takes_more_than_a_thousand_node_consumers(nc: Any,
         )
     info = await api_request(nc, f"STREAM.INFO.{COMMANDS_STREAM}")
     assert info["state"]["consumer_count"] == 1_001
+
+
+# Replicas are a floor: (replicas the stream has, replicas the definition asks for, replicas after the
+# apply, the drift reported for num_replicas). A single server holds R1 only, so the rows that need a
+# stream with more copies than asked (kept, not downgraded) run on a real 3-node cluster in
+# tests/cluster/test_stream_replicas.py; here: the rows a single server can hold.
+SINGLE_SERVER_REPLICAS = [
+    pytest.param(1, 1, 1, None, id="same-count-is-unchanged"),
+    pytest.param(1, 0, 1, None, id="zero-means-one"),
+    # asked for more than a single server can hold: refused by the server, reported, nothing changed
+    pytest.param(1, 3, 1, (3, 1, False), id="raise-refused-without-a-cluster"),
+]
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(("have", "want", "after", "drift"), SINGLE_SERVER_REPLICAS)
+@pytest.mark.parametrize("resource", [REJECTED_STREAM, f"KV_{LEADER_BUCKET}"])
+async def test_replicas_are_a_floor_on_a_single_server(
+    nc: Any, resource: str, have: int, want: int, after: int, drift: tuple[int, int, bool] | None
+) -> None:
+    defs = load_definitions()
+    await delete_streams(nc, defs)
+    (d,) = [x for x in defs if x.name == resource]
+    await api_request(nc, f"STREAM.CREATE.{resource}", {**d.stream_config(), "num_replicas": have})
+    asked = with_replicas([d], want)
+    report = await apply_definitions(nc, asked, strict=False)
+    info = await api_request(nc, f"STREAM.INFO.{resource}")
+    assert info["config"]["num_replicas"] == after
+    found = [(x.want, x.have, x.fixed) for x in report.drift if x.field == "num_replicas"]
+    assert found == ([] if drift is None else [drift]), report.summary()
+    if drift is None:
+        assert report.unchanged == [resource]
+    else:
+        with pytest.raises(StreamDriftError, match=rf"{resource}\.num_replicas: want 3, have 1"):
+            await apply_definitions(nc, asked)
