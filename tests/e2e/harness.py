@@ -43,9 +43,13 @@ def nodes_yaml(
 
 
 class Cluster:
-    def __init__(self, nc: Any, *, lease_ttl: float = 2.0, identity: str = "engine-a") -> None:
+    def __init__(
+        self, nc: Any, *, lease_ttl: float = 2.0, identity: str = "engine-a", replicas: int | None = None
+    ) -> None:
         self.nc = nc
         self.lease_ttl = lease_ttl
+        #: forwarded to prepare(): 3 on a 3-node cluster (tests/cluster), None on a single server
+        self.replicas = replicas
         self.identity = identity
         self.store = JetStreamEventStore(nc, heartbeat=0.5)
         self.engine: Engine | None = None
@@ -60,7 +64,7 @@ class Cluster:
         return self.engine.projector.state
 
     async def start(self, *, executor: bool = True, engine: bool = True, ready_after: float = 0.0) -> Cluster:
-        await prepare(self.nc, lease_ttl=self.lease_ttl)
+        await prepare(self.nc, lease_ttl=self.lease_ttl, replicas=self.replicas)
         self.engine = Engine(self.nc, identity=self.identity, lease_ttl=self.lease_ttl, store=self.store)
         projector = await self.engine.start()
         projector.listen(lambda s, e: None, lambda s, e, c: [obs(s) for obs in self.observers])
