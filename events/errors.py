@@ -2,6 +2,7 @@
 
 DsctlError
 ├── TransientError      retry with backoff (connection lost, timeout, no JetStream leader)
+│   └── DeadlineExceeded     retried for as long as the caller could wait, then given up
 ├── ConflictError       retry now, after re-reading (wrong expected sequence, lost lease)
 └── PermanentError      record, do not retry
     ├── InvalidInput    bad manifest, flag or event: says what is wrong and where
@@ -18,6 +19,11 @@ class DsctlError(Exception):
 
 class TransientError(DsctlError):
     """The operation may succeed if retried later."""
+
+
+class DeadlineExceeded(TransientError):
+    """A transient failure outlasted the caller's deadline. Still transient (a later run may succeed),
+    but the retrying already happened: the message says for how long, and the last failure seen."""
 
 
 class ConflictError(DsctlError):

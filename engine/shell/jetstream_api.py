@@ -9,7 +9,11 @@ Mapping (jetstream-notes §1.2, §1.3):
 
     10071 wrong last sequence, 10070 wrong last msg id     -> ConflictError (re-read, retry now)
     404 / 10059 stream, 10014 consumer, 10037 message      -> NotFound
-    503, no responders, timeouts, connection closed        -> TransientError (retry with backoff)
+    503 (10008 "JetStream system temporarily unavailable",
+    10023, 10077, ...), the clustered "not leader" family
+    (10009, 10007, 10041), no responders (status 503 on a
+    publish: no stream leader answers the subject),
+    timeouts, not connected / reconnecting / closed        -> TransientError (retry with backoff)
     anything else the server refuses (10057 delete on a
     deny_delete stream, 10110 purge, 10052 config change)  -> PermanentError
 """
@@ -31,6 +35,10 @@ from events.errors import ConflictError, DsctlError, NotFound, PermanentError, T
 API_PREFIX = "$JS.API"
 CONFLICT_CODES = frozenset({10070, 10071})
 NOT_FOUND_CODES = frozenset({10014, 10037, 10059})
+#: answered with code 500 but about the cluster's state, not the request: "JetStream cluster can not
+#: handle request" (10009, a server that lost or never had the leadership), "not assigned to this
+#: server" (10007) and raft errors (10041) all go away once a leader is elected
+TRANSIENT_CODES = frozenset({10007, 10009, 10041})
 
 
 class JetStreamConflict(ConflictError):
@@ -79,7 +87,7 @@ def error_for(context: str, err: ApiError) -> DsctlError:
         return JetStreamConflict(text, err.err_code)
     if err.err_code in NOT_FOUND_CODES or err.code == 404:
         return JetStreamNotFound(text, err.err_code)
-    if err.code == 503:
+    if err.code == 503 or err.err_code in TRANSIENT_CODES:
         return JetStreamUnavailable(text)
     return JetStreamRefused(text, err.err_code)
 
@@ -106,6 +114,7 @@ def translate(context: str, exc: BaseException) -> DsctlError | None:
         | nats.errors.OutboundBufferLimitError
         | nats.errors.NoServersError
         | nats.errors.FlushTimeoutError
+        | nats.js.errors.TooManyStalledMsgsError
         | ConnectionError,
     ):
         return JetStreamUnavailable(f"{context}: connection problem: {type(exc).__name__}: {exc}")

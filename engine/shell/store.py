@@ -18,6 +18,27 @@ keep a bounded window of un-acked publishes on one reply subscription. nats-py's
 not used because in 2.16.0 an *error* ack (e.g. wrong last sequence) raises inside its reply handler and
 leaves the future pending forever. Header dicts are built fresh per message (nats-py mutates them).
 Reads and tails use our own ordered consumer (``ordered.py``).
+
+While the connection is down (nats-py reconnecting) an append fails at once with ``TransientError``
+instead of being parked in nats-py's reconnect buffer: a parked append would be sent whenever the
+connection came back, possibly after its caller had been told it failed (a CLI error, an ingest 503),
+and a full buffer (2 MiB) makes *every* publish on the connection fail, acks and commands included.
+
+Riding out an unavailable store (a restart, a stream leader election in a cluster): ``retry_transient``
+retries a transient failure with ``Backoff`` until the caller's ``Deadline``, then raises
+``DeadlineExceeded`` naming how long it waited and the last failure. ``append_within`` does that for
+one append and also settles the one ambiguous case: an attempt whose ack was lost may have been stored,
+and its retry, still carrying the old expected sequence, is then refused as a conflict (expected-sequence
+checks run before the duplicate check); so after a conflict that follows a failed attempt it looks for
+its own event id on the subject before reporting the conflict.
+
+Partial failures of ``append_many``: every message is settled; those acknowledged stay stored, and
+re-sending the whole batch is safe *within the stream's duplicate window* (2 minutes for DSE_EVENTS),
+because every envelope's id is its ``Nats-Msg-Id`` and the server answers a repeat with the original
+sequence. ``append_many_settled`` returns each message's own outcome, so a caller that retries for longer
+than the window (the executor's report appender) re-sends only what was not acknowledged; the one case
+left is a message stored whose ack was lost, re-sent after the window: it is stored twice, which the fold
+absorbs for pod reports (they state a level: running, ready, deleted).
 """
 
 from __future__ import annotations
@@ -25,12 +46,15 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import random
+import time
 from collections import deque
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from datetime import UTC, datetime
-from typing import Protocol, runtime_checkable
+from typing import Protocol, TypeVar, runtime_checkable
 
 import msgspec
+import structlog
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
@@ -40,16 +64,28 @@ from engine.shell.jetstream_api import (
     JetStreamUnavailable,
     api_request,
     error_for,
+    translate,
     translate_errors,
 )
 from engine.shell.ordered import ordered_messages
 from engine.shell.streams import EVENTS_STREAM
 from events.codec import decode, encode
 from events.envelope import Envelope
-from events.errors import MalformedEvent, NotFound, PermanentError
+from events.errors import (
+    ConflictError,
+    DeadlineExceeded,
+    DsctlError,
+    MalformedEvent,
+    NotFound,
+    PermanentError,
+    TransientError,
+)
 from events.subjects import subject_for
 
+log = structlog.get_logger("dsctl.store")
+
 _NS = 1_000_000_000
+T = TypeVar("T")
 
 
 class AppendResult(msgspec.Struct, frozen=True):
@@ -208,9 +244,16 @@ class JetStreamEventStore:
         subject = subject_for(envelope.data)
         context = f"append {envelope.type} {envelope.id} to {subject}"
         headers = _headers(envelope, expected_last_subject_seq, expected_last_seq, expected_subject_filter)
+        self._check_connected(context)
         with translate_errors(context):
             msg = await self._nc.request(subject, encode(envelope), timeout=self._timeout, headers=headers)
         return _result_from_ack(context, msg)
+
+    def _check_connected(self, context: str) -> None:
+        # fail now rather than park the publish in nats-py's reconnect buffer (see the module docstring);
+        # a closed connection is left to nats-py, whose ConnectionClosedError maps to the same error
+        if self._nc.is_reconnecting:
+            raise JetStreamUnavailable(f"{context}: not connected to NATS (reconnecting)")
 
     async def _ensure_ack_sub(self) -> None:
         if self._ack_sub is None:
@@ -227,65 +270,101 @@ class JetStreamEventStore:
 
         Every message is settled before returning. If any failed, the first failure is raised after the
         others settled; the ones that were stored stay stored, and a retry of the whole batch is safe
-        (same ids, deduplicated).
+        within the duplicate window (same ids, deduplicated; see the module docstring).
         """
+        outcomes = await self.append_many_settled(envelopes)
+        for outcome in outcomes:
+            if isinstance(outcome, Exception):
+                raise outcome
+        return [o for o in outcomes if isinstance(o, AppendResult)]
+
+    async def append_many_settled(self, envelopes: Sequence[Envelope]) -> list[AppendResult | DsctlError]:
+        """Like ``append_many``, but each message's own outcome: its result, or the error it met (a
+        message never sent because the connection failed before it carries that failure too). Raises
+        nothing but cancellation, so a retrying caller can re-send exactly the messages not stored."""
         if not envelopes:
             return []
-        await self._ensure_ack_sub()
+        outcomes: list[AppendResult | DsctlError | None] = [None] * len(envelopes)
+        try:
+            self._check_connected(f"append {len(envelopes)} events")
+            with translate_errors(f"append {len(envelopes)} events"):
+                await self._ensure_ack_sub()
+        except DsctlError as err:
+            return [err] * len(envelopes)
         loop = asyncio.get_running_loop()
-        results: list[AppendResult | None] = [None] * len(envelopes)
         window: deque[tuple[int, str, asyncio.Future[Msg]]] = deque()
-        first_error: BaseException | None = None
+        failed = False
 
         async def settle() -> None:
-            nonlocal first_error
+            nonlocal failed
             index, token, future = window.popleft()
             context = f"append {envelopes[index].type} {envelopes[index].id}"
             # once one ack timed out the connection is in trouble: settle the rest without more waiting
-            wait = self._timeout if first_error is None else 0.05
+            wait = self._timeout if not failed else 0.05
             try:
                 async with asyncio.timeout(wait):
                     msg = await future
-                results[index] = _result_from_ack(context, msg)
+                outcomes[index] = _result_from_ack(context, msg)
             except TimeoutError as err:
                 self._acks.pop(token, None)
-                if first_error is None:
-                    first_error = JetStreamUnavailable(f"{context}: no ack within {self._timeout:g}s")
-                    first_error.__cause__ = err
+                failed = True
+                unavailable = JetStreamUnavailable(f"{context}: no ack within {self._timeout:g}s")
+                unavailable.__cause__ = err
+                outcomes[index] = unavailable
             except Exception as err:
-                if first_error is None:
-                    first_error = err
+                outcomes[index] = _as_dsctl(context, err)
 
         try:
             for index, envelope in enumerate(envelopes):
                 if len(window) >= self._max_in_flight:
                     await settle()
-                self._ack_counter += 1
-                token = str(self._ack_counter)
-                future: asyncio.Future[Msg] = loop.create_future()
-                self._acks[token] = future
-                window.append((index, token, future))
-                with translate_errors(f"append {envelope.type} {envelope.id}"):
-                    await self._nc.publish(
-                        subject_for(envelope.data),
-                        encode(envelope),
-                        reply=self._ack_prefix + token,
-                        headers={"Nats-Msg-Id": envelope.id},
-                    )
+                context = f"append {envelope.type} {envelope.id}"
+                try:
+                    data = encode(envelope)
+                except Exception as err:  # this message can never be sent; the others still can
+                    outcomes[index] = PermanentError(f"{context}: cannot encode: {err}")
+                    continue
+                try:
+                    self._check_connected(context)
+                    self._ack_counter += 1
+                    token = str(self._ack_counter)
+                    future: asyncio.Future[Msg] = loop.create_future()
+                    self._acks[token] = future
+                    window.append((index, token, future))
+                    with translate_errors(context):
+                        await self._nc.publish(
+                            subject_for(envelope.data),
+                            data,
+                            reply=self._ack_prefix + token,
+                            headers={"Nats-Msg-Id": envelope.id},
+                        )
+                except Exception as err:
+                    # not sent (or not known to be): this one and every later one share the failure
+                    if window and window[-1][0] == index:
+                        _, token, future = window.pop()
+                        self._acks.pop(token, None)
+                        future.cancel()
+                    failure = _as_dsctl(context, err)
+                    for later in range(index, len(envelopes)):
+                        outcomes[later] = failure
+                    failed = True
+                    break
             while window:
                 await settle()
         finally:
             for _, token, future in window:
                 self._acks.pop(token, None)
                 future.cancel()
-        if first_error is not None:
-            raise first_error
-        return [r for r in results if r is not None]
+        return [
+            o if o is not None else JetStreamUnavailable(f"append {envelopes[i].id}: not settled")
+            for i, o in enumerate(outcomes)
+        ]
 
     async def append_raw(self, subject: str, data: bytes, *, msg_id: str | None = None) -> AppendResult:
         """Store bytes as they are, bypassing the codec: for importing foreign data, and for tests of
         how readers handle what the codec would refuse."""
         headers = {"Nats-Msg-Id": msg_id} if msg_id else None
+        self._check_connected(f"append raw to {subject}")
         with translate_errors(f"append raw to {subject}"):
             msg = await self._nc.request(subject, data, timeout=self._timeout, headers=headers)
         return _result_from_ack(f"append raw to {subject}", msg)
@@ -370,6 +449,19 @@ class JetStreamEventStore:
         self._acks.clear()
 
 
+def _as_dsctl(context: str, err: BaseException) -> DsctlError:
+    """The project's error for a failed publish or ack. Anything nats-py raises that the mapping does not
+    know (seen: internal errors while it reconnects) counts as transient, logged with its traceback:
+    giving up on it would drop an event, while retrying a real bug only repeats a loud log line."""
+    mapped = translate(context, err)
+    if mapped is not None:
+        return mapped
+    log.error("store.unexpected_append_error", context=context, exc_info=err)
+    unexpected = JetStreamUnavailable(f"{context}: unexpected {type(err).__name__}: {err}")
+    unexpected.__cause__ = err
+    return unexpected
+
+
 def _trim_nanos(text: str) -> str:
     """``2026-11-22T09:42:48.570534004Z`` -> ``2026-11-22T09:42:48.570534+00:00`` (µs, truncated)."""
     text = text.replace("Z", "+00:00")
@@ -380,3 +472,157 @@ def _trim_nanos(text: str) -> str:
     while rest and rest[0].isdigit():
         digits, rest = digits + rest[0], rest[1:]
     return f"{head}.{digits[:6].ljust(6, '0')}{rest}"
+
+
+# --- riding out an unavailable store --------------------------------------------------------------------
+
+#: what a one-shot caller (the CLI) waits for the store by default: longer than a stream leader election
+#: in a 3-node cluster (measured 2-6 s) and a server restart, short enough that a person is told soon
+DEFAULT_DEADLINE = 15.0
+
+
+class Backoff:
+    """Exponential backoff with jitter: ``initial`` doubling per attempt up to ``cap``.
+
+    Each delay is drawn from ``[d/2, d]`` ("equal jitter"): many executors that failed together during
+    one election must not all come back at the same instant and hit the new leader in lockstep, yet the
+    delay still grows, so a long outage costs a retry every few seconds rather than a busy loop.
+    """
+
+    def __init__(
+        self, initial: float = 0.1, cap: float = 5.0, *, rand: Callable[[], float] = random.random
+    ) -> None:
+        self.initial = initial
+        self.cap = cap
+        self._rand = rand
+
+    def delay(self, attempt: int) -> float:
+        """The pause after failed attempt number ``attempt`` (1-based)."""
+        # the exponent is clamped so that a days-long outage cannot overflow the float
+        full: float = min(self.cap, self.initial * 2.0 ** min(max(attempt - 1, 0), 30))
+        return full / 2 + self._rand() * full / 2
+
+
+class Deadline:
+    """The time a caller can still wait, shared by every step of one operation (read, then append)."""
+
+    def __init__(self, seconds: float, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self.seconds = seconds
+        self._clock = clock
+        self._end = clock() + seconds
+
+    def remaining(self) -> float:
+        return max(0.0, self._end - self._clock())
+
+
+def unavailable_message(seconds: float, last: BaseException | None) -> str:
+    """What a person reads when the store stayed away: how long we waited, the last failure, and the
+    likely reason. Kept in one place so the CLI and the ingest service say the same thing."""
+    cause = str(last) if last is not None else "no answer"
+    return (
+        f"the event store did not answer within {seconds:g}s: {cause} "
+        "(is the NATS server up, or the cluster electing a stream leader?)"
+    )
+
+
+async def retry_transient(
+    what: str,
+    operation: Callable[[], Awaitable[T]],
+    deadline: Deadline,
+    *,
+    backoff: Backoff | None = None,
+) -> T:
+    """Run ``operation`` until it succeeds, retrying ``TransientError`` with backoff while ``deadline``
+    lasts; then raise ``DeadlineExceeded`` (chained to the last failure). Every other error is the
+    caller's to handle, at once: a conflict or a refusal does not get better by waiting.
+
+    Each attempt is itself cut off at the deadline, so the caller never waits past it (an attempt cut
+    off mid-append may still have been stored: the message says so through the last failure)."""
+    backoff = backoff or Backoff()
+    last: TransientError | None = None
+    for attempt in range(1, 1_000_000):  # bounded by the deadline long before the count
+        remaining = deadline.remaining()
+        if remaining <= 0:
+            break
+        try:
+            async with asyncio.timeout(remaining) as window:
+                return await operation()
+        except TransientError as err:
+            last = err
+        except TimeoutError as err:
+            if not window.expired():
+                raise
+            last = JetStreamUnavailable(f"{what}: no answer before the deadline")
+            last.__cause__ = err
+            break
+        pause = min(backoff.delay(attempt), deadline.remaining())
+        log.warning(
+            "store.retry",
+            what=what,
+            attempt=attempt,
+            error=str(last),
+            retry_in=round(pause, 2),
+            remaining=round(deadline.remaining(), 2),
+        )
+        if pause > 0:
+            await asyncio.sleep(pause)
+    raise DeadlineExceeded(unavailable_message(deadline.seconds, last)) from last
+
+
+async def find_appended(store: EventStore, envelope: Envelope, *, after: int) -> AppendResult | None:
+    """The sequence at which ``envelope`` (by id) was stored after sequence ``after``, if it was: how an
+    append whose ack was lost finds out that it did land. Reads only the event's own subject."""
+    start = after + 1
+    for _ in range(1000):  # each pass starts past a malformed message, so this only bounds a bad log
+        try:
+            async with contextlib.aclosing(
+                store.read(start_seq=start, subjects=[subject_for(envelope.data)])
+            ) as events:
+                async for stored in events:
+                    if stored.envelope.id == envelope.id:
+                        return AppendResult(stored.seq, duplicate=True)
+            return None
+        except MalformedStoredEvent as err:
+            start = err.seq + 1
+    return None
+
+
+async def append_within(
+    store: EventStore,
+    envelope: Envelope,
+    deadline: Deadline,
+    *,
+    expected_last_subject_seq: int | None = None,
+    expected_last_seq: int | None = None,
+    expected_subject_filter: str | None = None,
+) -> AppendResult:
+    """``store.append`` retried through transient failures until ``deadline`` (see ``retry_transient``).
+
+    A ``ConflictError`` right after a failed attempt may be that attempt's own success (stored, ack
+    lost, the retry refused for its now-stale expected sequence): the event's own subject is searched
+    for its id, and only if it is absent does the conflict stand."""
+    expected = expected_last_subject_seq if expected_last_subject_seq is not None else expected_last_seq
+    tried = False
+
+    async def attempt() -> AppendResult:
+        nonlocal tried
+        try:
+            return await store.append(
+                envelope,
+                expected_last_subject_seq=expected_last_subject_seq,
+                expected_last_seq=expected_last_seq,
+                expected_subject_filter=expected_subject_filter,
+            )
+        except TransientError:
+            tried = True
+            raise
+        except ConflictError:
+            if not tried or expected is None:
+                raise
+            found = await find_appended(store, envelope, after=expected)
+            if found is None:
+                raise
+            log.info("store.append_found_after_lost_ack", id=envelope.id, seq=found.seq)
+            return found
+
+    return await retry_transient(f"append {envelope.type} {envelope.id}", attempt, deadline)
