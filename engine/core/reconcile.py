@@ -37,7 +37,7 @@ from engine.core.manage import manage
 from engine.core.nodemap import EligibilityMemo, NodeView, node_views, virtual_pod, with_extra_pods
 from engine.core.ownership import claim_pods
 from engine.core.plan import Note, Plan, PlannedCreate, PlannedDelete
-from engine.core.pod_template import daemon_pod_template, pod_name
+from engine.core.pod_template import pod_name
 from engine.core.pods import sort_key
 from engine.core.rolling import rolling_update
 from engine.core.status import availability_timer, compute_status
@@ -52,7 +52,6 @@ from events.types import (
     FailedPodBackoff,
     NodeReason,
 )
-from projections.lookups import owner_revision
 from projections.model import ClusterState, DaemonSetState, PodState, object_key
 
 #: upstream ``BurstReplicas``: most creates, and most deletes, one reconcile issues
@@ -67,10 +66,11 @@ class ReconcileResult(msgspec.Struct, frozen=True):
     decision: DecisionRecorded | None
     requeue_after: float | None
     status: DaemonSetStatus
-    #: the per-node reasons, also when nothing changed and ``decision`` is None (for ``explain``)
+    #: the per-node reasons, also when nothing changed and ``decision`` is None (for ``explain``).
+    #: There is deliberately no list of commands here: what is sent is derived from the recorded
+    #: decision alone (``engine.core.dispatch``), so nothing can be sent that the log does not hold,
+    #: nor recorded and left unsent (a second list once let a cascade's deletes go unpublished).
     reasons: tuple[NodeReason, ...] = ()
-    #: the commands to publish, whole (the decision records creates by revision, without templates)
-    commands: tuple[AnyCommand, ...] = ()
 
 
 def reconcile(
@@ -272,7 +272,8 @@ def _create(
         owner_uid=ds.uid,
         owner_name=ds.name,
         revision_hash=ds.template_hash,
-        template=daemon_pod_template(ds, item.node),
+        # recorded by revision: the template travels on the command stream only (engine.core.dispatch)
+        template=None,
     )
     reason = NodeReason(
         node=item.node,
@@ -357,7 +358,6 @@ def _finish(
         for node, step in sorted(plan.backoffs.items())
     )
     reasons = tuple(r for node in sorted(by_node) for r in by_node[node])
-    recorded_commands = tuple(_by_reference(c) for c in commands)
     changed = commands or adopted or released or backoffs or status != ds.status
     if not changed:
         return ReconcileResult(None, plan.requeue_after, status, reasons)
@@ -369,7 +369,7 @@ def _finish(
         now=datetime.fromtimestamp(now, tz=UTC),
         state_seq=state.seq,
         template_hash=ds.template_hash,
-        commands=recorded_commands,
+        commands=tuple(commands),
         reasons=compact_reasons(reasons),
         status=status,
         requeue_after_seconds=plan.requeue_after,
@@ -378,7 +378,7 @@ def _finish(
         released=tuple(p.key for p in released),
         scope=scope,
     )
-    return ReconcileResult(decision, plan.requeue_after, status, reasons, tuple(commands))
+    return ReconcileResult(decision, plan.requeue_after, status, reasons)
 
 
 #: a group of nodes sharing one routine reason is summarised in the recorded decision above this size
@@ -414,26 +414,6 @@ def compact_reasons(reasons: tuple[NodeReason, ...]) -> tuple[NodeReason, ...]:
             )
         )
     return kept + tuple(summaries)
-
-
-def _by_reference(command: AnyCommand) -> AnyCommand:
-    """A create as the decision records it: the template is named by its revision hash, not copied
-    (the full template travels on the command stream only; ``command_with_template`` restores it)."""
-    if isinstance(command, CreatePod):
-        return msgspec.structs.replace(command, template=None)
-    return command
-
-
-def command_with_template(state: ClusterState, command: AnyCommand) -> AnyCommand:
-    """A recorded create made whole again, from its DaemonSet's revision (to re-publish it)."""
-    if not isinstance(command, CreatePod) or command.template is not None:
-        return command
-    found = owner_revision(state, command.owner_uid, command.revision_hash)
-    if found is None:
-        return command
-    ds, revision = found
-    template = daemon_pod_template(ds, command.node, revision.template, revision.hash)
-    return msgspec.structs.replace(command, template=template)
 
 
 def _cascade(state: ClusterState, ds: DaemonSetState, now: float, status: DaemonSetStatus) -> ReconcileResult:

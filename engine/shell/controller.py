@@ -1,8 +1,8 @@
 """The reconciler service: events in, decisions and commands out.
 
     follow log ──► Projector.fold ──► triggers ──► KeyQueue ──► worker: reconcile(state, key, now)
-                                                                 │ decision? append (fenced) ──► log
-                                                                 └ commands: publish ──► dse.cmd.<node>
+                         │                                       │ decision? append (fenced) ──► log
+                         └──► CommandRelay (the folded decision's commands) ──► dse.cmd.<node>
 
 - **Keys, not events.** Triggers turn each folded event into the DaemonSet keys it can affect; workers
   reconcile one key at a time per key, several keys at once.
@@ -13,9 +13,15 @@
   decision subject tree (``Nats-Expected-Last-Subject-Sequence-Subject: dse.decision.>``). A new
   leader first appends ``leader.elected`` there, so the next decision of a deposed leader fails with
   ConflictError and that engine stops reconciling.
-- **No lost command.** Commands are published after their decision is stored; a leader that starts
-  (or restarts) re-publishes every command still in flight (the ``Nats-Msg-Id`` dedupes and the
-  executors are idempotent), and the core re-issues commands whose in-flight entry timed out.
+- **No lost command.** The controller only records decisions; the commands sent are derived from the
+  recorded decision by the relay (``engine.shell.relay``), which follows the fold and resumes from its
+  stored position when this engine starts leading. The core re-decides for commands whose in-flight
+  entry timed out.
+- **Two lanes.** Node-scoped reconciles (a node joined, was labelled, lost a pod) run on ``workers``
+  workers; full reconciles (status, rollout steps, DaemonSet changes) run one at a time on a lane of
+  their own, because each blocks the event loop for its duration (30 ms at 5,000 nodes). A worker that
+  finds a key needs a full reconcile hands it to that lane and is free at once: waiting for the lane
+  would hold a worker, and eight keys due together once starved every node event.
 - **Timers.** A reconcile's ``requeue_after`` puts the key back on the queue at that time.
 """
 
@@ -24,28 +30,26 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
 import msgspec
 import structlog
-from nats.aio.client import Client
 
 from engine.core.expectations import EXPECTATIONS_TIMEOUT
 from engine.core.nodemap import EligibilityMemo
-from engine.core.reconcile import command_with_template, reconcile, reconcile_nodes
+from engine.core.reconcile import ReconcileResult, reconcile, reconcile_nodes
 from engine.core.triggers import Before, PlacementCache, affected_keys, before
 from engine.shell.metrics import Metrics
 from engine.shell.projector import Projector
+from engine.shell.relay import CommandRelay
 from engine.shell.store import EventStore, StoredEvent
 from engine.shell.workqueue import KeyQueue, QueueClosed
-from events import codec
 from events.envelope import wrap
-from events.errors import ConflictError, DsctlError, TransientError
+from events.errors import ConflictError, TransientError
 from events.ids import stable_id
-from events.subjects import DECISION_TREE, command_subject
+from events.subjects import DECISION_TREE
 from events.types import (
-    AnyCommand,
     DecisionRecorded,
     LeaderElected,
     NodeRemoved,
@@ -129,40 +133,12 @@ class DecisionWriter:
             return result.seq
 
 
-class CommandPublisher:
-    """Publishes commands to their node's subject with the command id as ``Nats-Msg-Id``."""
-
-    def __init__(self, nc: Client, *, timeout: float = 5.0) -> None:
-        self._js = nc.jetstream(timeout=timeout)
-        self.published = 0
-
-    async def publish(self, commands: Sequence[AnyCommand]) -> None:
-        if not commands:
-            return
-        futures = []
-        try:
-            for cmd in commands:
-                futures.append(
-                    await self._js.publish_async(
-                        command_subject(cmd.node),
-                        codec.encode_command(cmd),
-                        headers={"Nats-Msg-Id": cmd.id},
-                    )
-                )
-            await asyncio.gather(*futures)
-        except DsctlError:
-            raise
-        except Exception as err:
-            raise TransientError(f"publishing {len(commands)} commands failed: {err}") from err
-        self.published += len(commands)
-
-
 class Controller:
     def __init__(
         self,
         projector: Projector,
         writer: DecisionWriter,
-        publisher: CommandPublisher,
+        relay: CommandRelay,
         *,
         clock: Clock = time.time,
         workers: int = 8,
@@ -170,11 +146,16 @@ class Controller:
     ) -> None:
         self.projector = projector
         self.writer = writer
-        self.publisher = publisher
+        self.relay = relay
         self.clock = clock
         self.workers = workers
         self.metrics = metrics or Metrics()
+        #: every key starts here; node-scoped work is done by its workers
         self.queue = KeyQueue(time.monotonic)
+        #: full reconciles, one at a time (see "Two lanes" above)
+        self.full_queue = KeyQueue(time.monotonic)
+        #: one reconcile of a key at a time, whichever lane runs it
+        self._key_locks: dict[str, asyncio.Lock] = {}
         self._cache = PlacementCache()
         self._memo = EligibilityMemo()
         self._min_seq: dict[str, int] = {}
@@ -185,8 +166,7 @@ class Controller:
         #: keys with a full reconcile deferred (status, rollout steps), by when it is due (monotonic):
         #: node-scoped reconciles go on meanwhile, but never postpone it past that
         self._full_due: dict[str, float] = {}
-        #: one full reconcile at a time: each blocks the loop for its duration, and node events must
-        #: not queue behind several of them
+        #: held by the full lane while it reconciles (one full reconcile at a time)
         self._full_gate = asyncio.Lock()
         #: set while no node-scoped work is waiting: full reconciles let it go first (briefly)
         self._scoped_idle = asyncio.Event()
@@ -284,24 +264,30 @@ class Controller:
     # --- leadership -------------------------------------------------------------------------------
 
     async def lead(self, epoch: int) -> None:
-        """Become the reconciler: fence, re-publish what is in flight, queue every DaemonSet, work."""
+        """Become the reconciler: fence, start relaying commands, queue every DaemonSet, work."""
         await self.writer.elect(epoch)
         await self.projector.wait_for(self.writer.tree_seq or 0)
         self._leading = True
         self.lost.clear()
-        await self.republish_in_flight()
+        relay = asyncio.ensure_future(self.relay.run())
         for key in sorted(self.projector.state.daemonsets):
             self.queue.add(key)
         for ds in list(self.projector.state.deleted.values()):
             self.queue.add(ds.key)
         tasks = [asyncio.ensure_future(self._worker(i)) for i in range(self.workers)]
+        tasks.append(asyncio.ensure_future(self._full_lane()))
+        lost = asyncio.ensure_future(self.lost.wait())
         try:
-            await self.lost.wait()
+            await asyncio.wait({lost, relay}, return_when=asyncio.FIRST_COMPLETED)
+            if relay.done() and not relay.cancelled() and relay.exception() is not None:
+                # deciding without sending would record commands nobody carries out: stop leading
+                # (another engine, or this one after a pause, takes over and resumes the relay)
+                log.error("controller.relay_failed", error=repr(relay.exception()))
         finally:
             self._leading = False
-            for t in tasks:
+            for t in (*tasks, relay, lost):
                 t.cancel()
-            _, stuck = await asyncio.wait(tasks, timeout=10)
+            _, stuck = await asyncio.wait([*tasks, relay, lost], timeout=10)
             if stuck:
                 log.error("controller.workers_stuck", count=len(stuck))
 
@@ -309,38 +295,22 @@ class Controller:
         self._leading = False
         self.lost.set()
 
-    async def republish_in_flight(self) -> int:
-        """Publish again every command in flight (a crash between a decision and its publish)."""
-        state = self.projector.state
-        by_decision: dict[int, set[str]] = {}
-        for cmd in state.in_flight.values():
-            by_decision.setdefault(cmd.decision_seq, set()).add(cmd.command_id)
-        count = 0
-        for seq, ids in sorted(by_decision.items()):
-            try:
-                stored = await self.projector.store.get(seq)
-            except DsctlError as err:
-                log.warning("controller.republish_skipped", seq=seq, error=str(err))
-                continue
-            decision = stored.envelope.data
-            if isinstance(decision, DecisionRecorded):
-                cmds = [command_with_template(state, c) for c in decision.commands if c.id in ids]
-                await self.publisher.publish(cmds)
-                count += len(cmds)
-        if count:
-            log.info("controller.republished", commands=count)
-        return count
-
     # --- the work ---------------------------------------------------------------------------------
 
     async def _worker(self, index: int) -> None:
+        await self._serve(self.queue, self._node_lane)
+
+    async def _full_lane(self) -> None:
+        await self._serve(self.full_queue, self._full)
+
+    async def _serve(self, queue: KeyQueue, work: Callable[[str], Awaitable[object]]) -> None:
         while True:
             try:
-                key = await self.queue.get()
+                key = await queue.get()
             except QueueClosed:
                 return
             try:
-                await self.reconcile_key(key)
+                await work(key)
             except LeadershipLost as err:
                 log.warning("controller.deposed", error=str(err))
                 self.step_down()
@@ -352,52 +322,69 @@ class Controller:
                 log.exception("controller.reconcile_failed", key=key)
                 self.queue.add_after(key, 5.0)
             finally:
-                self.queue.done(key)
+                queue.done(key)
+                self._settle_scoped(key)
+
+    def _settle_scoped(self, key: str) -> None:
+        if key in self._scoped_pending and not self._dirty_nodes.get(key):
+            self._scoped_pending.discard(key)
+            if not self._scoped_pending:
+                self._scoped_idle.set()
+
+    def _lock(self, key: str) -> asyncio.Lock:
+        lock = self._key_locks.get(key)
+        if lock is None:
+            lock = self._key_locks[key] = asyncio.Lock()
+        return lock
 
     async def reconcile_key(self, key: str) -> DecisionRecorded | None:
+        """One reconcile of ``key`` as the lanes would run it (node-scoped if it can be), now."""
         try:
-            return await self._reconcile_key(key)
+            decision = await self._node_lane(key, forward=False)
+            if decision is _FULL:
+                return await self._full(key)
+            return decision if isinstance(decision, DecisionRecorded) else None
         finally:
-            if key in self._scoped_pending and not self._dirty_nodes.get(key):
-                self._scoped_pending.discard(key)
-                if not self._scoped_pending:
-                    self._scoped_idle.set()
+            self._settle_scoped(key)
 
-    async def _reconcile_key(self, key: str) -> DecisionRecorded | None:
-        need = self._min_seq.get(key, 0)
-        if need and not await self.projector.wait_for(need, timeout=10.0):
-            raise TransientError(f"projection did not reach sequence {need}")
-        self._min_seq.pop(key, None)
-        state = self.projector.state
-        # the decision records `now` with microsecond precision: use exactly that value, so a replay
-        # (which can only read the recorded one) computes the same timers
-        now = datetime.fromtimestamp(self.clock(), UTC).timestamp()
-        started = time.perf_counter()
+    async def _node_lane(self, key: str, *, forward: bool = True) -> DecisionRecorded | object | None:
+        """Serve the nodes of ``key`` that changed, or hand the key to the full lane."""
         nodes = self._dirty_nodes.pop(key, None)
-        due = self._full_due.get(key)
-        result = None
         if nodes and key not in self._full_now:
-            result = reconcile_nodes(state, key, sorted(nodes), now, self._memo)
-            if result is not None:  # status, rollout and everything else: a full reconcile, soon
-                if due is not None and time.monotonic() >= due:
-                    self._full_now.add(key)  # the deferred one is overdue: right after this
-                    self.queue.add(key)
-                else:
-                    self._defer_full(key)
-        if result is None:
-            async with self._full_gate:
-                # node-scoped work goes first (briefly): it is what a joining node waits for
-                for _ in range(2):
-                    if self._dirty_nodes.get(key) and key not in self._full_now:
-                        # a node of this DaemonSet changed meanwhile: serve that node first (node-
-                        # scoped, next round); the full reconcile is due and follows right after it
-                        self.queue.add(key, urgent=True)
-                        return None
-                    with contextlib.suppress(TimeoutError):
-                        async with asyncio.timeout(SCOPED_FIRST):
-                            await self._scoped_idle.wait()
-                state = self.projector.state
-                now = datetime.fromtimestamp(self.clock(), UTC).timestamp()
+            async with self._lock(key):
+                state = await self._caught_up(key)
+                now = self._now()
+                started = time.perf_counter()
+                result = reconcile_nodes(state, key, sorted(nodes), now, self._memo)
+                if result is not None:  # status, rollout and everything else: a full reconcile, soon
+                    due = self._full_due.get(key)
+                    if due is not None and time.monotonic() >= due:
+                        self._full_now.add(key)  # the deferred one is overdue: right after this
+                        self.queue.add(key)
+                    else:
+                        self._defer_full(key)
+                    return await self._record(key, state, result, started)
+        if not forward:
+            return _FULL
+        self.full_queue.add(key)
+        return None
+
+    async def _full(self, key: str) -> DecisionRecorded | None:
+        """A full reconcile of ``key``: one at a time, after node-scoped work waiting (briefly)."""
+        async with self._full_gate:
+            # node-scoped work goes first (briefly): it is what a joining node waits for
+            for _ in range(2):
+                if self._dirty_nodes.get(key) and key not in self._full_now:
+                    # a node of this DaemonSet changed meanwhile: serve that node first (node-scoped,
+                    # in the other lane); the full reconcile is due and follows right after it
+                    self.queue.add(key, urgent=True)
+                    return None
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(SCOPED_FIRST):
+                        await self._scoped_idle.wait()
+            async with self._lock(key):
+                state = await self._caught_up(key)
+                now = self._now()
                 self._full_now.discard(key)
                 self._full_due.pop(key, None)
                 self._dirty_nodes.pop(key, None)
@@ -406,6 +393,25 @@ class Controller:
                 result = reconcile(state, key, now, self._memo)
                 spent = time.perf_counter() - started
                 self._cost[key] = 0.7 * self._cost.get(key, spent) + 0.3 * spent
+                return await self._record(key, state, result, started)
+
+    async def _caught_up(self, key: str) -> ClusterState:
+        """The state, once it holds this key's last decision (read your writes)."""
+        need = self._min_seq.get(key, 0)
+        if need and not await self.projector.wait_for(need, timeout=10.0):
+            raise TransientError(f"projection did not reach sequence {need}")
+        self._min_seq.pop(key, None)
+        return self.projector.state
+
+    def _now(self) -> float:
+        # the decision records `now` with microsecond precision: use exactly that value, so a replay
+        # (which can only read the recorded one) computes the same timers
+        return datetime.fromtimestamp(self.clock(), UTC).timestamp()
+
+    async def _record(
+        self, key: str, state: ClusterState, result: ReconcileResult, started: float
+    ) -> DecisionRecorded | None:
+        """Append the decision (fenced); its commands are the relay's to send, once it is folded."""
         decide_ms = (time.perf_counter() - started) * 1000
         decision = result.decision
         seq = 0
@@ -416,11 +422,9 @@ class Controller:
             self.metrics.appends += 1
             self.metrics.append_seconds_sum += time.perf_counter() - appending
             self._min_seq[key] = seq
-            await self.publisher.publish(result.commands)
             if decision.commands:  # should no answer ever come, look again when the commands expire
                 self.queue.add_after(key, EXPECTATIONS_TIMEOUT + 1.0)
             self.metrics.decisions += 1
-            self.metrics.commands += len(decision.commands)
         self.metrics.reconciles += 1
         if result.requeue_after is not None:
             self.queue.add_after(key, result.requeue_after)
@@ -445,3 +449,8 @@ class Controller:
 
     def close(self) -> None:
         self.queue.close()
+        self.full_queue.close()
+
+
+#: ``_node_lane`` answer when the key needs a full reconcile and was not handed to the lane
+_FULL = object()

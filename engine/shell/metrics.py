@@ -23,6 +23,10 @@ class Metrics(msgspec.Struct, kw_only=True):
     commands_in_flight: int = 0
     projection_lag: int = 0
     is_leader: int = 0
+    #: decisions folded whose commands the relay has not stored yet
+    relay_pending: int = 0
+    #: seconds the relay has been failing to store commands (0 when healthy)
+    relay_failing_seconds: float = 0.0
 
     def render(self) -> str:
         rows = [
@@ -40,6 +44,13 @@ class Metrics(msgspec.Struct, kw_only=True):
             ),
             ("dsctl_projection_lag", "gauge", "Stream sequences not yet folded", self.projection_lag),
             ("dsctl_is_leader", "gauge", "1 while this engine holds the leader lease", self.is_leader),
+            ("dsctl_relay_pending", "gauge", "Decisions whose commands are not sent yet", self.relay_pending),
+            (
+                "dsctl_relay_failing_seconds",
+                "gauge",
+                "Seconds the command relay has been failing to send (0 when healthy)",
+                self.relay_failing_seconds,
+            ),
         ]
         out = []
         for name, kind, help_text, value in rows:

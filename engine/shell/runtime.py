@@ -18,10 +18,11 @@ from nats.aio.client import Client
 from nats.js.api import ObjectStoreConfig
 from nats.js.errors import BucketNotFoundError
 
-from engine.shell.controller import CommandPublisher, Controller, DecisionWriter
+from engine.shell.controller import Controller, DecisionWriter
 from engine.shell.lease import LeaderLease
 from engine.shell.metrics import Metrics
 from engine.shell.projector import ObjectSnapshots, Projector
+from engine.shell.relay import CommandRelay, JetStreamCommandSink
 from engine.shell.store import EventStore, JetStreamEventStore
 from engine.shell.streams import apply_definitions, load_definitions, with_kv_ttl, with_replicas
 from events.errors import DsctlError
@@ -104,7 +105,7 @@ class Engine:
         self.controller = Controller(
             self.projector,
             DecisionWriter(self.store, self.identity),
-            CommandPublisher(self.nc),
+            CommandRelay(self.projector, JetStreamCommandSink(self.nc), metrics=self.metrics),
             workers=self.workers,
             metrics=self.metrics,
         )

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import msgspec
 
-from engine.core.reconcile import SUMMARY_THRESHOLD, command_with_template, compact_reasons, reconcile
+from engine.core.dispatch import commands_to_send
+from engine.core.pod_template import daemon_pod_template
+from engine.core.reconcile import SUMMARY_THRESHOLD, compact_reasons, reconcile
 from events.types import CreatePod, NodeReason
 from tests.core.world import KEY, World, ds_doc
 
@@ -32,8 +34,12 @@ def test_recorded_creates_name_their_revision_and_come_back_whole() -> None:
     assert result.decision is not None
     recorded = [c for c in result.decision.commands if isinstance(c, CreatePod)]
     assert recorded and all(c.template is None for c in recorded)
-    restored = [command_with_template(w.state, c) for c in recorded]
-    assert restored == list(result.commands)
+    sent = commands_to_send(w.state, result.decision)
+    ds = w.state.daemonsets[KEY]
+    assert [c.id for c in sent] == [c.id for c in result.decision.commands]
+    for command in sent:
+        assert isinstance(command, CreatePod)
+        assert command.template == daemon_pod_template(ds, command.node)
 
 
 def test_small_groups_keep_every_node_and_large_ones_are_summarised() -> None:

@@ -18,11 +18,11 @@ from tests.core.world import (
     World,
     counts,
     created_nodes,
-    creates,
     deleted_pods,
     ds_doc,
     on_delete,
     rolling,
+    sent_creates,
     taint,
 )
 
@@ -46,7 +46,7 @@ def test_b1_simple_daemonset_launches_one_pod_per_node_with_metadata_name_affini
     result = w.reconcile()
     assert counts(result) == (5, 0)
     assert created_nodes(result) == [f"node-{i}" for i in range(5)]
-    for command in creates(result):
+    for command in sent_creates(w, result):
         spec = scheduling_spec(command.template)
         assert spec.node_name == ""
         assert spec.affinity is not None and spec.affinity.node_affinity is not None
@@ -312,7 +312,7 @@ def test_b27_user_not_ready_toleration_loses_its_toleration_seconds() -> None:
         "tolerationSeconds": 300,
     }
     w.apply(ds_doc(pod_spec={"tolerations": [user]}))
-    (command,) = creates(w.reconcile())
+    (command,) = sent_creates(w, w.reconcile())
     tolerations = scheduling_spec(command.template).tolerations
     not_ready = [t for t in tolerations if t.key == "node.kubernetes.io/not-ready"]
     assert not_ready == [

@@ -7,6 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from engine.core.dispatch import commands_to_send
 from engine.core.reconcile import MAX_SCOPE, reconcile, reconcile_nodes
 from events.k8s import LabelSelector, Taint
 from events.types import CreatePod, DeletePod, NodeLabelsChanged, NodeTaintsChanged
@@ -36,7 +37,9 @@ def test_a_new_node_gets_exactly_the_create_a_full_reconcile_would_make() -> Non
     full = reconcile(w.state, KEY, w.now)
     assert scoped is not None and scoped.decision is not None and full.decision is not None
     assert scoped.decision.scope == ("node-9",)
-    assert scoped.commands == full.commands  # same names, ids, templates
+    assert commands_to_send(w.state, scoped.decision) == commands_to_send(
+        w.state, full.decision
+    )  # same names, ids, templates
     assert scoped.decision.status == w.ds().status  # status is left to the full reconcile
     assert [r.node for r in scoped.decision.reasons] == ["node-9"]
 
@@ -50,9 +53,9 @@ def test_a_node_losing_its_label_loses_its_pod() -> None:
     w.emit(NodeLabelsChanged(name="node-1", labels={}))
     scoped = reconcile_nodes(w.state, KEY, ["node-1"], w.now)
     full = reconcile(w.state, KEY, w.now)
-    assert scoped is not None and full.decision is not None
-    assert [_key(c) for c in scoped.commands] == [_key(c) for c in full.commands]
-    assert isinstance(scoped.commands[0], DeletePod)
+    assert scoped is not None and scoped.decision is not None and full.decision is not None
+    assert [_key(c) for c in scoped.decision.commands] == [_key(c) for c in full.decision.commands]
+    assert isinstance(scoped.decision.commands[0], DeletePod)
 
 
 def test_an_unchanged_node_yields_no_decision() -> None:
@@ -126,9 +129,11 @@ def test_scoped_commands_are_the_full_reconciles_commands_for_those_nodes(
     scoped = reconcile_nodes(w.state, KEY, sorted(touched), w.now)
     full = reconcile(w.state, KEY, w.now)
     assert scoped is not None
-    assert {_key(c) for c in scoped.commands} <= {_key(c) for c in full.commands}
-    full_on_touched = {_key(c) for c in full.commands if c.node in touched}
-    assert {_key(c) for c in scoped.commands} == full_on_touched
+    scoped_commands = scoped.decision.commands if scoped.decision else ()
+    full_commands = full.decision.commands if full.decision else ()
+    assert {_key(c) for c in scoped_commands} <= {_key(c) for c in full_commands}
+    full_on_touched = {_key(c) for c in full_commands if c.node in touched}
+    assert {_key(c) for c in scoped_commands} == full_on_touched
 
 
 def test_the_selector_fixture_is_what_the_world_uses() -> None:

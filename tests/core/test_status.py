@@ -6,7 +6,7 @@ import pytest
 
 from engine.core.status import rollout_complete
 from events.types import DaemonSetStatus, NodeCordoned
-from tests.core.world import World, counts, creates, ds_doc, on_delete, rolling, surge, taint
+from tests.core.world import World, counts, creates, ds_doc, on_delete, rolling, sent_creates, surge, taint
 
 
 def test_status_counts_first_pod_per_node_and_misscheduled_nodes() -> None:
@@ -97,7 +97,7 @@ def test_created_pod_template_carries_revision_label_and_tolerations() -> None:
     w = World()
     w.node("node-0")
     w.apply(ds_doc(pod_spec={"hostNetwork": True}))
-    (command,) = creates(w.reconcile())
+    (command,) = sent_creates(w, w.reconcile())
     ds = w.ds()
     assert command.template.metadata.labels["controller-revision-hash"] == ds.template_hash
     assert command.revision_hash == ds.template_hash

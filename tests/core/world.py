@@ -11,8 +11,9 @@ import copy
 from collections.abc import Iterable
 from typing import Any
 
+from engine.core.dispatch import command_with_template, commands_to_send
 from engine.core.manifests import apply_daemonset, parse_daemonset
-from engine.core.reconcile import ReconcileResult, command_with_template, reconcile
+from engine.core.reconcile import ReconcileResult, reconcile
 from events.ids import stable_id
 from events.k8s import REVISION_HASH_LABEL, NodeCondition, Taint
 from events.types import (
@@ -294,9 +295,18 @@ class World:
         raise AssertionError(f"no convergence in {rounds} rounds")
 
 
+def sent_creates(w: World, result: ReconcileResult) -> list[CreatePod]:
+    """The creates as executors receive them: derived from the recorded decision alone, with their
+    templates restored from the revision (``engine.core.dispatch``, what the engine's relay sends)."""
+    if result.decision is None:
+        return []
+    return [c for c in commands_to_send(w.state, result.decision) if isinstance(c, CreatePod)]
+
+
 def creates(result: ReconcileResult) -> list[CreatePod]:
-    """The creates as sent to executors (whole templates; the decision records them by revision)."""
-    return [c for c in result.commands if isinstance(c, CreatePod)]
+    """The creates the decision records (by revision; ``World.carry_out`` makes them whole, as the
+    engine's relay does)."""
+    return [c for c in (result.decision.commands if result.decision else ()) if isinstance(c, CreatePod)]
 
 
 def deletes(result: ReconcileResult) -> list[DeletePod]:

@@ -1,0 +1,306 @@
+"""The command relay: sending commands is a projection of the recorded decisions.
+
+    log ──► Projector.fold ──► DecisionRecorded at seq S ──► relay queue ──► DSE_COMMANDS
+                                                                        (Nats-Msg-Id = command id,
+                                                                         Dsctl-Decision-Seq = S)
+
+Why a relay rather than "append the decision, then publish its commands" in the controller: with two
+steps, any failure between them (a crash, a lost connection, a leader election, a code path that
+returned the decision without its commands) leaves a decision whose commands were never sent, and
+only a 5-minute expiry noticed. Here the commands sent are derived from the recorded decision alone
+(``engine.core.dispatch``), after it is in the log, so "recorded => sent" holds by construction:
+
+- **Live.** While this engine leads, every decision the projection folds is relayed, in log order,
+  one decision at a time; a publish that fails is retried with backoff until it is stored (never given
+  up while the process lives; a failure lasting more than ``REPORT_AFTER`` seconds is logged at error
+  level and shown by the ``dsctl_relay_failing_seconds`` gauge).
+- **Resume.** The relay's position is kept where its output is: each command message carries the
+  sequence of its decision (header ``Dsctl-Decision-Seq``), and decisions are relayed in order, each
+  wholly stored before the next, so the last such message in ``DSE_COMMANDS`` says every earlier
+  decision was sent. A new leader (or a restarted one) re-sends the commands still in flight whose
+  decision is at or after that position, then follows the fold. There is no separate re-publish path.
+- **Idempotent.** The command id is the ``Nats-Msg-Id`` (the server drops a repeat inside the
+  duplicate window) and executors apply each command id once, so sending twice is harmless and
+  sending once more than needed is the price of never sending zero times.
+- Commands whose in-flight window has expired are not re-sent on resume: the core has stopped waiting
+  for them and decides afresh for their nodes (upstream's expectations timeout), so a late copy could
+  only duplicate work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import functools
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Protocol, TypeVar
+
+import msgspec
+import structlog
+from nats.aio.client import Client
+
+from engine.core.dispatch import commands_to_send
+from engine.core.expectations import is_live
+from engine.shell.jetstream_api import ApiError, api_request, error_for, translate_errors
+from engine.shell.metrics import Metrics
+from engine.shell.projector import Projector
+from engine.shell.retry import Backoff
+from engine.shell.store import EventStore, StoredEvent
+from events import codec
+from events.errors import NotFound, TransientError
+from events.subjects import command_subject
+from events.types import AnyCommand, DecisionRecorded
+from projections.model import ClusterState
+
+log = structlog.get_logger("dsctl.relay")
+
+COMMANDS_STREAM = "DSE_COMMANDS"
+#: the header naming the stream sequence of the decision a command message belongs to
+DECISION_SEQ_HEADER = "Dsctl-Decision-Seq"
+#: a run of failures longer than this is logged at error level (a person should look)
+REPORT_AFTER = 30.0
+#: most command messages looked at, from the end of the stream, for the relay's position (messages
+#: without the header, such as a user's ``delete pod``, are passed over)
+POSITION_SCAN = 1000
+
+
+class CommandSink(Protocol):
+    """Where commands go: ``DSE_COMMANDS`` in production, a list in the scheduler's tests."""
+
+    async def publish(self, commands: Sequence[AnyCommand], *, decision_seq: int) -> None:
+        """Store every command (all or raise; a retry of the whole set is safe)."""
+        ...
+
+    async def position(self) -> int | None:
+        """The decision sequence of the last relayed command stored, or None if there is none."""
+        ...
+
+
+class _PubAck(msgspec.Struct, frozen=True):
+    seq: int = 0
+    duplicate: bool = False
+    error: ApiError | None = None
+
+
+_ack = msgspec.json.Decoder(_PubAck)
+
+
+class JetStreamCommandSink:
+    def __init__(
+        self, nc: Client, *, stream: str = COMMANDS_STREAM, timeout: float = 5.0, concurrency: int = 512
+    ) -> None:
+        self._nc = nc
+        self.stream = stream
+        self._timeout = timeout
+        self._slots = asyncio.Semaphore(concurrency)
+
+    async def publish(self, commands: Sequence[AnyCommand], *, decision_seq: int) -> None:
+        # requests, not nats-py's publish_async: its futures never resolve on an error ack
+        results = await asyncio.gather(
+            *(self._one(c, decision_seq) for c in commands), return_exceptions=True
+        )
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+
+    async def _one(self, command: AnyCommand, decision_seq: int) -> None:
+        subject = command_subject(command.node)
+        context = f"send {type(command).__name__} {command.id} to {subject}"
+        headers = {"Nats-Msg-Id": command.id, DECISION_SEQ_HEADER: str(decision_seq)}
+        async with self._slots:
+            with translate_errors(context):
+                msg = await self._nc.request(
+                    subject, codec.encode_command(command), timeout=self._timeout, headers=headers
+                )
+        if msg.headers and msg.headers.get("Status") == "503":
+            raise TransientError(f"{context}: no responders (is the stream {self.stream} there?)")
+        try:
+            ack = _ack.decode(msg.data)
+        except msgspec.DecodeError as err:
+            raise TransientError(f"{context}: unreadable ack {msg.data[:200]!r}") from err
+        if ack.error is not None:
+            raise error_for(context, ack.error)
+
+    async def position(self) -> int | None:
+        info = await api_request(self._nc, f"STREAM.INFO.{self.stream}", timeout=self._timeout)
+        first, last = int(info["state"]["first_seq"]), int(info["state"]["last_seq"])
+        for seq in range(last, max(first, last - POSITION_SCAN + 1) - 1, -1):
+            if seq <= 0:
+                break
+            try:
+                got = await api_request(
+                    self._nc, f"STREAM.MSG.GET.{self.stream}", {"seq": seq}, timeout=self._timeout
+                )
+            except NotFound:
+                continue  # deleted or aged out meanwhile
+            header = _header(got.get("message", {}).get("hdrs"), DECISION_SEQ_HEADER)
+            if header is not None:
+                return int(header)
+        return None
+
+
+def _header(encoded: object, name: str) -> str | None:
+    """One header of a message fetched with STREAM.MSG.GET (headers arrive base64, NATS/1.0 form)."""
+    if not isinstance(encoded, str):
+        return None
+    text = base64.b64decode(encoded).decode(errors="replace")
+    for line in text.split("\r\n")[1:]:
+        key, sep, value = line.partition(":")
+        if sep and key.strip().lower() == name.lower():
+            return value.strip()
+    return None
+
+
+Clock = Callable[[], float]
+T = TypeVar("T")
+
+
+class CommandRelay:
+    """Relays the commands of every decision the projection folds while this engine leads."""
+
+    def __init__(
+        self,
+        projector: Projector,
+        sink: CommandSink,
+        *,
+        clock: Clock = time.time,
+        metrics: Metrics | None = None,
+        backoff: Backoff | None = None,
+    ) -> None:
+        self.projector = projector
+        self.sink = sink
+        self.clock = clock
+        self.metrics = metrics or Metrics()
+        self.backoff = backoff or Backoff(initial=0.1, cap=5.0)
+        self._queue: deque[tuple[int, tuple[AnyCommand, ...]]] = deque()
+        self._wake = asyncio.Event()
+        self._active = False
+        self.sent = 0
+        #: the sequence of the last decision whose commands are all stored (0: none yet this run)
+        self.position = 0
+        projector.listen(_nothing, self._after)
+
+    @property
+    def pending(self) -> int:
+        """Decisions folded whose commands are not stored yet."""
+        return len(self._queue)
+
+    def _after(self, state: ClusterState, stored: StoredEvent, ctx: object) -> None:
+        if not self._active:
+            return
+        decision = stored.envelope.data
+        if isinstance(decision, DecisionRecorded) and decision.commands:
+            # made whole now, from the state right after the decision: its revision is there
+            self._queue.append((stored.seq, commands_to_send(state, decision)))
+            self._wake.set()
+
+    async def run(self) -> None:
+        """Relay until cancelled: catch up from the stored position, then follow the fold."""
+        # synchronous with the fold (no await in between): every decision folded from here on is
+        # queued, every one folded before is covered by the catch-up
+        self._active = True
+        self._queue.clear()
+        self.position = 0
+        behind = self._in_flight_by_decision(self.projector.state)
+        try:
+            start = await self._retry("read the relay position", self.sink.position)
+            await self._catch_up(behind, start)
+            while True:
+                while self._queue:
+                    seq, commands = self._queue[0]
+                    await self._send(seq, commands)
+                    self._queue.popleft()
+                    self.metrics.relay_pending = len(self._queue)
+                self._wake.clear()
+                await self._wake.wait()
+        finally:
+            self._active = False
+            self._queue.clear()
+
+    def _in_flight_by_decision(self, state: ClusterState) -> dict[int, set[str]]:
+        now = self.clock()
+        out: dict[int, set[str]] = {}
+        for cmd in state.in_flight.values():
+            if is_live(cmd, now):
+                out.setdefault(cmd.decision_seq, set()).add(cmd.command_id)
+        return out
+
+    async def _catch_up(self, behind: dict[int, set[str]], start: int | None) -> None:
+        """Send again what may not have been sent: commands still in flight whose decision is at or
+        after the position (everything in flight when no position is stored)."""
+        count = 0
+        for seq, ids in sorted(behind.items()):
+            if start is not None and seq < start:
+                continue
+            stored = await self._retry(f"read decision {seq}", functools.partial(self._decision, seq))
+            if stored is None:
+                continue
+            decision = stored.envelope.data
+            assert isinstance(decision, DecisionRecorded)
+            commands = tuple(c for c in commands_to_send(self.projector.state, decision) if c.id in ids)
+            if commands:
+                await self._send(seq, commands)
+                count += len(commands)
+        log.info("relay.resumed", position=start, resent=count, decisions=len(behind))
+
+    async def _decision(self, seq: int) -> StoredEvent | None:
+        store: EventStore = self.projector.store
+        try:
+            stored = await store.get(seq)
+        except NotFound:
+            log.error("relay.decision_missing", seq=seq)
+            return None
+        if not isinstance(stored.envelope.data, DecisionRecorded):
+            log.error("relay.not_a_decision", seq=seq, type=stored.envelope.type)
+            return None
+        return stored
+
+    async def _send(self, seq: int, commands: tuple[AnyCommand, ...]) -> None:
+        started = time.perf_counter()
+
+        async def publish() -> None:
+            await self.sink.publish(commands, decision_seq=seq)
+
+        await self._retry(f"send {len(commands)} commands of decision {seq}", publish)
+        self.position = max(self.position, seq)
+        self.sent += len(commands)
+        self.metrics.commands += len(commands)
+        log.debug("relay.sent", decision_seq=seq, commands=len(commands),
+                  ms=round((time.perf_counter() - started) * 1000, 2))  # fmt: skip
+
+    async def _retry(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
+        """Call until it succeeds. Transient failures (no stream leader, a lost connection, a timeout)
+        are normal during an election or a restart; anything else is unexpected but retried too, since
+        giving up would leave a recorded decision unsent. Only cancellation (stepping down) stops it."""
+        while True:
+            try:
+                result = await call()
+            except asyncio.CancelledError:
+                raise
+            except Exception as err:
+                delay = self.backoff.failed()
+                failing = self.backoff.failing_for
+                self.metrics.relay_failing_seconds = failing
+                level = log.error if failing >= REPORT_AFTER else log.warning
+                level(
+                    "relay.retry",
+                    what=what,
+                    attempt=self.backoff.attempts,
+                    failing_seconds=round(failing, 1),
+                    retry_in=round(delay, 2),
+                    error=str(err),
+                    kind=type(err).__name__,
+                )
+                await asyncio.sleep(delay)
+                continue
+            if self.backoff.failing_since is not None:
+                log.info("relay.recovered", what=what, after_seconds=round(self.backoff.failing_for, 1))
+            self.backoff.succeeded()
+            self.metrics.relay_failing_seconds = 0.0
+            return result
+
+
+def _nothing(state: ClusterState, stored: StoredEvent) -> object:
+    return None
