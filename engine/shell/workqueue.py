@@ -23,7 +23,8 @@ class KeyQueue:
         self._ready: deque[str] = deque()
         self._queued: set[str] = set()
         self._active: set[str] = set()
-        self._dirty: set[str] = set()  # added again while active
+        #: added again while active, with whether any of those adds was urgent (kept for the re-add)
+        self._dirty: dict[str, bool] = {}
         self._timers: list[tuple[float, str]] = []
         self._due: dict[str, float] = {}
         self._wakeup = asyncio.Event()
@@ -43,7 +44,7 @@ class KeyQueue:
             return
         self._due.pop(key, None)
         if key in self._active:
-            self._dirty.add(key)
+            self._dirty[key] = self._dirty.get(key, False) or urgent
             return
         if key not in self._queued:
             self._queued.add(key)
@@ -114,8 +115,7 @@ class KeyQueue:
     def done(self, key: str) -> None:
         self._active.discard(key)
         if key in self._dirty:
-            self._dirty.discard(key)
-            self.add(key)
+            self.add(key, urgent=self._dirty.pop(key))
 
     def close(self) -> None:
         self._closed = True

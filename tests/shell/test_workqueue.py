@@ -77,3 +77,25 @@ async def test_a_cancelled_timer_does_not_fire() -> None:
     q.cancel_timer("k")
     with pytest.raises(TimeoutError):
         await asyncio.wait_for(q.get(), 0.2)
+
+
+async def test_an_urgent_add_while_active_keeps_its_urgency_when_the_key_is_requeued() -> None:
+    # a node event for a key being reconciled must not queue behind everything added meanwhile
+    q = KeyQueue(time.monotonic)
+    q.add("busy")
+    assert await q.get() == "busy"
+    q.add("busy", urgent=True)  # while active: remembered, with its urgency
+    for other in ("a", "b", "c"):
+        q.add(other)
+    q.done("busy")
+    assert await asyncio.wait_for(q.get(), 1) == "busy"
+
+
+async def test_a_plain_add_while_active_does_not_jump_the_queue() -> None:
+    q = KeyQueue(time.monotonic)
+    q.add("busy")
+    assert await q.get() == "busy"
+    q.add("busy")
+    q.add("a")
+    q.done("busy")
+    assert await asyncio.wait_for(q.get(), 1) == "a"
