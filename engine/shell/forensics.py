@@ -253,8 +253,20 @@ async def explain_pod(store: EventStore, name: str, namespace: str, out: TextIO)
     return 0
 
 
+def state_clock(state: ClusterState, at: int | datetime | None) -> float:
+    """The ``now`` to judge a state by: the wall clock for the present, but for a state ``--at`` the
+    past its own time, or timers (commands in flight, backoffs, minReadySeconds) would be judged by
+    today and the past explained as it never was. The state's own time is that of the last event folded
+    into it (``occurred_at``), for ``--at SEQ`` and ``--at TIME`` alike: it is the clock every timer in
+    the state was set by (``--at TIME`` picks events by the store's clock, which may differ), and the
+    one a replay of the engine reads."""
+    if at is None:
+        return time.time()
+    return state.last_time
+
+
 async def explain_node(
-    store: EventStore, nc: Any, node: str, ds_ref: str, out: TextIO, *, at: Any = None
+    store: EventStore, nc: Any, node: str, ds_ref: str, out: TextIO, *, at: int | datetime | None = None
 ) -> int:
     ns, sep, name = ds_ref.partition("/")
     if not sep:
@@ -290,7 +302,7 @@ async def explain_node(
                   f"{', terminating' if p.deletion_timestamp else ''}\n")  # fmt: skip
     if not pods:
         out.write("no pod of this daemonset on the node\n")
-    result = reconcile(state, ds.key, time.time())
+    result = reconcile(state, ds.key, state_clock(state, at))
     for r in result.reasons:
         if r.node == node:
             out.write(f"the engine now: {r.action} — {r.message} [{r.code}]\n")

@@ -79,11 +79,17 @@ async def load_state(
 
 
 async def readable(
-    store: EventStore, subjects: Sequence[str] | None, skipped: list[int]
+    store: EventStore,
+    subjects: Sequence[str] | None,
+    skipped: list[int],
+    *,
+    start_seq: int = 1,
+    malformed: list[MalformedStoredEvent] | None = None,
 ) -> AsyncIterator[StoredEvent]:
     """Every readable event, streamed (a long log is never held in memory); a malformed one is noted
-    in ``skipped`` and passed over, as the projector does."""
-    start = 1
+    in ``skipped`` (and, for a caller that must say where and why, in ``malformed``) and passed over,
+    as the projector does."""
+    start = max(start_seq, 1)
     while True:
         try:
             async with contextlib.aclosing(store.read(start_seq=start, subjects=subjects)) as events:
@@ -92,4 +98,6 @@ async def readable(
             return
         except MalformedStoredEvent as err:
             skipped.append(err.seq)
+            if malformed is not None:
+                malformed.append(err)
             start = err.seq + 1
