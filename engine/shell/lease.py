@@ -1,4 +1,4 @@
-"""The leader lease: exactly one engine reconciles at a time.
+"""Leases: exactly one engine reconciles at a time, and one executor serves a node at a time.
 
 A KV bucket with ``history=1`` and a bucket TTL holds one key. ``kv.create`` succeeds only when the key
 is absent, so the first engine to create it leads; it renews with ``kv.update(last=revision)`` well
@@ -9,6 +9,12 @@ The lease alone is not exclusive (a paused leader may still believe it leads), s
 too: the new leader appends ``leader.elected`` on the decision subjects, and every decision is
 appended with an expected-last-sequence check on that subject tree, so a deposed leader's next
 decision fails with ConflictError. The revision of the lease key is the leader's epoch.
+
+``LeaderLease`` takes the key it guards (``engine`` by default), so the same create/renew/tombstone
+mechanics serve the executors' per-node leases: ``ExecutorLease`` below, one key per node in the
+``dse_node_leases`` bucket. Its renewal policy differs on purpose: an engine that cannot renew steps
+down (another engine may lead), but an executor cut off from NATS keeps its pods running and only
+pauses fetching commands; it gives up its node only when it finds the key held by someone else.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import asyncio
 import contextlib
 from dataclasses import dataclass
 
+import nats.errors
 import structlog
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
@@ -35,11 +42,34 @@ class Lease:
 
 
 class LeaderLease:
-    def __init__(self, kv: KeyValue, holder: str, ttl: float) -> None:
+    def __init__(self, kv: KeyValue, holder: str, ttl: float, *, key: str = LEASE_KEY) -> None:
         self._kv = kv
         self.holder = holder
         self.ttl = ttl
+        self.key = key
         self._revision: int | None = None
+
+    @property
+    def revision(self) -> int | None:
+        """The revision of our last write of the key, while we believe we hold it."""
+        return self._revision
+
+    def adopt(self, revision: int) -> None:
+        """Take ``revision`` as ours: the key holds our name at it (a renewal whose reply was lost)."""
+        self._revision = revision
+
+    async def current(self) -> tuple[str, int] | None:
+        """Who holds the key now and at which revision; None when nobody does (absent, deleted or
+        expired). Raises TransientError when the bucket cannot be read."""
+        try:
+            entry = await self._kv.get(self.key)
+        except KeyNotFoundError:
+            return None
+        except (nats.errors.Error, OSError, TimeoutError) as err:
+            raise TransientError(f"cannot read lease {self.key}: {err}") from err
+        if not entry.value or entry.revision is None:  # a TTL limit marker carries no value
+            return None
+        return entry.value.decode(errors="replace"), entry.revision
 
     async def _tombstone(self) -> int | None:
         """The revision of a delete, purge or expiry marker standing where the lease was, if any.
@@ -49,7 +79,7 @@ class LeaderLease:
         takeover until the marker itself expires: a second TTL of downtime.
         """
         try:
-            msg = await self._kv._js.get_msg(self._kv._stream, subject=f"{self._kv._pre}{LEASE_KEY}")
+            msg = await self._kv._js.get_msg(self._kv._stream, subject=f"{self._kv._pre}{self.key}")
         except Exception:
             return None
         headers = msg.headers or {}
@@ -60,12 +90,12 @@ class LeaderLease:
     async def try_acquire(self) -> Lease | None:
         try:
             try:
-                rev = await self._kv.create(LEASE_KEY, self.holder.encode())
+                rev = await self._kv.create(self.key, self.holder.encode())
             except KeyWrongLastSequenceError:
                 marker = await self._tombstone()
                 if marker is None:
                     return None
-                updated = await self._kv.update(LEASE_KEY, self.holder.encode(), last=marker)
+                updated = await self._kv.update(self.key, self.holder.encode(), last=marker)
                 if updated is None:
                     return None
                 rev = updated
@@ -75,7 +105,7 @@ class LeaderLease:
             log.warning("lease.acquire_failed", error=str(err))
             return None
         self._revision = rev
-        log.info("lease.acquired", holder=self.holder, epoch=rev)
+        log.info("lease.acquired", key=self.key, holder=self.holder, epoch=rev)
         return Lease(self.holder, rev)
 
     async def acquire(self) -> Lease:
@@ -90,7 +120,7 @@ class LeaderLease:
         if self._revision is None:
             raise ConflictError("lease not held")
         try:
-            self._revision = await self._kv.update(LEASE_KEY, self.holder.encode(), last=self._revision)
+            self._revision = await self._kv.update(self.key, self.holder.encode(), last=self._revision)
         except KeyWrongLastSequenceError as err:
             self._revision = None
             raise ConflictError(f"lease lost by {self.holder}") from err
@@ -124,5 +154,117 @@ class LeaderLease:
         if self._revision is None:
             return
         with contextlib.suppress(KeyNotFoundError, KeyWrongLastSequenceError, Exception):
-            await self._kv.delete(LEASE_KEY, last=self._revision)
+            await self._kv.delete(self.key, last=self._revision)
         self._revision = None
+
+
+# --- executors -----------------------------------------------------------------------------------------
+
+NODE_LEASE_BUCKET = "dse_node_leases"
+#: the key a fleet executor (``node=None``) holds; a node name (DNS-1123) never starts with ``_``
+FLEET_KEY = "_fleet"
+
+
+class LeaseHeld(ConflictError):
+    """Another executor serves the node (raised when ``--lease-wait`` runs out)."""
+
+
+class LeaseLost(ConflictError):
+    """Another executor took the node while this one held it: this one must stop serving it."""
+
+
+class ExecutorLease:
+    """One executor per node: a key per node in ``dse_node_leases`` (a fleet holds ``_fleet``).
+
+    Two executors consuming one node's durable split its commands between them: a delete lands on the
+    one that did not start the process and the node runs two copies. The lease makes the second wait
+    (for a crashed predecessor's key to expire: the bucket TTL) or fail with an error naming the holder.
+
+    ``held`` is set while the lease is confirmed; the command source fetches only while it is set. It
+    is cleared when renewals have failed for most of a TTL (the key may have expired and been taken),
+    and set again by the next renewal that succeeds or the re-acquisition of an expired key. Finding the
+    key held by someone else raises ``LeaseLost``. Renewals and confirmations are serialised, because
+    two concurrent updates against one revision would make the loser think the lease was lost.
+    """
+
+    def __init__(self, kv: KeyValue, key: str, holder: str, ttl: float) -> None:
+        self._lease = LeaderLease(kv, holder, ttl, key=key)
+        self.key = key
+        self.holder = holder
+        self.ttl = ttl
+        self.held = asyncio.Event()
+        self._lock = asyncio.Lock()
+
+    def _busy(self, holder: str) -> str:
+        what = "the simulated fleet" if self.key == FLEET_KEY else f"node {self.key}"
+        return f"{what} is already served by executor {holder} (lease {NODE_LEASE_BUCKET}/{self.key})"
+
+    async def acquire(self, wait: float) -> None:
+        """Take the lease, waiting up to ``wait`` seconds; raises LeaseHeld naming the holder."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max(wait, 0.0)
+        announced = False
+        while True:
+            if await self._lease.try_acquire() is not None:
+                self.held.set()
+                return
+            try:
+                current = await self._lease.current()
+            except TransientError:
+                current = None
+            holder = current[0] if current is not None else "(unknown: the lease could not be read)"
+            left = deadline - loop.time()
+            if left <= 0:
+                raise LeaseHeld(f"{self._busy(holder)}; stop it first, or wait longer with --lease-wait")
+            if not announced:
+                log.warning("lease.waiting", key=self.key, holder=holder, seconds=round(left, 1))
+                announced = True
+            await asyncio.sleep(min(self.ttl / 8, left))
+
+    async def confirm(self) -> None:
+        """Renew now; re-take an expired key; raise LeaseLost if another executor holds it.
+
+        Raises TransientError when NATS cannot be asked (the caller retries later).
+        """
+        async with self._lock:
+            try:
+                await self._lease.renew()
+                self.held.set()
+                return
+            except ConflictError:
+                pass  # our revision is stale: find out why before deciding
+            current = await self._lease.current()
+            if current is not None and current[0] == self.holder:
+                self._lease.adopt(current[1])  # our own update landed but its reply was lost
+                self.held.set()
+                return
+            if current is None:
+                if await self._lease.try_acquire() is not None:
+                    log.warning("lease.reacquired", key=self.key, holder=self.holder)
+                    self.held.set()
+                    return
+                current = await self._lease.current()
+                if current is None:
+                    raise TransientError(f"lease {self.key} could not be re-acquired yet")
+            self.held.clear()
+            raise LeaseLost(f"lost the lease: {self._busy(current[0])}")
+
+    async def keep(self) -> None:
+        """Renew every third of the TTL until cancelled; raises LeaseLost if another holder shows up."""
+        loop = asyncio.get_running_loop()
+        last_ok = loop.time()
+        while True:
+            await asyncio.sleep(self.ttl / 3)
+            try:
+                await self.confirm()
+                last_ok = loop.time()
+            except TransientError as err:
+                if self.held.is_set() and loop.time() - last_ok > self.ttl * 0.8:
+                    log.warning("lease.unconfirmed", key=self.key, error=str(err))
+                    self.held.clear()
+
+    async def release(self) -> None:
+        """Give the node up at a clean stop, so a successor starts at once rather than after the TTL."""
+        self.held.clear()
+        async with self._lock:
+            await self._lease.release()
