@@ -287,10 +287,9 @@ class JetStreamEventStore:
         outcomes: list[AppendResult | DsctlError | None] = [None] * len(envelopes)
         try:
             self._check_connected(f"append {len(envelopes)} events")
-            with translate_errors(f"append {len(envelopes)} events"):
-                await self._ensure_ack_sub()
-        except DsctlError as err:
-            return [err] * len(envelopes)
+            await self._ensure_ack_sub()
+        except Exception as err:
+            return [_as_dsctl(f"append {len(envelopes)} events", err)] * len(envelopes)
         loop = asyncio.get_running_loop()
         window: deque[tuple[int, str, asyncio.Future[Msg]]] = deque()
         failed = False

@@ -11,6 +11,12 @@ creation (0.0 = at once), deleted pods gone at once. Annotations on the pod temp
 
 A malformed value (``"soon"``) is reported as a pod failure with a reason naming the annotation,
 rather than crashing the executor: the template came from a user.
+
+A pod's life (and a lingering termination) runs in a task of its own. A report that fails there is
+logged and the life goes on: with the executor's appender a report only fails when the store refused it
+for good or the executor is closing, and stopping the life would leave the pod stuck in its last phase
+with nothing left to report the next one. Every such task has a done-callback that reads its outcome,
+so nothing ends as "Task exception was never retrieved".
 """
 
 from __future__ import annotations
@@ -20,9 +26,12 @@ import contextlib
 from collections.abc import Coroutine
 from typing import Any
 
+import structlog
+
 from engine.shell.drivers.base import LocalPod, PodReporter, created_report, pod_fields
 from events.types import (
     PodDeleted,
+    PodEvent,
     PodEvicted,
     PodFailed,
     PodReady,
@@ -37,6 +46,8 @@ NEVER_READY = ANNOTATION_PREFIX + "never-ready"
 FAIL_AFTER = ANNOTATION_PREFIX + "fail-after"
 EXIT_AFTER = ANNOTATION_PREFIX + "exit-after"
 TERMINATE_AFTER = ANNOTATION_PREFIX + "terminate-after"
+
+log = structlog.get_logger("dsctl.executor")
 
 
 class BadAnnotation(ValueError):
@@ -73,8 +84,28 @@ class SimDriver:
         def forget(done: asyncio.Task[None]) -> None:
             if self._tasks.get(key) is done:
                 del self._tasks[key]
+            if done.cancelled():
+                return
+            err = done.exception()
+            if err is not None:  # the life guards its reports, so this is a bug: say it, once
+                log.error("sim.pod_task_failed", pod=key, exc_info=err)
 
         task.add_done_callback(forget)
+
+    @staticmethod
+    async def _report(reporter: PodReporter, event: PodEvent, command_id: str) -> bool:
+        """Report from a pod's own task: a failure is logged, never raised (see the module docstring)."""
+        try:
+            await reporter.report(event, causation_id=command_id)
+        except Exception as err:
+            log.error(
+                "sim.report_failed",
+                pod=f"{event.namespace}/{event.name}",
+                report=event.TAG,
+                error=f"{type(err).__name__}: {err}",
+            )
+            return False
+        return True
 
     async def start(self, pod: LocalPod, command_id: str, reporter: PodReporter) -> None:
         await reporter.report(created_report(pod, command_id), causation_id=command_id)
@@ -92,11 +123,11 @@ class SimDriver:
             fail_after = _seconds(ann, FAIL_AFTER)
             exit_after = _seconds(ann, EXIT_AFTER)
         except BadAnnotation as err:
-            await reporter.report(PodFailed(**common, reason=str(err)), causation_id=command_id)
+            await self._report(reporter, PodFailed(**common, reason=str(err)), command_id)
             pod.phase = "Failed"
             return
         if pod.phase == "Pending":
-            await reporter.report(PodRunning(**common), causation_id=command_id)
+            await self._report(reporter, PodRunning(**common), command_id)
             pod.phase = "Running"
         never_ready = ann.get(NEVER_READY, "").lower() == "true"
         end = min((t for t in (fail_after, exit_after) if t is not None), default=None)
@@ -104,18 +135,18 @@ class SimDriver:
         if not never_ready and not pod.ready and (end is None or ready_at < end):
             if ready_at > 0:
                 await asyncio.sleep(ready_at)
-            await reporter.report(PodReady(**common), causation_id=command_id)
+            await self._report(reporter, PodReady(**common), command_id)
             pod.ready = True
         if end is None:
             return
         await asyncio.sleep(max(0.0, end - (ready_at if pod.ready else 0.0)))
         if fail_after is not None and end == fail_after:
-            await reporter.report(
-                PodFailed(**common, reason="sim: fail-after", exit_code=1), causation_id=command_id
+            await self._report(
+                reporter, PodFailed(**common, reason="sim: fail-after", exit_code=1), command_id
             )
             pod.phase = "Failed"
         else:
-            await reporter.report(PodSucceeded(**common), causation_id=command_id)
+            await self._report(reporter, PodSucceeded(**common), command_id)
             pod.phase = "Succeeded"
         pod.ready = False
 
@@ -125,7 +156,7 @@ class SimDriver:
         life = self._tasks.pop(pod.key, None)
         if life is not None:
             life.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            with contextlib.suppress(asyncio.CancelledError, Exception):  # an exception: logged already
                 await life
         common = pod_fields(pod, command_id)
         try:
@@ -145,13 +176,15 @@ class SimDriver:
     async def _finish(
         self, pod: LocalPod, command_id: str, reporter: PodReporter, linger: float, evict: bool
     ) -> None:
-        if linger > 0:
-            await asyncio.sleep(linger)
         common = pod_fields(pod, command_id)
-        if evict:
-            await reporter.report(PodEvicted(**common, reason="evicted"), causation_id=command_id)
+        event: PodEvent = PodEvicted(**common, reason="evicted") if evict else PodDeleted(**common)
+        if linger > 0:
+            # in a task of its own: guarded like a life
+            await asyncio.sleep(linger)
+            await self._report(reporter, event, command_id)
         else:
-            await reporter.report(PodDeleted(**common), causation_id=command_id)
+            # awaited by the executor's delete: a failure goes back to it, so the command is retried
+            await reporter.report(event, causation_id=command_id)
         pod.phase = "Deleted"
 
     async def close(self) -> None:
