@@ -3,16 +3,24 @@
 A driver is told to start or stop a pod and reports what it observes through ``PodReporter``; it never
 decides anything. Drivers must tolerate being asked twice (the executor dedupes commands, but a
 restarted executor may resume a pod the driver already knows).
+
+Two kinds of driver. The simulated one's pods live only in the executor, so they end with it and a
+restarted executor resumes them from the log. A ``Lasting`` driver's pods (real processes) outlive the
+executor, as containers outlive a kubelet restart: upgrading executors across a fleet must not take
+every daemon down. Such a driver keeps what it needs to find its pods again on the node itself,
+re-attaches to them at start (``reattach``) and, at a stop, leaves them running unless told otherwise
+(``shutdown``).
 """
 
 from __future__ import annotations
 
-from typing import Protocol, TypedDict
+from collections.abc import Sequence
+from typing import Protocol, TypedDict, runtime_checkable
 
 import msgspec
 
 from events.k8s import REVISION_HASH_LABEL, PodTemplate
-from events.types import PodCreated, PodEvent
+from events.types import PodCreated, PodEvent, PodFailed, PodReady, PodRunning, PodSucceeded, PodTerminating
 
 
 class LocalPod(msgspec.Struct, kw_only=True):
@@ -29,10 +37,19 @@ class LocalPod(msgspec.Struct, kw_only=True):
     phase: str = "Pending"
     ready: bool = False
     terminating: bool = False
+    #: the create command that made the pod: every report about its life carries it, so the report ids
+    #: (derived from it) are the same when a restarted or reconnected executor reports a state again
+    command_id: str = ""
+    #: why the pod failed, when its driver keeps it (re-reports then say the same)
+    reason: str = ""
 
     @property
     def key(self) -> str:
         return f"{self.namespace}/{self.name}"
+
+    @property
+    def terminal(self) -> bool:
+        return self.phase in ("Succeeded", "Failed")
 
 
 class PodFields(TypedDict):
@@ -60,6 +77,35 @@ def created_report(pod: LocalPod, command_id: str) -> PodCreated:
     )
 
 
+def state_reports(pod: LocalPod) -> list[PodEvent]:
+    """The reports that together say what the executor knows of the pod now, in the order they were
+    first made, each with the pod's create command id (so their ids equal the first reports' ids).
+
+    A terminating pod gets no ``pod.created``: its ``pod.deleted`` may be on its way (a lingering
+    simulated pod finishes outside the executor's per-pod lock), and a created appended after it would
+    bring the pod back. A terminal pod's failure reason is not kept, so a repeat outside the server's
+    duplicate window reads the same only if the driver kept it (``reason``); the fold treats it like the
+    first either way.
+    """
+    if pod.phase == "Deleted":
+        return []
+    command_id = pod.command_id
+    common = pod_fields(pod, command_id)
+    out: list[PodEvent] = [] if pod.terminating else [created_report(pod, command_id)]
+    if pod.phase == "Running":
+        out.append(PodRunning(**common))
+        if pod.ready:
+            out.append(PodReady(**common))
+    elif pod.phase == "Failed":
+        out.append(PodFailed(**common, reason=pod.reason or "failed (reported again)"))
+    elif pod.phase == "Succeeded":
+        out.append(PodSucceeded(**common))
+    if pod.terminating:
+        grace = pod.template.spec.get("terminationGracePeriodSeconds", 30)
+        out.append(PodTerminating(**common, grace_period_seconds=int(grace)))
+    return out
+
+
 class PodReporter(Protocol):
     async def report(self, event: PodEvent, *, causation_id: str = "") -> None: ...
 
@@ -79,4 +125,23 @@ class Driver(Protocol):
 
     async def close(self) -> None:
         """Stop every background task and process the driver started."""
+        ...
+
+
+@runtime_checkable
+class Lasting(Protocol):
+    """A driver whose pods outlive the executor (see the module notes)."""
+
+    async def reattach(
+        self, pods: Sequence[LocalPod], reporter: PodReporter, *, nodes: frozenset[str] | None
+    ) -> None:
+        """Take over the pods the log places on ``nodes`` (None: every node) after an executor start.
+
+        Re-attach to those still running; report those that are gone (so they are replaced); start
+        those never started; stop what runs on the node for a pod the log does not have.
+        """
+        ...
+
+    async def shutdown(self, reporter: PodReporter, *, stop_pods: bool) -> None:
+        """Stop watching; leave the pods running, or (``stop_pods``) stop each and report it failed."""
         ...
