@@ -192,11 +192,18 @@ def _client_commands(sub: argparse._SubParsersAction[_Parser], common: _Parser) 
     ro.add_argument("--revision", type=int, default=0, help="history: show this revision's template")
     ro.add_argument("--to-revision", type=int, default=0, help="undo: roll back to this revision")
 
-    rp = add("replay", "recompute recorded decisions from the log")
+    rp = add("replay", "recompute recorded decisions from the log, and audit their commands' effects")
     rp.add_argument("action", choices=["verify"])
     rp.add_argument(
         "--from", dest="from_seq", type=int, default=1, metavar="SEQ", help="first decision to check"
     )
+    rp.add_argument(
+        "--now",
+        metavar="TIME|now",
+        help="judge commands' in-flight windows at this RFC 3339 time, or `now` (the wall clock) "
+        "[default: the time of the last event in the log]",
+    )
+    rp.add_argument("-o", "--output", default="text", choices=["text", "json"])
 
     ex = add("explain", "why a pod is where it is, or why a DaemonSet does (not) run on a node")
     ex.add_argument("type", choices=["pod", "node"])

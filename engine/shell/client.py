@@ -138,7 +138,9 @@ async def _dispatch(args: argparse.Namespace, nc: Any, store: JetStreamEventStor
             return await commands.rollout_undo(store, name, args.namespace, args.to_revision, out)
         return await commands.rollout_restart(store, name, args.namespace, out, time.time)
     if cmd == "replay":
-        return forensics.print_verify(await forensics.verify(store, args.from_seq), out)
+        now = datetime.now(UTC) if args.now == "now" else _time(args.now, "--now")
+        report = await forensics.verify(store, args.from_seq, nc=nc, now=now)
+        return forensics.print_verify(report, out, args.output)
     if cmd == "explain":
         if args.type == "pod":
             return await forensics.explain_pod(store, args.name, args.namespace, out)

@@ -2,10 +2,13 @@
 
 - ``replay verify`` recomputes every recorded decision from the state just before it (the state at its
   ``state_seq``, with its ``now``) and reports any that differ. It works because the core is a pure
-  function of (state, key, now) and every input is in the log.
+  function of (state, key, now) and every input is in the log. It audits the effects too: every
+  command of those decisions was answered by its executor, or is still inside its in-flight window, or
+  was superseded after it expired; anything else is an orphan (see ``verify``).
 - ``explain pod`` follows one pod's chain: the inputs in effect when it was decided, the decision and
   its reason for that node, the command, and every report its executor sent.
-- ``explain node`` checks every placement rule of one DaemonSet against one node, now.
+- ``explain node`` checks every placement rule of one DaemonSet against one node, now (or ``--at`` a
+  point of the past, judged by that state's own clock).
 - ``audit`` lists events in log order, filtered by subject on the server wherever possible.
 """
 
@@ -14,20 +17,46 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, TextIO
 
 import msgspec
 
 from engine.core.eligibility import node_should_run
+from engine.core.expectations import EXPECTATIONS_TIMEOUT
 from engine.core.reconcile import reconcile, reconcile_nodes
+from engine.shell.jetstream_api import api_request
+from engine.shell.ordered import ordered_messages
 from engine.shell.queries import load_state, readable
-from engine.shell.store import EventStore, StoredEvent
+from engine.shell.store import EventStore, MalformedStoredEvent, StoredEvent
+from engine.shell.streams import COMMANDS_STREAM
 from events.errors import InvalidInput, NotFound
-from events.subjects import PREFIX, daemonset_filters, node_filters, pod_filters, token, type_filter
-from events.types import BY_TAG, CreatePod, DecisionRecorded, Event, PodCreated, PodEvent
+from events.subjects import (
+    DECISION_TREE,
+    LEADER_SUBJECT,
+    PREFIX,
+    command_subject,
+    daemonset_filters,
+    node_filters,
+    pod_filters,
+    subject_for,
+    token,
+    type_filter,
+)
+from events.types import (
+    BY_TAG,
+    CreatePod,
+    DecisionRecorded,
+    DeletePod,
+    Event,
+    EvictPod,
+    LeaderElected,
+    NodeRemoved,
+    PodCreated,
+    PodEvent,
+)
 from projections.fold import apply
-from projections.model import ClusterState
+from projections.model import ClusterState, object_key
 
 # --- replay verify --------------------------------------------------------------------------------
 
@@ -75,27 +104,266 @@ def _first_difference(a: Any, b: Any, path: str) -> tuple[str, Any, Any]:
     return path, a, b
 
 
+class IntegrityFailure(msgspec.Struct, frozen=True):
+    """A record on the decision tree that is not what only the engine writes there."""
+
+    seq: int
+    subject: str
+    reason: str
+
+
+EffectState = Literal["in_flight", "superseded", "overdue"]
+Sent = Literal["yes", "no", "unknown", "not checked"]
+
+
+class Effect(msgspec.Struct, kw_only=True):
+    """A recorded command that no pod report has answered (yet), and what that means."""
+
+    decision_seq: int
+    ds: str
+    kind: str
+    command_id: str
+    node: str
+    pod: str
+    #: the decision's ``occurred_at``: the clock the fold stamps ``issued_at`` with and the core times
+    #: the in-flight window by
+    issued_at: datetime
+    #: when the store accepted the decision: the clock of ``DSE_COMMANDS``, for the "sent" evidence
+    recorded_at: datetime
+    age_seconds: float = 0.0
+    state: EffectState = "in_flight"
+    #: the later decision that addressed this command's node after it expired
+    superseded_by: int = 0
+    sent: Sent = "not checked"
+    reason: str = ""
+
+
 class VerifyReport(msgspec.Struct, kw_only=True):
     checked: int = 0
     mismatches: list[Mismatch] = []
     skipped_malformed: list[int] = []
+    #: malformed or misplaced records on ``dse.decision.>``: integrity failures, never skips
+    malformed_decisions: list[IntegrityFailure] = []
     first_seq: int = 0
     last_seq: int = 0
+    #: the effects audit: commands recorded by the decisions checked, and what answered them
+    commands: int = 0
+    answered: int = 0
+    answered_late: int = 0
+    resolved_otherwise: int = 0
+    in_flight: list[Effect] = []
+    superseded: list[Effect] = []
+    orphans: list[Effect] = []
+    #: the instant the in-flight window is judged at: ``--now``, else the last event's ``occurred_at``
+    judged_at: datetime | None = None
+    judged_by: str = "the last event in the log"
+    #: what the absence of a command from ``DSE_COMMANDS`` could prove
+    sent_evidence: str = ""
     seconds: float = 0.0
 
+    @property
+    def failed(self) -> bool:
+        return bool(self.mismatches or self.orphans or self.malformed_decisions)
 
-async def verify(store: EventStore, from_seq: int = 1) -> VerifyReport:
+
+class _Open(msgspec.Struct, kw_only=True):
+    """A command recorded and not answered so far (the ledger's entry; ``Effect`` once reported)."""
+
+    decision_seq: int
+    ds: str
+    kind: str
+    command_id: str
+    node: str
+    pod: str
+    issued: float
+    recorded: datetime
+    superseded_by: int = 0
+
+
+_KINDS: dict[type, str] = {CreatePod: "create_pod", DeletePod: "delete_pod", EvictPod: "evict_pod"}
+
+
+class _Ledger:
+    """The commands recorded and not yet answered, kept while the main pass folds the log.
+
+    Its size is what is in flight (plus whatever was lost): an answered command leaves it at once, so
+    the audit's memory does not grow with the log. Which event answers which command is not decided
+    here but read from the fold (``projections.fold``): a command is answered when the projection
+    clears it from ``in_flight``, so ``replay verify`` and the engine can never disagree about it.
+    """
+
+    def __init__(self) -> None:
+        self.open: dict[str, _Open] = {}
+        #: DaemonSet key -> ids of its open commands not yet superseded (insertion-ordered)
+        self.by_ds: dict[str, dict[str, None]] = {}
+        self.commands = 0
+        self.answered = 0
+        self.answered_late = 0
+        self.resolved_otherwise = 0
+
+    def record(self, seq: int, recorded: datetime, issued: float, d: DecisionRecorded) -> None:
+        key = f"{d.namespace}/{d.name}"
+        waiting = self.by_ds.get(key)
+        if waiting:
+            self._supersede(seq, d, waiting)
+        for cmd in d.commands:
+            self.commands += 1
+            old = self.open.pop(cmd.id, None)
+            if old is not None:  # re-recorded: the newer record replaces it, as in the fold
+                self._unindex(old)
+            self.open[cmd.id] = _Open(
+                decision_seq=seq,
+                ds=key,
+                kind=_KINDS[type(cmd)],
+                command_id=cmd.id,
+                node=cmd.node,
+                pod=cmd.pod_name,
+                issued=issued,
+                recorded=recorded,
+            )
+            self.by_ds.setdefault(key, {})[cmd.id] = None
+
+    def _supersede(self, seq: int, d: DecisionRecorded, waiting: dict[str, None]) -> None:
+        """A later decision of the same DaemonSet taken when a command had expired by that decision's
+        own clock (``now >= issued_at + EXPECTATIONS_TIMEOUT``, exactly the core's ``is_live``) no
+        longer waited for it; if it addressed the command's node by name (a command or a per-node
+        reason there), the core decided that node afresh, and the old command is superseded."""
+        now = d.now.timestamp()
+        nodes: set[str] | None = None
+        for cid in list(waiting):
+            c = self.open[cid]
+            if now < c.issued + EXPECTATIONS_TIMEOUT:
+                continue
+            if nodes is None:
+                nodes = {x.node for x in d.commands} | {r.node for r in d.reasons if r.node}
+            if c.node in nodes:
+                c.superseded_by = seq
+                del waiting[cid]
+
+    def _unindex(self, c: _Open) -> None:
+        ids = self.by_ds.get(c.ds)
+        if ids is not None:
+            ids.pop(c.command_id, None)
+            if not ids:
+                del self.by_ds[c.ds]
+
+    def resolve(self, cid: str, at: float, by_its_report: bool) -> None:
+        c = self.open.pop(cid)
+        self._unindex(c)
+        if by_its_report:
+            self.answered += 1
+            if at >= c.issued + EXPECTATIONS_TIMEOUT:
+                self.answered_late += 1
+        else:
+            self.resolved_otherwise += 1
+
+
+class _Decisions:
+    """The recorded decisions, read a second time alongside the main pass and handed over when the
+    fold reaches their ``state_seq``. Only the ones read ahead of that point are held (the distance
+    between a decision and the state it was taken from), never all of them."""
+
+    def __init__(self, store: EventStore, start: int, end: int) -> None:
+        self._events = readable(store, [DECISION_TREE], [], start_seq=start, end_seq=end)
+        self._ahead: dict[int, DecisionRecorded] = {}
+        self._done = False
+
+    async def take(self, seqs: list[int]) -> list[tuple[int, DecisionRecorded]]:
+        out = []
+        for seq in seqs:
+            while seq not in self._ahead and not self._done:
+                try:
+                    stored = await anext(self._events)
+                except StopAsyncIteration:
+                    self._done = True
+                    break
+                if isinstance(stored.envelope.data, DecisionRecorded):
+                    self._ahead[stored.seq] = stored.envelope.data
+            if seq in self._ahead:
+                out.append((seq, self._ahead.pop(seq)))
+        return out
+
+    async def close(self) -> None:
+        await self._events.aclose()
+
+
+def _misplaced(stored: StoredEvent) -> str | None:
+    """Why a readable record does not belong on the decision tree, if it does not."""
+    d = stored.envelope.data
+    if isinstance(d, DecisionRecorded):
+        if stored.subject != subject_for(d):
+            return f"a decision for {d.namespace}/{d.name} stored on {stored.subject}"
+        return None
+    if isinstance(d, LeaderElected) and stored.subject == LEADER_SUBJECT:
+        return None
+    return f"a {stored.envelope.type} event where only decisions and leader elections belong"
+
+
+async def verify(
+    store: EventStore, from_seq: int = 1, *, nc: Any = None, now: datetime | None = None
+) -> VerifyReport:
+    """Recompute every decision from ``from_seq`` on, and audit what became of its commands.
+
+    **Decisions.** Each is recomputed from the state at its ``state_seq`` with its recorded ``now`` and
+    compared field by field. A record on ``dse.decision.>`` that does not decode, or is not a decision
+    (or leader election) on its own subject, is an integrity failure: only the engine writes there, so
+    passing over it (as the projector passes over other malformed events) would hide a lost or forged
+    decision. Malformed events elsewhere are still skipped, and counted.
+
+    **Effects.** Every command of every decision checked must be answered, or still be allowed time:
+
+    - *answered*: the fold cleared it from ``in_flight`` (the report carrying its command id; or its pod
+      went away or its node was removed, which the fold also counts as the answer). The rule is the
+      fold's own, observed rather than re-implemented, so the audit and the engine agree.
+    - *in flight*: unanswered and younger than ``EXPECTATIONS_TIMEOUT`` (300 s) at the instant judged
+      at. Not a failure: the relay or the executor may just be behind.
+    - *superseded*: unanswered, but a later decision of the same DaemonSet, taken after it had expired
+      by that decision's own clock, addressed its node again (upstream's expectations timeout: the
+      controller stops waiting and trusts what it sees). The system moved on; listed, not a failure.
+    - *overdue* (an orphan, exit 1): unanswered past its window with nothing superseding it.
+
+    The window is judged at the time of the last event in the log (its ``occurred_at``, the fold's
+    clock), or at ``now`` if given, never at the wall clock: the verdict on a log is then a function of
+    the log alone (verifying a copy next year gives today's answer), and a command counts as overdue only
+    when the log itself shows that its 300 s went by without an answer. An engine that stopped right
+    after recording a decision leaves a log whose last commands are in flight; ``--now`` asks the other
+    question ("by this time, should they have been answered?").
+
+    **Sent.** With a connection (``nc``), each unanswered command is looked for in ``DSE_COMMANDS`` (by
+    the command id in its payload, which is also its ``Nats-Msg-Id``), in one ordered read from the
+    earliest such decision on. An answered command was evidently sent, so nothing else is looked up.
+    That stream keeps 24 h: absence proves "never sent" only for a command recorded after the oldest
+    message still there; older ones are "unknown". (Both clocks are the server's.)
+
+    Streamed: three ordered reads (decision sequences only; the decisions again, lazily; everything) and
+    the ``DSE_COMMANDS`` tail. Memory holds the folded state, the decision sequences (integers), the
+    decisions read ahead of their state, and the unanswered commands: never the log.
+    """
     started = time.perf_counter()
     report = VerifyReport()
-    decisions: dict[int, list[tuple[int, DecisionRecorded]]] = {}
-    async for stored in readable(store, [f"{PREFIX}.decision.*.*"], []):
+    end = await store.last_seq()
+    # pass 1: which decisions are due at which state sequence (integers only), and the decision tree's
+    # integrity
+    due: dict[int, list[int]] = {}
+    errors: list[MalformedStoredEvent] = []
+    async for stored in readable(
+        store, [DECISION_TREE], [], start_seq=from_seq, end_seq=end, malformed=errors
+    ):
+        problem = _misplaced(stored)
+        if problem is not None:
+            report.malformed_decisions.append(IntegrityFailure(stored.seq, stored.subject, problem))
         d = stored.envelope.data
-        if isinstance(d, DecisionRecorded) and stored.seq >= from_seq:
-            decisions.setdefault(d.state_seq, []).append((stored.seq, d))
-    state = ClusterState()
+        if isinstance(d, DecisionRecorded):
+            due.setdefault(d.state_seq, []).append(stored.seq)
+    report.malformed_decisions.extend(IntegrityFailure(e.seq, e.subject, str(e)) for e in errors)
+    report.malformed_decisions.sort(key=lambda f: f.seq)
 
-    def check_at(k: int) -> None:
-        for seq, recorded in decisions.pop(k, ()):
+    state = ClusterState()
+    ledger = _Ledger()
+    decisions = _Decisions(store, from_seq, end)
+
+    async def check_at(k: int) -> None:
+        for seq, recorded in await decisions.take(due.pop(k, [])):
             key, at = f"{recorded.namespace}/{recorded.name}", recorded.now.timestamp()
             if recorded.scope:
                 scoped = reconcile_nodes(state, key, list(recorded.scope), at)
@@ -105,47 +373,262 @@ async def verify(store: EventStore, from_seq: int = 1) -> VerifyReport:
             mismatch = compare(seq, recorded, recomputed)
             report.checked += 1
             report.first_seq = report.first_seq or seq
-            report.last_seq = seq
+            report.last_seq = max(report.last_seq, seq)
             if mismatch is not None:
                 report.mismatches.append(mismatch)
 
-    check_at(0)
-    skipped = report.skipped_malformed
-    async for stored in readable(store, None, skipped):
-        for k in [k for k in skipped if k > state.seq]:  # the engine's state also moved past them
-            state.seq = k
-            check_at(k)
-        apply(state, stored.envelope, stored.seq)
-        check_at(stored.seq)
-    for k in sorted(decisions):  # a state_seq that names no stored event: unverifiable, so a mismatch
-        for seq, recorded in decisions[k]:
-            report.checked += 1
-            report.mismatches.append(
-                Mismatch(
-                    seq, f"{recorded.namespace}/{recorded.name}", "state_seq", k, "no such event in the log"
+    try:
+        if 0 in due:
+            await check_at(0)
+        skipped = report.skipped_malformed
+        passed = 0  # skipped events already accounted for
+        async for stored in readable(store, None, skipped, end_seq=end):
+            while passed < len(skipped):  # the engine's state also moved past them
+                state.seq = skipped[passed]
+                passed += 1
+                if state.seq in due:
+                    await check_at(state.seq)
+            data = stored.envelope.data
+            # which open commands this event may answer (the fold decides whether it does)
+            candidates: list[str] = []
+            if ledger.open:
+                if isinstance(data, PodEvent):
+                    candidates = [data.command_id] if data.command_id else []
+                    for_pod = state.in_flight_by_pod.get(object_key(data.namespace, data.name))
+                    if for_pod:
+                        candidates.extend(for_pod)
+                elif isinstance(data, NodeRemoved):
+                    candidates = [cid for cid, c in ledger.open.items() if c.node == data.name]
+            apply(state, stored.envelope, stored.seq)
+            for cid in candidates:
+                if cid in ledger.open and cid not in state.in_flight:
+                    ledger.resolve(
+                        cid, state.last_time, isinstance(data, PodEvent) and cid == data.command_id
+                    )
+            if isinstance(data, DecisionRecorded) and stored.seq >= from_seq:
+                ledger.record(stored.seq, stored.time, state.last_time, data)
+            if stored.seq in due:
+                await check_at(stored.seq)
+        while passed < len(skipped):  # malformed events at the very end
+            state.seq = skipped[passed]
+            passed += 1
+            if state.seq in due:
+                await check_at(state.seq)
+        # a state_seq that names no stored event: unverifiable, so a mismatch
+        for k in sorted(due):
+            for seq, recorded in await decisions.take(due[k]):
+                report.checked += 1
+                report.mismatches.append(
+                    Mismatch(
+                        seq,
+                        f"{recorded.namespace}/{recorded.name}",
+                        "state_seq",
+                        k,
+                        "no such event in the log",
+                    )
                 )
-            )
+    finally:
+        await decisions.close()
+
+    report.commands = ledger.commands
+    report.answered = ledger.answered
+    report.answered_late = ledger.answered_late
+    report.resolved_otherwise = ledger.resolved_otherwise
+    if now is not None:
+        report.judged_at, report.judged_by = now, "--now"
+    else:
+        report.judged_at = datetime.fromtimestamp(state.last_time, UTC)
+    judged = report.judged_at.timestamp()
+    effects = []
+    for c in ledger.open.values():
+        age = judged - c.issued
+        e = Effect(
+            decision_seq=c.decision_seq,
+            ds=c.ds,
+            kind=c.kind,
+            command_id=c.command_id,
+            node=c.node,
+            pod=c.pod,
+            issued_at=datetime.fromtimestamp(c.issued, UTC),
+            recorded_at=c.recorded,
+            age_seconds=round(age, 3),
+            superseded_by=c.superseded_by,
+            state="superseded"
+            if c.superseded_by
+            else "overdue"
+            if age >= EXPECTATIONS_TIMEOUT
+            else "in_flight",
+        )
+        effects.append(e)
+    if nc is not None and effects:
+        report.sent_evidence = await _look_for_sends(nc, effects)
+    elif effects:
+        report.sent_evidence = "not checked (no connection to DSE_COMMANDS)"
+    for e in sorted(effects, key=lambda e: (e.decision_seq, e.command_id)):
+        e.reason = _reason(e)
+        {"in_flight": report.in_flight, "superseded": report.superseded, "overdue": report.orphans}[
+            e.state
+        ].append(e)
     report.seconds = time.perf_counter() - started
     return report
 
 
-def print_verify(report: VerifyReport, out: TextIO) -> int:
+_SENT_TEXT: dict[str, str] = {
+    "yes": "sent",
+    "no": "never sent",
+    "unknown": "sending unknown (older than DSE_COMMANDS keeps)",
+    "not checked": "sending not checked",
+}
+
+
+def _reason(e: Effect) -> str:
+    sent = _SENT_TEXT[e.sent]
+    if e.state == "overdue":
+        return (
+            "never sent"
+            if e.sent == "no"
+            else "sent, never answered"
+            if e.sent == "yes"
+            else f"never answered, {sent}"
+        )
+    if e.state == "superseded":
+        return f"expired unanswered, superseded by decision seq {e.superseded_by} ({sent})"
+    return f"in flight, {'not sent yet' if e.sent == 'no' else sent}"
+
+
+class _CommandId(msgspec.Struct):
+    id: str = ""
+
+
+_command_id_decoder = msgspec.json.Decoder(_CommandId)
+#: above this many distinct nodes the ``DSE_COMMANDS`` read is not filtered by node subject
+_MAX_NODE_FILTERS = 32
+
+
+def _command_id(seq: int, subject: str, time_ns: int, data: bytes) -> str:
+    # only the id is needed: a create carries its whole pod template, not worth decoding here
+    try:
+        return _command_id_decoder.decode(data).id
+    except msgspec.DecodeError:
+        return ""
+
+
+async def _look_for_sends(nc: Any, effects: list[Effect]) -> str:
+    """Mark each effect sent (found in ``DSE_COMMANDS``), never sent (absent, though the stream still
+    holds what was sent at its time) or unknown; return what the evidence covers, for the report."""
+    try:
+        info = await api_request(nc, f"STREAM.INFO.{COMMANDS_STREAM}")
+    except NotFound:
+        for e in effects:
+            e.sent = "unknown"
+        return f"no {COMMANDS_STREAM} stream: sending unknown"
+    st = info["state"]
+    last, messages = int(st.get("last_seq", 0)), int(st.get("messages", 0))
+    if last == 0:
+        for e in effects:
+            e.sent = "no"
+        return f"{COMMANDS_STREAM} has never held a message"
+    if messages == 0:
+        for e in effects:
+            e.sent = "unknown"
+        return f"{COMMANDS_STREAM} is empty (everything aged out): sending unknown"
+    kept_since = datetime.fromisoformat(st["first_ts"])  # 3.11 reads "Z" and nanoseconds
+    wanted = {e.command_id for e in effects}
+    nodes = sorted({e.node for e in effects})
+    filters = [command_subject(n) for n in nodes] if len(nodes) <= _MAX_NODE_FILTERS else []
+    # a command is published after its decision is stored: start a second early for clock jitter
+    # between the servers of a cluster
+    since = min(e.recorded_at for e in effects) - timedelta(seconds=1)
+    found: set[str] = set()
+    ids = ordered_messages(
+        nc,
+        COMMANDS_STREAM,
+        start_time=max(since, kept_since),
+        filters=filters,
+        stop_at=last,
+        convert=_command_id,
+    )
+    async with contextlib.aclosing(ids):
+        async for cid in ids:
+            if cid in wanted:
+                found.add(cid)
+    for e in effects:
+        e.sent = "yes" if e.command_id in found else "no" if e.recorded_at >= kept_since else "unknown"
+    return f"{COMMANDS_STREAM} holds commands sent since {kept_since.isoformat()}"
+
+
+def _age(seconds: float) -> str:
+    s = max(int(seconds), 0)
+    if s < 120:
+        return f"{s}s"
+    if s < 7200:
+        return f"{s // 60}m{s % 60:02d}s"
+    if s < 172800:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 86400}d{s % 86400 // 3600:02d}h"
+
+
+def _effect_line(label: str, e: Effect) -> str:
+    return (
+        f"{label} decision seq {e.decision_seq} ds {e.ds}: {e.kind} {e.command_id} node {e.node} "
+        f"pod {e.pod} age {_age(e.age_seconds)}: {e.reason}\n"
+    )
+
+
+#: most in-flight and superseded commands listed one by one (orphans are always all listed)
+_LISTED = 20
+
+
+def print_verify(report: VerifyReport, out: TextIO, fmt: Literal["text", "json"] = "text") -> int:
+    """Exit 1 on any mismatch, any overdue command, any malformed decision record; else 0."""
+    code = 1 if report.failed else 0
+    if fmt == "json":
+        body = msgspec.to_builtins(report)
+        body["ok"] = code == 0
+        out.write(json.dumps(body, indent=2, default=str) + "\n")
+        return code
     for m in report.mismatches:
         out.write(
             f"MISMATCH decision at seq {m.seq} ({m.key}): {m.field} differs\n"
             f"  recorded:   {json.dumps(m.recorded, default=str)[:400]}\n"
             f"  recomputed: {json.dumps(m.recomputed, default=str)[:400]}\n"
         )
-    if report.skipped_malformed:
+    for f in report.malformed_decisions:
+        out.write(f"MALFORMED decision record at seq {f.seq} ({f.subject}): {f.reason}\n")
+    for e in report.orphans:
+        out.write(_effect_line("ORPHAN", e))
+    for label, listed in (("SUPERSEDED", report.superseded), ("IN FLIGHT", report.in_flight)):
+        for e in listed[:_LISTED]:
+            out.write(_effect_line(label, e))
+        if len(listed) > _LISTED:
+            out.write(f"{label} ... and {len(listed) - _LISTED} more\n")
+    tree = {f.seq for f in report.malformed_decisions}
+    elsewhere = [s for s in report.skipped_malformed if s not in tree]
+    if elsewhere:
         out.write(
-            f"skipped {len(report.skipped_malformed)} malformed events: {report.skipped_malformed[:10]}\n"
+            f"skipped {len(elsewhere)} malformed events outside the decision tree, as the projector does: "
+            f"{elsewhere[:10]}\n"
         )
     verdict = "all match" if not report.mismatches else f"{len(report.mismatches)} differ"
     out.write(
         f"verified {report.checked} decisions (seq {report.first_seq}..{report.last_seq}) "
         f"in {report.seconds:.2f}s: {verdict}\n"
     )
-    return 0 if not report.mismatches else 1
+    judged = report.judged_at.isoformat() if report.judged_at is not None else "-"
+    out.write(
+        f"audited {report.commands} commands: {report.answered} answered by their report"
+        f" ({report.answered_late} after the {EXPECTATIONS_TIMEOUT:g}s window), {report.resolved_otherwise}"
+        f" answered by their pod or node going away, {len(report.in_flight)} in flight,"
+        f" {len(report.superseded)} expired and superseded, {len(report.orphans)} orphans"
+        f" (judged at {judged}, {report.judged_by})\n"
+    )
+    if report.sent_evidence:
+        out.write(f"sent: {report.sent_evidence}\n")
+    if report.malformed_decisions:
+        out.write(
+            f"{len(report.malformed_decisions)} malformed records on the decision tree: integrity failure\n"
+        )
+    return code
 
 
 # --- explain --------------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ events up to it. The log's clock is the time the store accepted each event.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from datetime import UTC, datetime
 
 from engine.shell.projector import ObjectSnapshots, Projector
@@ -84,15 +84,17 @@ async def readable(
     skipped: list[int],
     *,
     start_seq: int = 1,
+    end_seq: int | None = None,
     malformed: list[MalformedStoredEvent] | None = None,
-) -> AsyncIterator[StoredEvent]:
+) -> AsyncGenerator[StoredEvent, None]:
     """Every readable event, streamed (a long log is never held in memory); a malformed one is noted
     in ``skipped`` (and, for a caller that must say where and why, in ``malformed``) and passed over,
     as the projector does."""
     start = max(start_seq, 1)
     while True:
         try:
-            async with contextlib.aclosing(store.read(start_seq=start, subjects=subjects)) as events:
+            events = store.read(start_seq=start, end_seq=end_seq, subjects=subjects)
+            async with contextlib.aclosing(events):
                 async for stored in events:
                     yield stored
             return
