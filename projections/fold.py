@@ -138,6 +138,7 @@ def _apply_daemonset(state: ClusterState, event: DaemonSetApplied, seq: int, at:
             generation=event.generation,
             spec=event.spec,
             template_hash=event.template_hash,
+            template_generation=1,
             labels=dict(event.labels),
             annotations=dict(event.annotations),
             created_at=at,
@@ -147,6 +148,8 @@ def _apply_daemonset(state: ClusterState, event: DaemonSetApplied, seq: int, at:
         )
         state.daemonsets[key] = ds
     else:
+        if event.template_hash != ds.template_hash:
+            ds.template_generation += 1
         ds.generation = event.generation
         ds.spec = event.spec
         ds.template_hash = event.template_hash
@@ -164,10 +167,13 @@ def _apply_daemonset(state: ClusterState, event: DaemonSetApplied, seq: int, at:
             template=event.spec.template,
             change_cause=cause,
             created_at=at,
+            template_generation=ds.template_generation,
         )
-    elif rev.number < top:
-        rev.number = top + 1
-        rev.change_cause = cause or rev.change_cause
+    else:
+        if rev.number < top:
+            rev.number = top + 1
+            rev.change_cause = cause or rev.change_cause
+        rev.template_generation = ds.template_generation
 
 
 def _delete_daemonset(state: ClusterState, event: DaemonSetDeleted, at: Timestamp) -> None:

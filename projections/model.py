@@ -41,6 +41,8 @@ class Revision(msgspec.Struct, kw_only=True):
     template: PodTemplate
     change_cause: str = ""
     created_at: Timestamp = 0.0
+    #: the DaemonSet's template generation when this template last became current (0: unknown)
+    template_generation: int = 0
 
 
 class Backoff(msgspec.Struct, kw_only=True):
@@ -58,6 +60,11 @@ class DaemonSetState(msgspec.Struct, kw_only=True):
     generation: int
     spec: DaemonSetSpec
     template_hash: str
+    #: upstream's template generation (the ``deprecated.daemonset.template.generation`` annotation the
+    #: API server keeps): 1 on create, +1 only when the pod template changes (a spec change elsewhere
+    #: bumps ``generation`` alone). New pods carry it as their ``pod-template-generation`` label.
+    #: 0 in a snapshot written before it was kept: unknown until the next apply.
+    template_generation: int = 0
     labels: dict[str, str] = {}
     annotations: dict[str, str] = {}
     created_at: Timestamp = 0.0

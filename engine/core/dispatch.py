@@ -26,7 +26,9 @@ def command_with_template(state: ClusterState, command: AnyCommand) -> AnyComman
     if found is None:
         return command
     ds, revision = found
-    template = daemon_pod_template(ds, command.node, revision.template, revision.hash)
+    template = daemon_pod_template(
+        ds, command.node, revision.template, revision.hash, revision.template_generation
+    )
     return msgspec.structs.replace(command, template=template)
 
 

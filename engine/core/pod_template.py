@@ -2,8 +2,9 @@
 
 From the DaemonSet's template: the automatic tolerations added (add-or-update), the required node
 affinity replaced by one term ``matchFields metadata.name In [<node>]`` (preferred node affinity and pod
-affinity kept), and the ``controller-revision-hash`` label (plus ``pod-template-generation`` when the
-deprecated annotation is present). ``nodeName`` is left as the template has it: placement is by affinity.
+affinity kept), and the ``controller-revision-hash`` and ``pod-template-generation`` labels (upstream
+adds the second only when the DaemonSet has the deprecated annotation, which the API server always sets
+on apps/v1 objects). ``nodeName`` is left as the template has it: placement is by affinity.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 import msgspec
 
 from engine.core.affinity import NODE_NAME_FIELD
-from engine.core.pods import TEMPLATE_GENERATION_ANNOTATION, TEMPLATE_GENERATION_LABEL
+from engine.core.pods import TEMPLATE_GENERATION_LABEL
 from engine.core.tolerations import with_daemon_tolerations
 from events.ids import pod_suffix
 from events.k8s import REVISION_HASH_LABEL, PodTemplate, TemplateMetadata, Toleration
@@ -35,10 +36,16 @@ def node_affinity_term(node: str) -> dict[str, Any]:
 
 
 def daemon_pod_template(
-    ds: DaemonSetState, node: str, template: PodTemplate | None = None, revision_hash: str | None = None
+    ds: DaemonSetState,
+    node: str,
+    template: PodTemplate | None = None,
+    revision_hash: str | None = None,
+    generation: int | None = None,
 ) -> PodTemplate:
     """The pod to create on ``node``: the DaemonSet's template (or one of its revisions') with the
-    automatic tolerations, the node pinned by affinity, and the revision hash label (A.6)."""
+    automatic tolerations, the node pinned by affinity, and the revision hash label (A.6).
+    ``generation``: the template generation the decision was made at (the DaemonSet's current one if
+    None), so a create sent after a later apply still says which template it carries."""
     template = template if template is not None else ds.spec.template
     spec: dict[str, Any] = copy.deepcopy(template.spec)
 
@@ -56,9 +63,9 @@ def daemon_pod_template(
     spec["affinity"] = affinity
 
     labels = {**template.metadata.labels, REVISION_HASH_LABEL: revision_hash or ds.template_hash}
-    generation = ds.annotations.get(TEMPLATE_GENERATION_ANNOTATION)
-    if generation is not None:
-        labels[TEMPLATE_GENERATION_LABEL] = generation
+    at = generation if generation is not None else ds.template_generation
+    if at > 0:
+        labels[TEMPLATE_GENERATION_LABEL] = str(at)
     metadata = TemplateMetadata(
         labels=labels, annotations=dict(template.metadata.annotations), name=template.metadata.name
     )

@@ -11,8 +11,14 @@ from events.k8s import REVISION_HASH_LABEL
 from projections.model import DaemonSetState, PodState
 
 #: the deprecated DaemonSet annotation and pod label upstream still honours when deciding "updated"
+#: (the annotation's value is the read model's ``template_generation``, as the API server keeps it)
 TEMPLATE_GENERATION_ANNOTATION = "deprecated.daemonset.template.generation"
 TEMPLATE_GENERATION_LABEL = "pod-template-generation"
+
+
+def template_generation(ds: DaemonSetState) -> str | None:
+    """The value new pods carry as ``pod-template-generation`` (None while unknown: an old snapshot)."""
+    return str(ds.template_generation) if ds.template_generation > 0 else None
 
 
 def sort_key(pod: PodState) -> tuple[bool, float, str]:
@@ -24,11 +30,18 @@ def revision_of(pod: PodState) -> str:
 
 
 def is_updated(pod: PodState, ds: DaemonSetState) -> bool:
-    """``IsPodUpdated``: the pod carries the current hash, or the legacy template generation."""
-    if revision_of(pod) == ds.template_hash:
+    """``IsPodUpdated``: the pod carries the current hash, or the legacy template generation.
+
+    Departure: the legacy generation match counts only for a pod with no revision hash at all (the
+    pre-hash pods it exists for). Upstream ORs the two, so a DaemonSet deleted with ``orphan`` and
+    re-created with another template (template generation 1 again) would take the orphans' label
+    ``pod-template-generation=1`` for "updated" and never roll them, although their hash says otherwise.
+    """
+    revision = revision_of(pod)
+    if revision == ds.template_hash:
         return True
-    generation = ds.annotations.get(TEMPLATE_GENERATION_ANNOTATION)
-    return generation is not None and pod.labels.get(TEMPLATE_GENERATION_LABEL) == generation
+    generation = template_generation(ds)
+    return not revision and generation is not None and pod.labels.get(TEMPLATE_GENERATION_LABEL) == generation
 
 
 def is_available(pod: PodState, min_ready_seconds: int, now: float) -> bool:

@@ -77,7 +77,10 @@ def daemonset_object(ds: DaemonSetState) -> dict[str, Any]:
         "generation": ds.generation,
         "creationTimestamp": rfc3339(ds.created_at),
         "labels": dict(ds.labels),
-        "annotations": {**ds.annotations, "deprecated.daemonset.template.generation": str(ds.generation)},
+        "annotations": {
+            **ds.annotations,
+            "deprecated.daemonset.template.generation": str(ds.template_generation or ds.generation),
+        },
     }
     if ds.deleted_at is not None:
         metadata["deletionTimestamp"] = rfc3339(ds.deleted_at)

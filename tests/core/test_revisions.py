@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import pytest
 
+from engine.core.pods import is_updated
 from engine.core.revisions import retained_revisions, rollback_template
 from events.errors import NotFound
+from events.types import PodDeleted
 from tests.core.world import World, ds_doc, on_delete
 
 
@@ -67,3 +69,35 @@ def test_rollback_to_missing_revision_is_not_found() -> None:
         rollback_template(w.ds(), 7)
     with pytest.raises(NotFound):
         rollback_template(w.ds())
+
+
+def test_template_generation_starts_at_one_and_moves_only_with_the_template() -> None:
+    w = World()
+    w.node("node-0")
+    w.apply(ds_doc(image="v1"))
+    assert (w.ds().generation, w.ds().template_generation) == (1, 1)
+    w.apply(ds_doc(image="v1", min_ready=5))  # a spec change outside the template
+    assert (w.ds().generation, w.ds().template_generation) == (2, 1)
+    w.apply(ds_doc(image="v2", min_ready=5))
+    assert (w.ds().generation, w.ds().template_generation) == (3, 2)
+    w.apply(ds_doc(image="v1", min_ready=5))  # back to an old template: still a template change
+    assert (w.ds().generation, w.ds().template_generation) == (4, 3)
+
+
+def test_created_pods_carry_the_template_generation_they_were_made_from() -> None:
+    w = World()
+    w.nodes(2)
+    w.apply(ds_doc(image="v1", strategy=on_delete()))
+    w.settle()
+    assert _generation_labels(w) == {"node-0": "1", "node-1": "1"}
+    w.apply(ds_doc(image="v2", strategy=on_delete()))
+    assert not any(is_updated(p, w.ds()) for p in w.state.pods.values())  # OnDelete: old pods stay old
+    old = w.pods_on("node-0")[0]
+    w.emit(PodDeleted(namespace=old.namespace, name=old.name, node=old.node))  # the user deletes one
+    w.settle()
+    assert _generation_labels(w) == {"node-0": "2", "node-1": "1"}
+    assert [p.node for p in w.state.pods.values() if is_updated(p, w.ds())] == ["node-0"]
+
+
+def _generation_labels(w: World) -> dict[str, str | None]:
+    return {p.node: p.labels.get("pod-template-generation") for p in w.state.pods.values()}

@@ -115,3 +115,23 @@ async def test_max_surge_creates_the_new_pod_before_deleting_the_old(cluster: Cl
     await cluster.wait("v4 everywhere", lambda s: all_on(s, new_hash))
     assert max(seen_unavailable) == 0, "a surge rollout must keep every node available"
     assert max(seen_per_node) == 2, "a surge rollout runs old and new side by side"
+
+
+async def test_pods_carry_the_template_generation_they_run_and_a_spec_only_change_keeps_it(
+    cluster: Cluster,
+) -> None:
+    def labels(state: ClusterState) -> set[str | None]:
+        return {p.labels.get("pod-template-generation") for p in pods_of(state, "agent")}
+
+    assert labels(cluster.state) == {"1"}
+    await cluster.apply(ds("1").replace("spec:\n  selector", "spec:\n  minReadySeconds: 0\n  selector", 1))
+    ds_state = cluster.state.daemonsets["default/agent"]
+    assert (ds_state.generation, ds_state.template_generation) == (1, 1)  # same spec: unchanged
+    await cluster.apply(ds("1").replace("spec:\n  selector", "spec:\n  minReadySeconds: 1\n  selector", 1))
+    assert cluster.state.daemonsets["default/agent"].template_generation == 1  # not a template change
+    revision = cluster.state.daemonsets["default/agent"].template_hash
+    await cluster.apply(ds("2"))
+    new = cluster.state.daemonsets["default/agent"]
+    assert new.template_generation == 2 and new.template_hash != revision
+    await cluster.wait("v2 everywhere", lambda s: all_on(s, new.template_hash), timeout=30)
+    assert labels(cluster.state) == {"2"}
