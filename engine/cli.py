@@ -129,6 +129,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="sim driver: pods become Ready after this long [0.5]",
     )
     exe.add_argument("--pod-logs", metavar="DIR", help="process driver: where pod output goes [.dsctl/pods]")
+    exe.add_argument(
+        "--state-dir",
+        metavar="DIR",
+        help="process driver: where the pods' pid records are kept, so a restarted executor re-attaches "
+        "to them (keep it across restarts) [.dsctl/executor]",
+    )
+    exe.add_argument(
+        "--stop-pods-on-exit",
+        action="store_true",
+        help="stop the pods at exit and report them failed (default: they keep running, like containers "
+        "across a kubelet restart)",
+    )
+    exe.add_argument(
+        "--lease-wait",
+        type=_non_negative,
+        metavar="SECONDS",
+        help="if another executor serves the node, wait this long for it to go, then exit with an error "
+        "[the lease TTL + 1]",
+    )
     _client_commands(sub, common)
     return parser
 
@@ -283,6 +302,9 @@ def _run(args: argparse.Namespace) -> int:
                     driver=args.driver,
                     ready_after=args.ready_after,
                     pod_logs=args.pod_logs,
+                    state=args.state_dir,
+                    stop_pods_on_exit=args.stop_pods_on_exit,
+                    lease_wait=args.lease_wait,
                 )
             )
         case "bench":

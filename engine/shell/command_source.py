@@ -6,11 +6,16 @@ One durable per served scope: ``exec-<node>`` filtering ``dse.cmd.<node>`` for a
 notes). The consumer is created or updated explicitly (nats-py's ``pull_subscribe`` ignores a changed
 config), then bound. A fetch that times out means "nothing yet", not an error; a fetch that fails
 because the server went away is retried with a short backoff, re-creating the consumer if it is gone.
+
+An optional ``gate`` (the executor's node lease) pauses fetching while it is clear: an executor that
+cannot confirm it still holds its node must not take that node's commands, which another executor may
+be serving by then. Messages already fetched are still settled.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 
 import structlog
@@ -43,6 +48,7 @@ class JetStreamCommandSource:
         ack_wait: float = 30.0,
         max_deliver: int = 20,
         fetch_timeout: float = 1.0,
+        gate: asyncio.Event | None = None,
     ) -> None:
         self._nc = nc
         self._js = nc.jetstream()
@@ -61,6 +67,7 @@ class JetStreamCommandSource:
             max_ack_pending=batch * 16,
         )
         self._fetch_timeout = fetch_timeout
+        self._gate = gate
         self._closed = False
 
     async def ensure_consumer(self) -> None:
@@ -84,6 +91,10 @@ class JetStreamCommandSource:
         backoff = 0.2
         try:
             while not self._closed:
+                if self._gate is not None and not self._gate.is_set():
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._gate.wait(), timeout=self._fetch_timeout)
+                    continue
                 try:
                     msgs = await sub.fetch(self.batch, timeout=self._fetch_timeout)
                 except TimeoutError:

@@ -10,7 +10,19 @@ appended with a ``Nats-Msg-Id`` derived from the command id, the report type and
 repeated after a crash is stored once.
 
 On start an executor rebuilds what it knows (its pods and the commands already applied) from the event
-log, then resumes the life of pods that were mid-way (a simulated pod still Pending goes on to Ready).
+log, then restores them (``restore``): a simulated pod still Pending goes on to Ready; a ``Lasting``
+driver (real processes) re-attaches to the pods still running and reports those that died meanwhile;
+and a pod the log shows Terminating is stopped now, because the delete that started it is already
+counted as applied (its ``pod.terminating`` carries the command id) and would otherwise never finish.
+
+After a NATS outage the executor reports again the current state of every pod it knows
+(``reassert``), with the same ids as the first reports (tag, pod and the pod's create command id), so a
+report already stored is dropped as a duplicate and one lost on the way is stored now.
+
+At a stop the executor leaves the pods of a lasting driver running unless ``close(stop_pods=True)``.
+
+A fleet executor (every node) skips the nodes in ``excluded``: those with an executor of their own,
+which holds their node lease (see ``executor_run``).
 """
 
 from __future__ import annotations
@@ -18,13 +30,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Protocol
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from typing import Any, Protocol
 
 import msgspec
 import structlog
 
-from engine.shell.drivers.base import Driver, LocalPod, PodReporter
+from engine.shell.drivers.base import Driver, Lasting, LocalPod, PodReporter, state_reports
 from events.errors import DsctlError, PermanentError
 from events.ids import stable_id
 from events.k8s import PodTemplate
@@ -89,10 +101,17 @@ class Executor:
         self._locks: dict[str, asyncio.Lock] = {}
         self._slots = asyncio.Semaphore(concurrency)
         self._tasks: set[asyncio.Task[None]] = set()
+        self._background: set[asyncio.Task[None]] = set()
         self.handled = 0
+        #: nodes a fleet leaves alone because they have an executor of their own
+        self.excluded: frozenset[str] = frozenset()
+        #: times the pods' state was reported again after a reconnect
+        self.reasserted = 0
 
     def serves(self, node: str) -> bool:
-        return self.nodes is None or node in self.nodes
+        if self.nodes is None:
+            return node not in self.excluded
+        return node in self.nodes
 
     # --- recovery -------------------------------------------------------------------------------------
 
@@ -118,6 +137,7 @@ class Executor:
                 phase=pod.phase,
                 ready=pod.ready,
                 terminating=pod.deletion_timestamp is not None,
+                command_id=pod.command_id,
             )
             self.pods[local.key] = local
             if not pod.terminal and not local.terminating and not pod.ready:
@@ -129,7 +149,67 @@ class Executor:
         if resume is None:
             return
         for pod in pods:
-            await resume(pod, pod.key, self.reporter)
+            await resume(pod, pod.command_id or pod.key, self.reporter)
+
+    async def restore(self, resume: list[LocalPod]) -> None:
+        """Make the node match what ``recover`` read from the log (see the module notes)."""
+        if isinstance(self.driver, Lasting):
+            await self.driver.reattach(list(self.pods.values()), self.reporter, nodes=self.nodes)
+        else:
+            await self.resume(resume)
+        for pod in list(self.pods.values()):
+            if pod.terminating and pod.phase != "Deleted":
+                self._in_background(self._finish_stop(pod))
+
+    def _in_background(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background_done)
+
+    def _background_done(self, task: asyncio.Task[None]) -> None:
+        self._background.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("executor.background_failed", error=repr(task.exception()))
+
+    async def _finish_stop(self, pod: LocalPod) -> None:
+        """Finish a delete an earlier executor started (reported as a delete: the eviction reason, if
+        it was one, is not in the log)."""
+        lock = self._locks.setdefault(pod.key, asyncio.Lock())
+        async with lock:
+            if self.pods.get(pod.key) is not pod or pod.phase == "Deleted":
+                return
+            grace = float(pod.template.spec.get("terminationGracePeriodSeconds", 30))
+            log.info("executor.finishing_delete", pod=pod.key)
+            await self.driver.stop(
+                pod, pod.command_id or pod.key, self.reporter, grace_seconds=grace, evict=False
+            )
+            if pod.phase == "Deleted":
+                self.pods.pop(pod.key, None)
+        if pod.key not in self.pods and not lock.locked():
+            self._locks.pop(pod.key, None)
+
+    async def reassert(self, *, concurrency: int = 64) -> int:
+        """Report again the current state of every pod (after a reconnect); returns how many pods.
+
+        Each pod is reported under its lock, so a command for it never interleaves (a ``pod.created``
+        repeated after that pod's ``pod.deleted`` would bring it back). Several pods at a time, because
+        each report waits for its own append.
+        """
+        slots = asyncio.Semaphore(concurrency)
+
+        async def one(pod: LocalPod) -> None:
+            async with slots:
+                lock = self._locks.setdefault(pod.key, asyncio.Lock())
+                async with lock:
+                    if self.pods.get(pod.key) is not pod:
+                        return
+                    for event in state_reports(pod):
+                        await self.reporter.report(event, causation_id=pod.command_id)
+
+        pods = [p for p in self.pods.values() if self.serves(p.node)]
+        await asyncio.gather(*(one(p) for p in pods))
+        self.reasserted += 1
+        return len(pods)
 
     # --- commands -------------------------------------------------------------------------------------
 
@@ -215,6 +295,7 @@ class Executor:
             owner_uid=cmd.owner_uid,
             owner_name=cmd.owner_name,
             revision_hash=cmd.revision_hash,
+            command_id=cmd.id,
         )
         self.pods[key] = pod
         await self.driver.start(pod, cmd.id, self.reporter)
@@ -236,5 +317,15 @@ class Executor:
         if pod.phase == "Deleted":
             self.pods.pop(key, None)
 
-    async def close(self) -> None:
-        await self.driver.close()
+    async def close(self, *, stop_pods: bool = False) -> None:
+        """Stop background work and the driver; a lasting driver's pods keep running unless
+        ``stop_pods`` (then they are stopped and reported failed)."""
+        for task in list(self._background):
+            task.cancel()
+        for task in list(self._background):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if isinstance(self.driver, Lasting):
+            await self.driver.shutdown(self.reporter, stop_pods=stop_pods)
+        else:
+            await self.driver.close()

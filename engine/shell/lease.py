@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import nats.errors
 import structlog
-from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NoKeysError
 from nats.js.kv import KeyValue
 
 from events.errors import ConflictError, TransientError
@@ -262,6 +262,13 @@ class ExecutorLease:
                 if self.held.is_set() and loop.time() - last_ok > self.ttl * 0.8:
                     log.warning("lease.unconfirmed", key=self.key, error=str(err))
                     self.held.clear()
+
+    async def keys(self) -> list[str]:
+        """Every key held in the bucket now (a fleet leaves those nodes to their own executors)."""
+        try:
+            return list(await self._lease._kv.keys())
+        except NoKeysError:
+            return []
 
     async def release(self) -> None:
         """Give the node up at a clean stop, so a successor starts at once rather than after the TTL."""

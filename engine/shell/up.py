@@ -23,7 +23,7 @@ from engine.shell.drivers.base import Driver
 from engine.shell.drivers.process import ProcessDriver
 from engine.shell.drivers.sim import SimDriver
 from engine.shell.embedded import EmbeddedNats
-from engine.shell.executor_run import log_dir, run_executor
+from engine.shell.executor_run import log_dir, run_executor, state_dir
 from engine.shell.metrics import Metrics, serve
 from engine.shell.runtime import Engine, prepare
 from engine.shell.settings import NatsSettings
@@ -50,11 +50,13 @@ async def _cancel(*tasks: asyncio.Future[Any] | None) -> None:
             await t
 
 
-def make_driver(name: str, *, ready_after: float = 0.0, pod_logs: str | None = None) -> Driver:
+def make_driver(
+    name: str, *, ready_after: float = 0.0, pod_logs: str | None = None, state: str | None = None
+) -> Driver:
     if name == "sim":
         return SimDriver(ready_after=ready_after)
     if name == "process":
-        return ProcessDriver(log_dir(pod_logs))
+        return ProcessDriver(log_dir(pod_logs), state_dir(state))
     raise ValueError(f"unknown driver {name!r} (choose sim or process)")
 
 
@@ -115,7 +117,17 @@ async def up(
                 view_task = None
                 try:
                     await asyncio.wait_for(engine.leading.wait(), timeout=lease_ttl * 3)
-                    await asyncio.wait_for(executor_ready.wait(), timeout=30)
+                    # the fleet may wait for its lease (another fleet on this NATS) and then fail:
+                    # its error, not a timeout, is what the user must see
+                    ready_wait = asyncio.ensure_future(executor_ready.wait())
+                    await asyncio.wait(
+                        {ready_wait, executor_task}, timeout=30, return_when=asyncio.FIRST_COMPLETED
+                    )
+                    await _cancel(ready_wait)
+                    if executor_task.done():
+                        executor_task.result()
+                    if not executor_ready.is_set():
+                        raise TimeoutError("the simulated fleet executor did not start within 30 s")
                     if demo and demo_setup is not None:
                         await demo_setup(engine)
                     view_task = asyncio.ensure_future(
@@ -170,15 +182,27 @@ async def engine_run(
 
 
 async def executor_run(
-    settings: NatsSettings, *, node: str | None, driver: str, ready_after: float, pod_logs: str | None
+    settings: NatsSettings,
+    *,
+    node: str | None,
+    driver: str,
+    ready_after: float,
+    pod_logs: str | None,
+    state: str | None = None,
+    stop_pods_on_exit: bool = False,
+    lease_wait: float | None = None,
 ) -> int:
+    """``dsctl executor run``: SIGINT/SIGTERM stop it; the pods of a process executor keep running
+    (``stop_pods_on_exit`` stops them) and the next executor for the node re-attaches to them."""
     nc = await connect(settings)
     try:
         await prepare(nc)
-        drv = make_driver(driver, ready_after=ready_after, pod_logs=pod_logs)
+        drv = make_driver(driver, ready_after=ready_after, pod_logs=pod_logs, state=state)
 
         async def main(stop: asyncio.Event) -> None:
-            task = asyncio.ensure_future(run_executor(nc, drv, node=node))
+            task = asyncio.ensure_future(
+                run_executor(nc, drv, node=node, stop_pods_on_exit=stop_pods_on_exit, lease_wait=lease_wait)
+            )
             stopper = asyncio.ensure_future(stop.wait())
             await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
             if task.done() and task.exception() is not None:

@@ -1,5 +1,6 @@
 """A real node: ``dsctl executor run --node NAME --driver process`` as its own process, running the
-DaemonSet's container command as a local process."""
+DaemonSet's container command as a local process. (Restarts, re-attachment and the node lease:
+``test_executor_restart.py``.)"""
 
 from __future__ import annotations
 
@@ -48,10 +49,12 @@ async def cluster(nc: Any, streams: Any) -> AsyncIterator[Cluster]:
 async def test_a_process_executor_runs_and_stops_the_pod(
     cluster: Cluster, nats_server: Any, tmp_path: Path
 ) -> None:
+    """With ``--stop-pods-on-exit`` nothing is left running after the executor stops."""
     logs = tmp_path / "pods"
     proc = subprocess.Popen(
         [sys.executable, "-m", "engine.cli", "executor", "run", "--node", "node1", "--driver", "process",
-         "--pod-logs", str(logs), "--nats", nats_server.url],
+         "--pod-logs", str(logs), "--state-dir", str(tmp_path / "state"), "--stop-pods-on-exit",
+         "--nats", nats_server.url],
         cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=dict(os.environ),
     )  # fmt: skip
     try:
