@@ -552,8 +552,14 @@ async def _look_for_sends(nc: Any, effects: list[Effect]) -> str:
         async for cid in ids:
             if cid in wanted:
                 found.add(cid)
+    # nothing ever removed (first_seq 1): the stream holds every command ever sent; else what went was
+    # older than its oldest message, so only a command recorded after that one would still be there
+    complete = int(st.get("first_seq", 0)) <= 1
     for e in effects:
-        e.sent = "yes" if e.command_id in found else "no" if e.recorded_at >= kept_since else "unknown"
+        kept = complete or e.recorded_at >= kept_since
+        e.sent = "yes" if e.command_id in found else "no" if kept else "unknown"
+    if complete:
+        return f"{COMMANDS_STREAM} holds every command ever sent"
     return f"{COMMANDS_STREAM} holds commands sent since {kept_since.isoformat()}"
 
 

@@ -6,6 +6,7 @@ exactly which commands were recorded, when, and what became of them."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 import msgspec
 
@@ -13,8 +14,10 @@ from engine.core.reconcile import reconcile
 from engine.shell.apply import Applier
 from engine.shell.queries import load_state
 from engine.shell.store import EventStore
+from events.codec import encode_command
 from events.envelope import wrap
-from events.types import DecisionRecorded, NodeLabelsChanged
+from events.subjects import command_subject
+from events.types import AnyCommand, CreatePod, DecisionRecorded, NodeLabelsChanged, PodCreated
 from tests.e2e.harness import nodes_yaml
 
 #: a fixed past instant, so the log's own clock is far from the wall clock
@@ -69,3 +72,28 @@ async def later_event(store: EventStore, t: float, node: str = "n1") -> int:
     event = NodeLabelsChanged(name=node, labels={"touched": str(int(t))})
     stored = await store.append(wrap(event, id=f"touch-{node}-{t}", occurred_at=at(t), source="test"))
     return stored.seq
+
+
+async def answer(store: EventStore, cmd: CreatePod, t: float) -> int:
+    """The report an executor sends when it created the pod of ``cmd`` (carrying its command id)."""
+    event = PodCreated(
+        namespace=cmd.namespace,
+        name=cmd.pod_name,
+        node=cmd.node,
+        uid=cmd.pod_uid,
+        owner_uid=cmd.owner_uid,
+        owner_name=cmd.owner_name,
+        revision_hash=cmd.revision_hash,
+        command_id=cmd.id,
+    )
+    stored = await store.append(wrap(event, id=f"created-{cmd.id}", occurred_at=at(t), source="executor"))
+    return stored.seq
+
+
+async def send(nc: Any, cmd: AnyCommand, decision_seq: int) -> None:
+    """Publish ``cmd`` to ``DSE_COMMANDS`` the way the command relay does."""
+    await nc.jetstream().publish(
+        command_subject(cmd.node),
+        encode_command(cmd),
+        headers={"Nats-Msg-Id": cmd.id, "Dsctl-Decision-Seq": str(decision_seq)},
+    )
