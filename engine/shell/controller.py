@@ -447,6 +447,12 @@ class Controller:
         )
         return decision
 
+    @property
+    def idle(self) -> bool:
+        """Nothing queued or running in either lane, and every recorded command sent."""
+        lanes = (self.queue, self.full_queue)
+        return all(len(q) == 0 and not q.active for q in lanes) and self.relay.pending == 0
+
     def close(self) -> None:
         self.queue.close()
         self.full_queue.close()

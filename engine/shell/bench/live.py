@@ -90,7 +90,7 @@ class LiveCluster:
 
     def idle(self) -> bool:
         controller = self.engine.controller
-        return controller is not None and len(controller.queue) == 0 and not controller.queue.active
+        return controller is not None and controller.idle
 
     async def settle(self, quiet: float = 0.3, timeout: float = 120.0) -> bool:
         """Wait until the controller's queue has stayed empty for ``quiet`` seconds."""
