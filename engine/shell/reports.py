@@ -105,6 +105,7 @@ class BatchingAppender:
         self._queue: asyncio.Queue[_Report] = asyncio.Queue(maxsize=max_pending)
         self._in_flight: list[_Report] = []
         self._task: asyncio.Task[None] | None = None
+        self._room = asyncio.Event()
         self._closed = False
         #: when (``clock``) the current run of failed attempts began; None while appends succeed
         self.failing_since: float | None = None
@@ -130,9 +131,18 @@ class BatchingAppender:
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         done.add_done_callback(_read_outcome)
         self._ensure_draining()
-        await self._queue.put(_Report(envelope, done))  # waits while the queue is full: back-pressure
-        if self._closed:  # closed while this caller waited for room: nothing will drain the queue now
-            raise TransientError(f"the report appender of {self.source} closed before the report was stored")
+        report = _Report(envelope, done)
+        # back-pressure: while the queue is full the caller waits for room (or for close(); a plain
+        # ``Queue.put`` would wait forever once nothing drains); waiters wake in the order they came
+        while True:
+            if self._closed:
+                raise TransientError(f"the report appender of {self.source} is closed")
+            try:
+                self._queue.put_nowait(report)
+                break
+            except asyncio.QueueFull:
+                self._room.clear()
+                await self._room.wait()
         await done
 
     def _ensure_draining(self) -> None:
@@ -152,6 +162,7 @@ class BatchingAppender:
             batch = [await self._queue.get()]
             while len(batch) < self.max_batch and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
+            self._room.set()
             self._in_flight = batch
             try:
                 await self._store(batch)
@@ -271,16 +282,18 @@ class BatchingAppender:
         """Stop draining. Callers still waiting get a ``TransientError`` (their report may or may not
         have been stored; a restarted executor re-reports what it knows)."""
         self._closed = True
+        # taken before cancelling: the drain forgets its batch as the cancellation unwinds it
+        waiting = list(self._in_flight)
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):  # an exception: logged already
                 await self._task
             self._task = None
         closed = TransientError(f"the report appender of {self.source} closed before the report was stored")
-        waiting = list(self._in_flight)
         while not self._queue.empty():
             waiting.append(self._queue.get_nowait())
         self._in_flight = []
+        self._room.set()  # callers waiting for room see the appender closed
         for report in waiting:
             if not report.done.done():
                 report.done.set_exception(closed)
