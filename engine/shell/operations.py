@@ -5,6 +5,11 @@ list) and appends it with an optimistic check on those subjects, so two concurre
 silently overwrite each other. Deleting a pod is not a fact but a request to its node, like
 ``kubectl delete pod``: a ``delete_pod`` command to the node's executor, whose reports then say what
 happened.
+
+Like ``apply``, each operation waits up to ``deadline`` (15 s) for a store that is briefly away, for its
+read and its append together (``store.append_within``); one event per operation, so an operation that
+gives up has appended nothing (or, if its last attempt's ack was lost, possibly its one event: a re-run
+then finds the change made and says so).
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from datetime import UTC, datetime
 from nats.aio.client import Client
 
 from engine.shell.apply import current, node_tree
-from engine.shell.store import EventStore
+from engine.shell.store import DEFAULT_DEADLINE, Deadline, EventStore, append_within
 from events import codec
 from events.envelope import wrap
 from events.errors import ConflictError, InvalidInput, NotFound
@@ -35,21 +40,30 @@ from projections.model import NodeState, PodState
 
 
 class NodeOps:
-    def __init__(self, store: EventStore, *, source: str = "dsctl") -> None:
+    def __init__(
+        self, store: EventStore, *, source: str = "dsctl", deadline: float = DEFAULT_DEADLINE
+    ) -> None:
         self.store = store
         self.source = source
+        #: how long one operation (its read and its append together) waits for a store that is away
+        self.deadline = deadline
 
-    async def get(self, name: str) -> tuple[NodeState, int]:
-        state, last = await current(self.store, [node_tree(name)])
+    async def get(self, name: str, deadline: Deadline | None = None) -> tuple[NodeState, int]:
+        state, last = await current(self.store, [node_tree(name)], deadline or Deadline(self.deadline))
         node = state.nodes.get(name)
         if node is None:
             raise NotFound(f'nodes "{name}" not found')
         return node, last
 
-    async def _append(self, event: Event, name: str, expected: int) -> int:
+    async def _append(self, event: Event, name: str, expected: int, deadline: Deadline) -> int:
+        # one id for every attempt: a retry after a lost ack is recognised (append_within)
         env = wrap(event, id=str(uuid.uuid4()), occurred_at=datetime.now(UTC), source=self.source)
-        result = await self.store.append(
-            env, expected_last_subject_seq=expected, expected_subject_filter=node_tree(name)
+        result = await append_within(
+            self.store,
+            env,
+            deadline,
+            expected_last_subject_seq=expected,
+            expected_subject_filter=node_tree(name),
         )
         return result.seq
 
@@ -57,7 +71,8 @@ class NodeOps:
         self, name: str, set_labels: Mapping[str, str], remove: Sequence[str] = (), *, overwrite: bool = False
     ) -> bool:
         """Returns False when nothing changed. Changing a key without ``overwrite`` is refused."""
-        node, last = await self.get(name)
+        deadline = Deadline(self.deadline)
+        node, last = await self.get(name, deadline)
         for key, value in set_labels.items():
             if key in node.labels and node.labels[key] != value and not overwrite:
                 raise InvalidInput(
@@ -69,12 +84,13 @@ class NodeOps:
             raise NotFound(f"label {missing[0]!r} not found on node {name}")
         if labels == node.labels:
             return False
-        await self._append(NodeLabelsChanged(name=name, labels=labels), name, last)
+        await self._append(NodeLabelsChanged(name=name, labels=labels), name, last, deadline)
         return True
 
     async def taint(self, name: str, add: Sequence[Taint], remove: Sequence[tuple[str, str]]) -> bool:
         """``remove`` holds (key, effect) pairs; an empty effect removes every effect of that key."""
-        node, last = await self.get(name)
+        deadline = Deadline(self.deadline)
+        node, last = await self.get(name, deadline)
         taints = list(node.taints)
         for key, effect in remove:
             kept = [t for t in taints if not (t.key == key and (not effect or t.effect == effect))]
@@ -89,19 +105,21 @@ class NodeOps:
                 taints.append(t)
         if taints == list(node.taints):
             return False
-        await self._append(NodeTaintsChanged(name=name, taints=tuple(taints)), name, last)
+        await self._append(NodeTaintsChanged(name=name, taints=tuple(taints)), name, last, deadline)
         return True
 
     async def cordon(self, name: str, on: bool = True) -> bool:
-        node, last = await self.get(name)
+        deadline = Deadline(self.deadline)
+        node, last = await self.get(name, deadline)
         if node.unschedulable == on:
             return False
-        await self._append(NodeCordoned(name=name) if on else NodeUncordoned(name=name), name, last)
+        await self._append(NodeCordoned(name=name) if on else NodeUncordoned(name=name), name, last, deadline)
         return True
 
     async def remove(self, name: str) -> None:
-        _, last = await self.get(name)
-        await self._append(NodeRemoved(name=name), name, last)
+        deadline = Deadline(self.deadline)
+        _, last = await self.get(name, deadline)
+        await self._append(NodeRemoved(name=name), name, last, deadline)
 
 
 async def find_pod(store: EventStore, name: str, namespace: str = "default") -> PodState:
