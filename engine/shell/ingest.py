@@ -20,6 +20,12 @@ Errors are micro errors (``Nats-Service-Error-Code`` / ``Nats-Service-Error`` he
 ``dse.rejected.<reason_code>``), 503 for a store that is unavailable right now (not recorded: the caller
 knows, and retries; with the same ``id`` the retry dedupes), 500 for a bug (logged).
 
+A store that is briefly away (a server restart, a stream leader election) is retried within the
+request's budget (``append_budget``, 4 s: under the 5 s a caller such as ``IngestClient`` waits for the
+answer, so the caller hears a 503 naming the cause rather than a timeout); only then is the answer 503.
+A batch retried after a partial failure re-sends only the events not yet stored, so each keeps the
+sequence and ``duplicate`` flag of its own first append.
+
 A caller's ``id`` becomes the ``Nats-Msg-Id``, so retries inside the stream's duplicate window are stored
 once and answered with the original sequence. Without an ``id`` every request is a new event.
 
@@ -58,11 +64,25 @@ from engine.core.validation import Checker, ManifestInvalid, join
 from engine.shell.connection import close, connect
 from engine.shell.jetstream_api import api_request, check_error, translate_errors
 from engine.shell.settings import NatsSettings
-from engine.shell.store import EventStore, JetStreamEventStore
+from engine.shell.store import (
+    AppendResult,
+    Deadline,
+    EventStore,
+    JetStreamEventStore,
+    SettlingStore,
+    append_within,
+    retry_transient,
+)
 from engine.shell.streams import EVENTS_STREAM, REJECTED_STREAM, apply_definitions, load_definitions
 from events.codec import decode_payload
 from events.envelope import Envelope
-from events.errors import DsctlError, InvalidInput, MalformedEvent, NotFound, TransientError
+from events.errors import (
+    DsctlError,
+    InvalidInput,
+    MalformedEvent,
+    NotFound,
+    TransientError,
+)
 from events.k8s import NodeCondition, Taint
 from events.subjects import PREFIX, rejected_subject
 from events.types import (
@@ -94,6 +114,8 @@ DEFAULT_SOURCE: Final = "ingest"
 #: engine had made it, and a forged election would fence the real leader out
 ENGINE_ONLY: Final = frozenset({DecisionRecorded.TAG, LeaderElected.TAG})
 MAX_BATCH: Final = 1000
+#: how long one request may wait for a store that is away before the answer is 503
+APPEND_BUDGET: Final = 4.0
 #: a refused input is kept up to this size (the record must fit the server's max payload, 1 MiB default)
 MAX_KEPT_INPUT: Final = 256 * 1024
 _MAX_DESCRIPTION = 1000
@@ -460,12 +482,14 @@ class IngestService:
         *,
         queue_group: str | None = None,
         rejected_timeout: float = 5.0,
+        append_budget: float = APPEND_BUDGET,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._nc = nc
         self._store = store
         self._queue_group = queue_group
         self._rejected_timeout = rejected_timeout
+        self._append_budget = append_budget
         self._clock = clock
         self._service: Service | None = None
         self._busy = 0
@@ -542,7 +566,7 @@ class IngestService:
 
     async def _append_one(self, data: bytes) -> bytes:
         envelope = envelope_from(data, now=self._clock())
-        result = await self._store.append(envelope)
+        result = await append_within(self._store, envelope, Deadline(self._append_budget))
         self._count(result.duplicate)
         log.info(
             "ingest.accepted", type=envelope.type, id=envelope.id, seq=result.seq, duplicate=result.duplicate
@@ -551,7 +575,7 @@ class IngestService:
 
     async def _append_batch(self, data: bytes) -> bytes:
         envelopes = envelopes_from_batch(data, now=self._clock())
-        results = await self._store.append_many(envelopes)
+        results = await self._append_all(envelopes)
         for r in results:
             self._count(r.duplicate)
         log.info(
@@ -565,6 +589,38 @@ class IngestService:
             BatchReply(
                 [IngestReply(r.seq, r.duplicate, e.id) for r, e in zip(results, envelopes, strict=True)]
             )
+        )
+
+    async def _append_all(self, envelopes: list[Envelope]) -> list[AppendResult]:
+        """Every envelope appended, retried within the budget; a retry re-sends only what is not stored
+        yet (when the store says which: ``append_many_settled``), else the rest as a whole."""
+        results: list[AppendResult | None] = [None] * len(envelopes)
+        store = self._store
+
+        async def attempt() -> list[AppendResult]:
+            todo = [i for i, r in enumerate(results) if r is None]
+            batch = [envelopes[i] for i in todo]
+            outcomes: list[AppendResult | DsctlError]
+            if isinstance(store, SettlingStore):
+                outcomes = await store.append_many_settled(batch)
+            else:
+                outcomes = list(await store.append_many(batch))
+            failures: list[DsctlError] = []
+            for index, outcome in zip(todo, outcomes, strict=True):
+                if isinstance(outcome, AppendResult):
+                    results[index] = outcome
+                else:
+                    failures.append(outcome)
+            # a refusal ends the request at once (500); only transient failures are worth the wait
+            refused = [f for f in failures if not isinstance(f, TransientError)]
+            if refused:
+                raise refused[0]
+            if failures:
+                raise failures[0]
+            return [r for r in results if r is not None]
+
+        return await retry_transient(
+            f"append a batch of {len(envelopes)}", attempt, Deadline(self._append_budget)
         )
 
     def _count(self, duplicate: bool) -> None:
@@ -675,10 +731,21 @@ class IngestService:
 
 
 async def serve_ingest(
-    nc: Client, store: EventStore, *, queue_group: str | None = None, rejected_timeout: float = 5.0
+    nc: Client,
+    store: EventStore,
+    *,
+    queue_group: str | None = None,
+    rejected_timeout: float = 5.0,
+    append_budget: float = APPEND_BUDGET,
 ) -> IngestService:
     """Start the ingest service on ``nc``, appending through ``store``; ``await handle.stop()`` ends it."""
-    service = IngestService(nc, store, queue_group=queue_group, rejected_timeout=rejected_timeout)
+    service = IngestService(
+        nc,
+        store,
+        queue_group=queue_group,
+        rejected_timeout=rejected_timeout,
+        append_budget=append_budget,
+    )
     await service.start()
     return service
 

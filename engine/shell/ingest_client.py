@@ -4,6 +4,11 @@ Why a client when the protocol is plain JSON over request/reply: it turns the se
 project's error tree (a 400 is ``IngestRefused``, an ``InvalidInput`` with the field; a 503, a timeout or
 no service at all is ``TransientError``), and it makes retries safe by choosing the event id *before* the
 first attempt, so a retry after a lost reply is deduplicated by the server instead of stored twice.
+
+Retries: a transient failure (503 from a service whose store is away, no answer, no service) is retried
+with backoff until ``deadline`` (15 s) has passed, then raised as ``DeadlineExceeded`` naming how long
+it tried and the last failure; ``attempts`` caps the number of tries as well, when given. Each request
+waits at most ``timeout`` and never past the deadline.
 """
 
 from __future__ import annotations
@@ -26,8 +31,9 @@ from engine.shell.ingest import (
     ErrorReply,
     IngestReply,
 )
+from engine.shell.store import DEFAULT_DEADLINE, Backoff, Deadline
 from events.envelope import Envelope
-from events.errors import InvalidInput, PermanentError, TransientError
+from events.errors import DeadlineExceeded, InvalidInput, PermanentError, TransientError
 from events.types import Event
 
 __all__ = ["IngestClient", "IngestRefused", "IngestReply"]
@@ -98,8 +104,9 @@ def _from_envelope(envelope: Envelope) -> _Request:
 class IngestClient:
     """``await IngestClient(nc).publish(NodeRegistered(name="n1"))`` -> ``IngestReply(seq, duplicate, id)``.
 
-    ``attempts`` applies to ``publish`` and ``publish_many`` (ids fixed up front, so retries dedupe);
-    ``publish_raw`` sends bytes the client cannot give an id to, so it tries once.
+    Retries (``deadline``, ``attempts``) apply to ``publish`` and ``publish_many`` (ids fixed up front,
+    so retries dedupe); ``publish_raw`` sends bytes the client cannot give an id to, so it tries once.
+    ``backoff`` is the first pause; pauses double up to 2 s.
     """
 
     def __init__(
@@ -107,14 +114,16 @@ class IngestClient:
         nc: Client,
         *,
         timeout: float = 5.0,
-        attempts: int = 3,
+        attempts: int | None = None,
         backoff: float = 0.2,
+        deadline: float = DEFAULT_DEADLINE,
         source: str = "",
     ) -> None:
         self._nc = nc
         self._timeout = timeout
-        self._attempts = max(1, attempts)
-        self._backoff = backoff
+        self._attempts = None if attempts is None else max(1, attempts)
+        self._backoff = Backoff(initial=backoff, cap=max(backoff, 2.0))
+        self._deadline = deadline
         self._source = source
 
     async def publish(
@@ -170,24 +179,32 @@ class IngestClient:
         return _batch_decoder.decode(msg.data).results
 
     async def _retrying(self, subject: str, data: bytes) -> Msg:
-        for attempt in range(1, self._attempts + 1):
+        deadline = Deadline(self._deadline)
+        limit = self._attempts if self._attempts is not None else 1_000_000  # the deadline ends it first
+        for attempt in range(1, limit + 1):
             try:
-                return await self._request(subject, data)
-            except TransientError:
-                if attempt == self._attempts:
+                return await self._request(subject, data, timeout=min(self._timeout, deadline.remaining()))
+            except TransientError as err:
+                if attempt == limit:
                     raise
-                await asyncio.sleep(self._backoff * attempt)
+                pause = self._backoff.delay(attempt)
+                if deadline.remaining() <= pause:
+                    raise DeadlineExceeded(
+                        f"{subject}: not accepted within {self._deadline:g}s ({attempt} attempts): {err}"
+                    ) from err
+                await asyncio.sleep(pause)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def _request(self, subject: str, data: bytes) -> Msg:
+    async def _request(self, subject: str, data: bytes, *, timeout: float | None = None) -> Msg:
+        timeout = self._timeout if timeout is None else max(timeout, 0.05)
         try:
-            msg = await self._nc.request(subject, data, timeout=self._timeout)
+            msg = await self._nc.request(subject, data, timeout=timeout)
         except nats.errors.NoRespondersError as err:
             raise TransientError(
                 f"no ingest service answers on {subject} (is `dsctl ingest run` up?)"
             ) from err
         except (nats.errors.TimeoutError, TimeoutError) as err:
-            raise TransientError(f"no answer on {subject} within {self._timeout:g}s") from err
+            raise TransientError(f"no answer on {subject} within {timeout:g}s") from err
         except (nats.errors.Error, ConnectionError) as err:
             raise TransientError(f"request on {subject}: {type(err).__name__}: {err}") from err
         _raise_for_error(subject, msg)

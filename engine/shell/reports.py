@@ -37,24 +37,16 @@ import contextlib
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import Protocol, runtime_checkable
 
 import msgspec
 import structlog
 
-from engine.shell.store import AppendResult, Backoff, EventStore
+from engine.shell.store import AppendResult, Backoff, EventStore, SettlingStore
 from events.envelope import Envelope, wrap
 from events.errors import DsctlError, TransientError
 from events.types import PodEvent
 
 log = structlog.get_logger("dsctl.executor")
-
-
-@runtime_checkable
-class SettlingStore(Protocol):
-    """A store that says, per message of a bulk append, whether it was stored (``JetStreamEventStore``)."""
-
-    async def append_many_settled(self, envelopes: Sequence[Envelope]) -> list[AppendResult | DsctlError]: ...
 
 
 class _Report(msgspec.Struct):

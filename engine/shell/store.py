@@ -151,6 +151,14 @@ class EventStore(Protocol):
     async def close(self) -> None: ...
 
 
+@runtime_checkable
+class SettlingStore(Protocol):
+    """A store that says, per message of a bulk append, whether it was stored (``JetStreamEventStore``):
+    what lets a retrying writer re-send only the messages that were not."""
+
+    async def append_many_settled(self, envelopes: Sequence[Envelope]) -> list[AppendResult | DsctlError]: ...
+
+
 def decode_stored(seq: int, subject: str, time: datetime, data: bytes) -> StoredEvent:
     try:
         return StoredEvent(seq, subject, time, decode(data))
@@ -338,13 +346,16 @@ class JetStreamEventStore:
                             headers={"Nats-Msg-Id": envelope.id},
                         )
                 except Exception as err:
-                    # not sent (or not known to be): this one and every later one share the failure
                     if window and window[-1][0] == index:
                         _, token, future = window.pop()
                         self._acks.pop(token, None)
                         future.cancel()
                     failure = _as_dsctl(context, err)
-                    for later in range(index, len(envelopes)):
+                    outcomes[index] = failure
+                    if isinstance(failure, PermanentError):
+                        continue  # this message's own problem (e.g. over the max payload)
+                    # the connection failed: every later one would too, so they share the failure
+                    for later in range(index + 1, len(envelopes)):
                         outcomes[later] = failure
                     failed = True
                     break

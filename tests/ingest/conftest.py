@@ -12,7 +12,7 @@ from engine.shell.ingest import IngestService, serve_ingest
 
 @pytest.fixture
 async def ingest(nc: Any, jetstream_store: Any) -> AsyncIterator[IngestService]:
-    service = await serve_ingest(nc, jetstream_store, rejected_timeout=2.0)
+    service = await serve_ingest(nc, jetstream_store, rejected_timeout=2.0, append_budget=1.0)
     try:
         yield service
     finally:
