@@ -14,9 +14,9 @@ with the state dump.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -179,10 +179,12 @@ async def test_a_rollout_survives_a_sigkill_of_the_event_log_leader(
 
     # the victim comes back on its ports and store and catches up; the log is read with all three
     await asyncio.to_thread(nats_cluster.start_server, victim)
-    with contextlib.suppress(Exception):
+    try:
         await nats_cluster.wait_for_stream_leader(EVENTS_STREAM, timeout=20, all_current=True, nc=cluster_nc)
+    except Exception as err:
+        problems.append(f"{victim}, restarted on its store, did not catch up on DSE_EVENTS: {err}")
     log = await read_log(c.store)
-    after = dict((seq, env.id) for seq, env in log)
+    after = {seq: env.id for seq, env in log}
     lost_before = {seq: i for seq, i in before.items() if after.get(seq) != i}
     lost_acked = {seq: i for seq, i in ledger.acked.items() if after.get(seq) != i}
     if lost_before:
@@ -191,8 +193,7 @@ async def test_a_rollout_survives_a_sigkill_of_the_event_log_leader(
         )
     if lost_acked:
         problems.append(f"{len(lost_acked)} acknowledged appends are missing from the log: {lost_acked}")
-    ids = [i for _, i in sorted(after.items())]
-    doubled = sorted({i for i in ids if ids.count(i) > 1})
+    doubled = sorted(i for i, n in Counter(after.values()).items() if n > 1)
     if doubled:
         problems.append(f"event ids stored twice (a retry not deduplicated): {doubled}")
     replayed = replay(log)
