@@ -382,6 +382,8 @@ class Controller:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(SCOPED_FIRST):
                         await self._scoped_idle.wait()
+                        # and their commands sent: a full reconcile blocks the loop, sends included
+                        await self.relay.drained.wait()
             async with self._lock(key):
                 state = await self._caught_up(key)
                 now = self._now()

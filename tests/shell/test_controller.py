@@ -45,11 +45,12 @@ class ListSink:
     fail: int = 0
     stored_position: int | None = None
 
-    async def publish(self, commands: Sequence[AnyCommand], *, decision_seq: int) -> None:
+    async def publish(self, batch: Sequence[tuple[int, AnyCommand]], *, relayed_from: int) -> None:
         if self.fail:
             self.fail -= 1
             raise ConnectionError("no stream leader")
-        self.sent.extend((decision_seq, c) for c in commands)
+        assert relayed_from == batch[0][0]
+        self.sent.extend(batch)
 
     async def position(self) -> int | None:
         return self.stored_position

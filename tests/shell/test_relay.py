@@ -9,7 +9,12 @@ from typing import Any
 import pytest
 
 from engine.shell.jetstream_api import api_request
-from engine.shell.relay import COMMANDS_STREAM, DECISION_SEQ_HEADER, JetStreamCommandSink
+from engine.shell.relay import (
+    COMMANDS_STREAM,
+    DECISION_SEQ_HEADER,
+    RELAYED_FROM_HEADER,
+    JetStreamCommandSink,
+)
 from engine.shell.streams import apply_definitions, load_definitions
 from events.subjects import command_subject
 from events.types import DeletePod
@@ -28,13 +33,15 @@ async def test_commands_carry_their_decision_and_the_position_is_the_last_relaye
 ) -> None:
     sink = JetStreamCommandSink(nc)
     assert await sink.position() is None
-    await sink.publish([_delete(1), _delete(2, "node-b")], decision_seq=7)
-    await sink.publish([_delete(3)], decision_seq=12)
-    await sink.publish([_delete(3)], decision_seq=12)  # a repeat: deduplicated by the command id
+    await sink.publish([(7, _delete(1)), (7, _delete(2, "node-b"))], relayed_from=7)
+    await sink.publish([(12, _delete(3)), (15, _delete(4))], relayed_from=12)
+    await sink.publish([(12, _delete(3))], relayed_from=12)  # a repeat: deduplicated by the command id
     info = await api_request(nc, f"STREAM.INFO.{COMMANDS_STREAM}")
-    assert info["state"]["messages"] == 3
+    assert info["state"]["messages"] == 4
     got = await nc.jetstream().get_msg(COMMANDS_STREAM, subject=command_subject("node-b"))
     assert got.headers[DECISION_SEQ_HEADER] == "7" and got.headers["Nats-Msg-Id"] == "cmd-2"
+    last = await nc.jetstream().get_msg(COMMANDS_STREAM, seq=4)
+    assert (last.headers[DECISION_SEQ_HEADER], last.headers[RELAYED_FROM_HEADER]) == ("15", "12")
     # a command sent outside any decision (a user's `delete pod`) does not move the position
     await nc.jetstream().publish(command_subject("node-c"), b"{}", headers={"Nats-Msg-Id": "user-1"})
     assert await sink.position() == 12
