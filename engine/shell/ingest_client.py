@@ -187,12 +187,12 @@ class IngestClient:
             except TransientError as err:
                 if attempt == limit:
                     raise
-                pause = self._backoff.delay(attempt)
-                if deadline.remaining() <= pause:
+                remaining = deadline.remaining()
+                if remaining <= 0.05:  # too little left for one more request to be answered
                     raise DeadlineExceeded(
                         f"{subject}: not accepted within {self._deadline:g}s ({attempt} attempts): {err}"
                     ) from err
-                await asyncio.sleep(pause)
+                await asyncio.sleep(min(self._backoff.delay(attempt), remaining))
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _request(self, subject: str, data: bytes, *, timeout: float | None = None) -> Msg:

@@ -562,7 +562,8 @@ async def retry_transient(
         except TimeoutError as err:
             if not window.expired():
                 raise
-            last = JetStreamUnavailable(f"{what}: no answer before the deadline")
+            earlier = f" (the attempt before: {last})" if last is not None else ""
+            last = JetStreamUnavailable(f"{what}: no answer before the deadline{earlier}")
             last.__cause__ = err
             break
         pause = min(backoff.delay(attempt), deadline.remaining())
