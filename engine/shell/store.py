@@ -187,7 +187,10 @@ _ack_decoder = msgspec.json.Decoder(_PubAck)
 
 def _result_from_ack(context: str, msg: Msg) -> AppendResult:
     if msg.headers and msg.headers.get("Status") == "503":
-        raise JetStreamUnavailable(f"{context}: no responders (is the stream {EVENTS_STREAM} there?)")
+        raise JetStreamUnavailable(
+            f"{context}: no responders: no stream leader took it "
+            f"(is the cluster electing one, or is the stream {EVENTS_STREAM} missing?)"
+        )
     try:
         ack = _ack_decoder.decode(msg.data)
     except msgspec.DecodeError as err:
