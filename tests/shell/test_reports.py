@@ -268,3 +268,15 @@ async def test_a_refused_report_does_not_end_a_sim_pods_life(loop_errors: list[d
     await until("the pod to be Ready", lambda: pod.ready)
     assert [e.TAG for e in reporter.events] == [PodRunning.TAG, PodReady.TAG]
     await driver.close()
+
+
+# --- the backoff policy -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("draw", [0.0, 0.5, 1.0])
+def test_backoff_doubles_to_its_cap_with_jitter_in_the_upper_half(draw: float) -> None:
+    backoff = Backoff(initial=0.1, cap=5.0, rand=lambda: draw)
+    full = [0.1, 0.2, 0.4, 0.8, 1.6, 3.2, 5.0, 5.0]
+    for attempt, d in enumerate(full, start=1):
+        assert backoff.delay(attempt) == pytest.approx(d / 2 + draw * d / 2)
+    assert backoff.delay(100_000) == pytest.approx(2.5 + draw * 2.5)  # days of retrying: no overflow
