@@ -532,10 +532,8 @@ def unavailable_message(seconds: float, last: BaseException | None) -> str:
     """What a person reads when the store stayed away: how long we waited, the last failure, and the
     likely reason. Kept in one place so the CLI and the ingest service say the same thing."""
     cause = str(last) if last is not None else "no answer"
-    return (
-        f"the event store did not answer within {seconds:g}s: {cause} "
-        "(is the NATS server up, or the cluster electing a stream leader?)"
-    )
+    hint = "" if "electing" in cause else " (is the NATS server up, or the cluster electing a stream leader?)"
+    return f"the event store did not answer within {seconds:g}s: {cause}{hint}"
 
 
 async def retry_transient(
