@@ -124,8 +124,9 @@ class BatchingAppender:
         done.add_done_callback(_read_outcome)
         self._ensure_draining()
         report = _Report(envelope, done)
-        # back-pressure: while the queue is full the caller waits for room (or for close(); a plain
-        # ``Queue.put`` would wait forever once nothing drains); waiters wake in the order they came
+        # back-pressure: while the queue is full the caller waits for room, or for close() (a plain
+        # ``Queue.put`` would wait forever once nothing drains). Order between callers is not kept
+        # here, and need not be: a driver awaits a pod's report before making its next one
         while True:
             if self._closed:
                 raise TransientError(f"the report appender of {self.source} is closed")
@@ -192,8 +193,8 @@ class BatchingAppender:
             if not retry:
                 self._recovered(attempt)
                 return
+            self._in_flight = todo = retry  # what ``pending`` counts: the stored ones are done
             await self._pause(attempt, len(retry), last_error)
-            todo = retry
 
     async def _attempt(self, envelopes: list[Envelope]) -> Sequence[AppendResult | BaseException]:
         """One try at storing ``envelopes``: each one's result or error, never raising (bar cancel)."""
