@@ -215,6 +215,15 @@ def none_of(ds: str) -> Callable[[list[Pod]], str | None]:
     return check
 
 
+def all_of(*checks: Callable[[list[Pod]], str | None]) -> Callable[[list[Pod]], str | None]:
+    """Every check passes; says what the first failing one says."""
+
+    def check(pods: list[Pod]) -> str | None:
+        return next((wrong for c in checks if (wrong := c(pods)) is not None), None)
+
+    return check
+
+
 def placement(pods: Sequence[Pod], ds: str) -> dict[str, str]:
     """node -> pod name, for a DaemonSet with one pod per node."""
     return {p.node: p.name for p in of_ds(pods, ds)}

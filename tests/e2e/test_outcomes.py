@@ -30,6 +30,7 @@ from tests.e2e.cli_driver import (
     Dsctl,
     Pod,
     Up,
+    all_of,
     daemonset,
     nodes_manifest,
     none_of,
@@ -84,8 +85,8 @@ def test_delete_cascade_and_recreate(cli: Dsctl, tmp_path: Path, cascade: str, h
     path.write_text(manifest)
     cli.ok("apply", "-f", str(path))
     cli.ok("apply", "-f", "-", stdin=daemonset("bystander", ns, POOL_LABELS))
-    pods = cli.wait_pods("doomed on every node", ns, one_per_node("doomed", POOL))
-    pods = cli.wait_pods("bystander on every node", ns, one_per_node("bystander", POOL))
+    both = all_of(one_per_node("doomed", POOL), one_per_node("bystander", POOL))
+    pods = cli.wait_pods("doomed and bystander on every node", ns, both)
     before = placement(pods, "doomed")
     bystander = placement(pods, "bystander")
     old_uid = of_ds(pods, "doomed")[0].owner_uid
@@ -107,7 +108,7 @@ def test_delete_cascade_and_recreate(cli: Dsctl, tmp_path: Path, cascade: str, h
             return None if all(p.live for p in left.values()) else "an orphan is not running"
 
         cli.wait_pods("the pods to stay, unowned", ns, orphaned, timeout=10)
-        time.sleep(1.0)
+        time.sleep(0.5)
         assert orphaned(cli.pods(ns)) is None, "orphaned pods must be left alone"
     else:
         cli.wait_pods(f"every pod of doomed gone ({cascade} cascade)", ns, none_of("doomed"), timeout=10)
@@ -190,7 +191,7 @@ def test_noschedule_taint_keeps_the_pod_noexecute_evicts_it(cli: Dsctl) -> None:
     plain, keeps = placement(pods, "plain"), placement(pods, "tolerant")
 
     cli.ok("taint", "nodes", "tnt-2", "dedicated=x:NoSchedule")
-    stays(cli, ns, plain, "plain", seconds=1.5)  # NoSchedule does not evict what already runs
+    stays(cli, ns, plain, "plain", seconds=1.0)  # NoSchedule does not evict what already runs
 
     cli.ok("taint", "nodes", "tnt-2", "dedicated=x:NoExecute")
     pods = cli.wait_pods("plain evicted from tnt-2", ns, one_per_node("plain", ["tnt-1"]))
@@ -292,7 +293,7 @@ def test_up_restarted_on_the_same_store_keeps_its_pods_and_converges(tmp_path: P
         cli = second.cli
         pods = cli.wait_pods("the same pods after the restart", ns, one_per_node("agent", nodes))
         assert placement(pods, "agent") == before, "a restart must not replace running pods"
-        stays(cli, ns, before, "agent", seconds=1.0)
+        stays(cli, ns, before, "agent", seconds=0.5)
         cli.ok("apply", "-f", "-", stdin=nodes_manifest(["up-3"], labels))
         pods = cli.wait_pods("a pod on the new node", ns, one_per_node("agent", [*nodes, "up-3"]))
         assert {n: placement(pods, "agent")[n] for n in nodes} == before
@@ -434,7 +435,6 @@ def test_sim_executor_restart_keeps_its_pods_and_catches_up(fleet: Fleet) -> Non
     # while no executor runs: a node joins and a pod is deleted; both wait in the command stream
     cli.ok("apply", "-f", "-", stdin=nodes_manifest(["exe-3"], labels))
     cli.ok("delete", "pod", before["exe-1"], "-n", ns)
-    time.sleep(0.5)
     fleet.start_executor()
     all_nodes = [*nodes, "exe-3"]
 
@@ -446,4 +446,4 @@ def test_sim_executor_restart_keeps_its_pods_and_catches_up(fleet: Fleet) -> Non
 
     pods = cli.wait_pods("the new node served and the deleted pod replaced", ns, caught_up, timeout=30)
     assert placement(pods, "agent")["exe-2"] == before["exe-2"], "the untouched pod survives the restart"
-    stays(cli, ns, placement(pods, "agent"), "agent", seconds=1.0)
+    stays(cli, ns, placement(pods, "agent"), "agent", seconds=0.5)
