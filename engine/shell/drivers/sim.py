@@ -93,7 +93,7 @@ class SimDriver:
         task.add_done_callback(forget)
 
     @staticmethod
-    async def _report(reporter: PodReporter, event: PodEvent, command_id: str) -> bool:
+    async def _report(reporter: PodReporter, event: PodEvent, command_id: str) -> None:
         """Report from a pod's own task: a failure is logged, never raised (see the module docstring)."""
         try:
             await reporter.report(event, causation_id=command_id)
@@ -104,8 +104,6 @@ class SimDriver:
                 report=event.TAG,
                 error=f"{type(err).__name__}: {err}",
             )
-            return False
-        return True
 
     async def start(self, pod: LocalPod, command_id: str, reporter: PodReporter) -> None:
         await reporter.report(created_report(pod, command_id), causation_id=command_id)
