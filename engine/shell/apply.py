@@ -24,7 +24,8 @@ import msgspec
 from engine.core.documents import load_documents
 from engine.core.manifests import DaemonSetManifest, Manifest, apply_daemonset, parse_object
 from engine.shell.queries import readable
-from engine.shell.store import DEFAULT_DEADLINE, Deadline, EventStore, append_within, retry_transient
+from engine.shell.retry import Deadline
+from engine.shell.store import DEFAULT_DEADLINE, EventStore, append_within, retry_transient
 from events.envelope import wrap
 from events.errors import DeadlineExceeded
 from events.ids import stable_id

@@ -63,10 +63,10 @@ from engine.core.tolerations import TAINT_EFFECTS
 from engine.core.validation import Checker, ManifestInvalid, join
 from engine.shell.connection import close, connect
 from engine.shell.jetstream_api import api_request, check_error, translate_errors
+from engine.shell.retry import Deadline
 from engine.shell.settings import NatsSettings
 from engine.shell.store import (
     AppendResult,
-    Deadline,
     EventStore,
     JetStreamEventStore,
     SettlingStore,

@@ -31,7 +31,8 @@ from engine.shell.ingest import (
     ErrorReply,
     IngestReply,
 )
-from engine.shell.store import DEFAULT_DEADLINE, Backoff, Deadline
+from engine.shell.retry import Backoff, Deadline
+from engine.shell.store import DEFAULT_DEADLINE
 from events.envelope import Envelope
 from events.errors import DeadlineExceeded, InvalidInput, PermanentError, TransientError
 from events.types import Event

@@ -21,7 +21,8 @@ from datetime import UTC, datetime
 from nats.aio.client import Client
 
 from engine.shell.apply import current, node_tree
-from engine.shell.store import DEFAULT_DEADLINE, Deadline, EventStore, append_within
+from engine.shell.retry import Deadline
+from engine.shell.store import DEFAULT_DEADLINE, EventStore, append_within
 from events import codec
 from events.envelope import wrap
 from events.errors import ConflictError, InvalidInput, NotFound

@@ -188,6 +188,8 @@ class CommandRelay:
         self.clock = clock
         self.metrics = metrics or Metrics()
         self.backoff = backoff or Backoff(initial=0.1, cap=5.0)
+        self._attempts = 0
+        self._failing_since: float | None = None
         self._queue: deque[tuple[int, tuple[AnyCommand, ...]]] = deque()
         self._wake = asyncio.Event()
         #: set while nothing folded waits to be sent (full reconciles let sending go first)
@@ -306,14 +308,17 @@ class CommandRelay:
             except asyncio.CancelledError:
                 raise
             except Exception as err:
-                delay = self.backoff.failed()
-                failing = self.backoff.failing_for
+                self._attempts += 1
+                if self._failing_since is None:
+                    self._failing_since = time.monotonic()
+                delay = self.backoff.delay(self._attempts)
+                failing = time.monotonic() - self._failing_since
                 self.metrics.relay_failing_seconds = failing
                 level = log.error if failing >= REPORT_AFTER else log.warning
                 level(
                     "relay.retry",
                     what=what,
-                    attempt=self.backoff.attempts,
+                    attempt=self._attempts,
                     failing_seconds=round(failing, 1),
                     retry_in=round(delay, 2),
                     error=str(err),
@@ -321,9 +326,10 @@ class CommandRelay:
                 )
                 await asyncio.sleep(delay)
                 continue
-            if self.backoff.failing_since is not None:
-                log.info("relay.recovered", what=what, after_seconds=round(self.backoff.failing_for, 1))
-            self.backoff.succeeded()
+            if self._failing_since is not None:
+                after = round(time.monotonic() - self._failing_since, 1)
+                log.info("relay.recovered", what=what, after_seconds=after)
+            self._attempts, self._failing_since = 0, None
             self.metrics.relay_failing_seconds = 0.0
             return result
 

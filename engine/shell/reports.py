@@ -41,7 +41,8 @@ from datetime import UTC, datetime
 import msgspec
 import structlog
 
-from engine.shell.store import AppendResult, Backoff, EventStore, SettlingStore
+from engine.shell.retry import Backoff
+from engine.shell.store import AppendResult, EventStore, SettlingStore
 from events.envelope import Envelope, wrap
 from events.errors import DsctlError, TransientError
 from events.types import PodEvent

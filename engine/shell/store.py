@@ -46,8 +46,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import random
-import time
 from collections import deque
 from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from datetime import UTC, datetime
@@ -68,6 +66,7 @@ from engine.shell.jetstream_api import (
     translate_errors,
 )
 from engine.shell.ordered import ordered_messages
+from engine.shell.retry import Backoff, Deadline
 from engine.shell.streams import EVENTS_STREAM
 from events.codec import decode, encode
 from events.envelope import Envelope
@@ -492,40 +491,6 @@ def _trim_nanos(text: str) -> str:
 #: what a one-shot caller (the CLI) waits for the store by default: longer than a stream leader election
 #: in a 3-node cluster (measured 2-6 s) and a server restart, short enough that a person is told soon
 DEFAULT_DEADLINE = 15.0
-
-
-class Backoff:
-    """Exponential backoff with jitter: ``initial`` doubling per attempt up to ``cap``.
-
-    Each delay is drawn from ``[d/2, d]`` ("equal jitter"): many executors that failed together during
-    one election must not all come back at the same instant and hit the new leader in lockstep, yet the
-    delay still grows, so a long outage costs a retry every few seconds rather than a busy loop.
-    """
-
-    def __init__(
-        self, initial: float = 0.1, cap: float = 5.0, *, rand: Callable[[], float] = random.random
-    ) -> None:
-        self.initial = initial
-        self.cap = cap
-        self._rand = rand
-
-    def delay(self, attempt: int) -> float:
-        """The pause after failed attempt number ``attempt`` (1-based)."""
-        # the exponent is clamped so that a days-long outage cannot overflow the float
-        full: float = min(self.cap, self.initial * 2.0 ** min(max(attempt - 1, 0), 30))
-        return full / 2 + self._rand() * full / 2
-
-
-class Deadline:
-    """The time a caller can still wait, shared by every step of one operation (read, then append)."""
-
-    def __init__(self, seconds: float, *, clock: Callable[[], float] = time.monotonic) -> None:
-        self.seconds = seconds
-        self._clock = clock
-        self._end = clock() + seconds
-
-    def remaining(self) -> float:
-        return max(0.0, self._end - self._clock())
 
 
 def unavailable_message(seconds: float, last: BaseException | None) -> str:

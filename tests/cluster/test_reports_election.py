@@ -13,7 +13,8 @@ import pytest
 
 from engine.shell.embedded_cluster import EmbeddedCluster
 from engine.shell.reports import BatchingAppender
-from engine.shell.store import Backoff, JetStreamEventStore
+from engine.shell.retry import Backoff
+from engine.shell.store import JetStreamEventStore
 from engine.shell.streams import EVENTS_STREAM
 from events.errors import TransientError
 from events.types import PodRunning

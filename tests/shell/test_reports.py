@@ -15,7 +15,8 @@ import pytest
 from engine.shell.drivers.base import LocalPod
 from engine.shell.drivers.sim import SimDriver
 from engine.shell.reports import BatchingAppender
-from engine.shell.store import Backoff, JetStreamEventStore, StoredEvent
+from engine.shell.retry import Backoff
+from engine.shell.store import JetStreamEventStore, StoredEvent
 from events.errors import PermanentError, TransientError
 from events.k8s import PodTemplate, TemplateMetadata
 from events.types import PodEvent, PodFailed, PodReady, PodRunning
