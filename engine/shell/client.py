@@ -18,8 +18,9 @@ from engine.shell import commands, forensics
 from engine.shell.connection import close, connect
 from engine.shell.present import parse_label_selector
 from engine.shell.queries import parse_at
+from engine.shell.retry import Deadline
 from engine.shell.settings import NatsSettings
-from engine.shell.store import JetStreamEventStore
+from engine.shell.store import DEFAULT_DEADLINE, JetStreamEventStore, retry_transient
 from events.errors import InvalidInput, NotFound, TransientError
 
 
@@ -64,7 +65,8 @@ async def run_client(args: argparse.Namespace, settings: NatsSettings) -> int:
     store = JetStreamEventStore(nc)
     try:
         try:
-            await store.last_seq()
+            # a cluster electing its stream leader answers in a few seconds: wait, then say so clearly
+            await retry_transient("read the event log", store.last_seq, Deadline(DEFAULT_DEADLINE))
         except NotFound as err:
             where = ", ".join(settings.redacted_servers())
             raise NotFound(

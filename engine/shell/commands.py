@@ -25,7 +25,8 @@ from engine.shell import present
 from engine.shell.apply import Applier, current, ds_tree, parse
 from engine.shell.operations import NodeOps, find_pod, request_pod_delete
 from engine.shell.queries import load_state
-from engine.shell.store import EventStore
+from engine.shell.retry import Deadline
+from engine.shell.store import DEFAULT_DEADLINE, EventStore, append_within
 from events.envelope import wrap
 from events.errors import ConflictError, InvalidInput, NotFound
 from events.k8s import CHANGE_CAUSE_ANNOTATION, LabelSelector, PodTemplate, Taint
@@ -95,9 +96,7 @@ def select(state: ClusterState, q: Query) -> list[Any]:
         ]  # fmt: skip
         items.sort(key=lambda d: (d.namespace, d.name))
     elif q.kind == "pods":
-        items = [
-            p for p in state.pods.values() if ns_ok(p.namespace) and labels_ok(p.labels)
-        ]
+        items = [p for p in state.pods.values() if ns_ok(p.namespace) and labels_ok(p.labels)]
         items.sort(key=lambda p: (p.namespace, p.name))
     else:
         items = [n for n in state.nodes.values() if labels_ok(n.labels)]
@@ -417,7 +416,10 @@ async def delete_daemonset(store: EventStore, name: str, namespace: str, cascade
         raise NotFound(f'daemonsets.apps "{name}" not found')
     event = DaemonSetDeleted(namespace=namespace, name=name, uid=ds.uid, propagation_policy=policy)
     env = wrap(event, id=str(uuid.uuid4()), occurred_at=datetime.now(UTC), source="dsctl")
-    await store.append(env, expected_last_subject_seq=last, expected_subject_filter=tree)
+    # a store briefly away (an election) is waited out; a lost ack is recognised, not a conflict
+    await append_within(
+        store, env, Deadline(DEFAULT_DEADLINE), expected_last_subject_seq=last, expected_subject_filter=tree
+    )
     print(f'daemonset.apps "{name}" deleted', file=out)
     return 0
 
@@ -688,7 +690,13 @@ async def _reapply(
     )
     env = wrap(event, id=str(uuid.uuid4()), occurred_at=datetime.now(UTC), source="dsctl")
     tree = ds_tree(ds.namespace, ds.name)
-    await store.append(env, expected_last_subject_seq=expected, expected_subject_filter=tree)
+    await append_within(
+        store,
+        env,
+        Deadline(DEFAULT_DEADLINE),
+        expected_last_subject_seq=expected,
+        expected_subject_filter=tree,
+    )
 
 
 async def rollout_undo(store: EventStore, name: str, namespace: str, to_revision: int, out: TextIO) -> int:
