@@ -52,7 +52,7 @@ import msgspec
 import structlog
 from nats.aio.client import Client
 
-from engine.shell.jetstream_api import api_request
+from engine.shell.jetstream_api import JetStreamRefused, api_request
 from events.errors import DsctlError, InvalidInput, NotFound, PermanentError
 from events.subjects import COMMAND_SUBJECTS, EVENT_SUBJECTS, REJECTED_SUBJECTS
 
@@ -76,6 +76,8 @@ _ONE_WAY_TRUE = frozenset({"deny_delete", "deny_purge", "allow_msg_ttl"})
 _IMMUTABLE = frozenset({"name", "storage", "retention"})
 
 _NS = 1_000_000_000
+#: JetStream's "stream name already in use with a different configuration"
+STREAM_NAME_IN_USE = 10058
 
 
 class StreamDefinition(msgspec.Struct, frozen=True, kw_only=True, tag="stream", tag_field="kind"):
@@ -283,10 +285,18 @@ async def _apply_one(nc: Client, d: Definition, report: ApplyReport, timeout: fl
     try:
         info = await api_request(nc, f"STREAM.INFO.{name}", timeout=timeout)
     except NotFound:
-        await api_request(nc, f"STREAM.CREATE.{name}", desired, timeout=timeout)
-        report.created.append(name)
-        log.info("streams.created", stream=name)
-        return
+        try:
+            await api_request(nc, f"STREAM.CREATE.{name}", desired, timeout=timeout)
+        except JetStreamRefused as err:
+            if err.err_code != STREAM_NAME_IN_USE:
+                raise
+            # another process (an engine and an executor starting together) created it first, with
+            # its own settings: treat it as existing, like any stream found at start-up
+            info = await api_request(nc, f"STREAM.INFO.{name}", timeout=timeout)
+        else:
+            report.created.append(name)
+            log.info("streams.created", stream=name)
+            return
     current: dict[str, Any] = info["config"]
     differing = {
         field: (want, current.get(field))

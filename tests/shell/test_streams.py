@@ -3,6 +3,7 @@ and the event log refusing deletes and purges."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 from typing import Any
@@ -201,3 +202,16 @@ async def test_replicas_are_a_floor_on_a_single_server(
     else:
         with pytest.raises(StreamDriftError, match=rf"{resource}\.num_replicas: want 3, have 1"):
             await apply_definitions(nc, asked)
+
+
+async def test_two_processes_creating_the_same_bucket_at_once_both_start(nc: Any) -> None:
+    # an engine and an executor started together: both see no bucket, both create it, with different
+    # TTLs; the second create is refused ("already in use") and must be taken as "it exists now"
+    defs = load_definitions()
+    await delete_streams(nc, defs)
+    first = with_kv_ttl(defs, "dse_leader", 2.0)
+    reports = await asyncio.gather(apply_definitions(nc, first), apply_definitions(nc, defs))
+    names = {d.name for d in defs}
+    assert {n for r in reports for n in r.created} | {n for r in reports for n in r.updated} <= names
+    info = await api_request(nc, "STREAM.INFO.KV_dse_leader")
+    assert info["config"]["name"] == "KV_dse_leader"
