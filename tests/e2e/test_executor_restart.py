@@ -22,8 +22,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 
-from engine.shell.drivers.process import proc_stat
+from engine.shell.drivers.process import ProcessDriver, proc_stat
+from engine.shell.executor_run import run_executor
 from tests.e2e.harness import Cluster, nodes_yaml, pods_of, running_nodes
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -328,3 +330,40 @@ async def test_one_executor_per_node_and_the_owner_carries_out_the_delete(node: 
     await node.wait_running(not_pod=second_name)
     last = await node.settled_pids()
     assert len(last) == 1 and last != pids
+
+
+async def test_after_an_outage_the_executor_reports_its_pods_again_and_serves_on(
+    node: Node, nats_server: Any, tmp_path: Path
+) -> None:
+    """The executor in-process (to see it re-report), the server restarted under it."""
+    if not nats_server.can_restart:
+        pytest.skip("needs a server the test can restart")
+    driver = ProcessDriver(tmp_path / "pods", tmp_path / "state")
+    started = asyncio.Event()
+    with structlog.testing.capture_logs() as logs:
+        task = asyncio.ensure_future(
+            run_executor(node.cluster.nc, driver, node="node1", store=node.cluster.store, ready=started)
+        )
+        try:
+            await asyncio.wait_for(started.wait(), timeout=30)
+            await node.start_daemonset()
+            name = await node.wait_running()
+            (pid,) = await node.wait_pids("the pod's process", lambda p: len(p) == 1)
+
+            await nats_server.restart()
+            deadline = time.monotonic() + 30
+            while not any(entry["event"] == "executor.reasserted" for entry in logs):
+                assert time.monotonic() < deadline, "the executor did not report its pods after reconnecting"
+                await asyncio.sleep(0.05)
+            assert await node.settled_pids() == [pid]
+            pods = node.get_pods()
+            assert [p["metadata"]["name"] for p in pods] == [name] and ready(shown(pods, name))
+
+            await node.cluster.delete_pod(name)
+            await node.wait_running(not_pod=name)
+            pids = await node.settled_pids()
+            assert len(pids) == 1 and pids[0] != pid and not alive(pid)
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
