@@ -20,9 +20,13 @@ The order matters:
    complete log. A lease lost to another executor stops this one with ``LeaseLost`` and never stops
    the pods: the new holder may already have re-attached to them.
 
-A fleet and a node executor for the same node may both act for the moment between the node executor
-taking its lease and the fleet's next poll (about a second); fleets are simulations, so this is
-accepted rather than fenced.
+**A fleet beside node executors.** A fleet's durable sees every node's commands, so for a node that has
+an executor of its own both would act. The fleet therefore polls the node leases (every second) and
+leaves alone every node it has seen leased, for the rest of its life: a node executor that restarts
+leaves its real processes running, and a fleet taking the node over meanwhile would report simulated
+lives for them and never stop them. A node executor that finds a fleet running waits two poll periods
+after taking its lease and before reporting anything, so the fleet has stopped acting on the node by
+then. (Fleets are simulations; this handshake is by timing, not fenced.)
 """
 
 from __future__ import annotations
@@ -123,6 +127,9 @@ async def run_executor(
         try:
             if node is None:
                 await _exclude_leased_nodes(lease, executor)
+            elif FLEET_KEY in await lease.keys():
+                log.info("executor.waiting_for_fleet", node=node, seconds=2 * FLEET_EXCLUSION_POLL_SECONDS)
+                await asyncio.sleep(2 * FLEET_EXCLUSION_POLL_SECONDS)
             if state is None:
                 projector = Projector(store)
                 await projector.load()
@@ -214,7 +221,7 @@ async def _reassert_after_reconnects(nc: Client, executor: Executor, lease: Exec
 
 
 async def _exclude_leased_nodes(lease: ExecutorLease, executor: Executor) -> None:
-    excluded = frozenset(k for k in await lease.keys() if k != FLEET_KEY)
+    excluded = executor.excluded | frozenset(k for k in await lease.keys() if k != FLEET_KEY)
     if excluded != executor.excluded:
         log.info("executor.fleet_excludes", nodes=sorted(excluded))
         executor.excluded = excluded

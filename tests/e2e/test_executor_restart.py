@@ -25,6 +25,7 @@ import pytest
 import structlog
 
 from engine.shell.drivers.process import ProcessDriver, proc_stat
+from engine.shell.drivers.sim import SimDriver
 from engine.shell.executor_run import run_executor
 from tests.e2e.harness import Cluster, nodes_yaml, pods_of, running_nodes
 
@@ -367,3 +368,46 @@ async def test_after_an_outage_the_executor_reports_its_pods_again_and_serves_on
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+
+async def test_a_simulated_fleet_leaves_a_node_with_its_own_executor_alone(node: Node) -> None:
+    """The fleet serves node2; node1 gets a real executor: its simulated pod is replaced by one real
+    process, and the fleet does not act on node1 any more."""
+    cluster = node.cluster
+    fleet_ready = asyncio.Event()
+    fleet = asyncio.ensure_future(
+        run_executor(cluster.nc, SimDriver(), store=cluster.store, state=cluster.state, ready=fleet_ready)
+    )
+    try:
+        await asyncio.wait_for(fleet_ready.wait(), timeout=30)
+        await cluster.apply(nodes_yaml("node1", "node2"))
+        await cluster.apply(daemonset(node.token))
+        await cluster.wait(
+            "simulated pods on both nodes", lambda s: running_nodes(s, "keeper") == ["node1", "node2"]
+        )
+        simulated = {p.node: p.name for p in pods_of(cluster.state, "keeper")}
+        assert node.pids() == []  # simulated: nothing runs
+
+        node.executor()
+
+        def replaced(s: Any) -> bool:
+            on = {p.node: p.name for p in pods_of(s, "keeper") if p.ready and p.deletion_timestamp is None}
+            return on.get("node1") not in (None, simulated["node1"]) and on.get("node2") == simulated["node2"]
+
+        await cluster.wait("node1's pod replaced by a real one", replaced, timeout=30)
+        pids = await node.settled_pids()
+        assert len(pids) == 1
+        real = next(p.name for p in pods_of(cluster.state, "keeper") if p.node == "node1")
+        await cluster.delete_pod(real)
+        await cluster.wait(
+            "node1's pod replaced again",
+            lambda s: any(p.node == "node1" and p.ready and p.name not in (real, simulated["node1"])
+                          for p in pods_of(s, "keeper")),
+            timeout=30,
+        )  # fmt: skip
+        again = await node.settled_pids()
+        assert len(again) == 1 and again != pids, "the delete on node1 was not carried out by its executor"
+    finally:
+        fleet.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await fleet
