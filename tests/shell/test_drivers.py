@@ -216,9 +216,12 @@ async def test_a_new_driver_reattaches_to_a_process_the_last_one_left_running(tm
         _kill(pid)
 
 
+@pytest.mark.parametrize("pidfd", [True, False], ids=["pidfd", "polling"])
 async def test_a_reattached_process_that_exits_is_reported_failed_with_an_unknown_code(
-    tmp_path: Path,
+    tmp_path: Path, pidfd: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    if not pidfd:
+        monkeypatch.delattr(os, "pidfd_open", raising=False)  # an older kernel or another OS
     first, reports = ProcessDriver(tmp_path), Reports()
     p = pod(spec=_spec("sleep", "30"))
     await first.start(p, "c1", reports)
