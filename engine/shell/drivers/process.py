@@ -249,6 +249,12 @@ def _exit_report(pod: LocalPod, code: int | None) -> PodFailed | PodSucceeded:
     return PodFailed(**common, reason=f"process exited with code {code}", exit_code=code)
 
 
+def _log_watch_failure(task: asyncio.Task[None]) -> None:
+    """A watcher whose exit report was refused: say so (the pod stays as last reported)."""
+    if not task.cancelled() and task.exception() is not None:
+        log.error("process.exit_unreported", error=repr(task.exception()))
+
+
 def _dir_name(name: str) -> str:
     """A node or pod name as one path component (DNS names already are; be safe with anything else)."""
     safe = name.replace("/", "_").replace("\0", "_")
@@ -317,6 +323,7 @@ class ProcessDriver:
         tracked = _Tracked(pod, proc)
         self._tracked[pod.key] = tracked
         tracked.watcher = asyncio.ensure_future(self._watch(tracked, reporter))
+        tracked.watcher.add_done_callback(_log_watch_failure)
         return tracked
 
     async def start(self, pod: LocalPod, command_id: str, reporter: PodReporter) -> None:
@@ -430,7 +437,9 @@ class ProcessDriver:
         if watcher is not None and not watcher.done():
             watcher.cancel()
         if watcher is not None:
-            with contextlib.suppress(asyncio.CancelledError):
+            with contextlib.suppress(
+                asyncio.CancelledError, Exception
+            ):  # a failure is logged by its callback
                 await watcher
 
     # --- executor restarts --------------------------------------------------------------------------
