@@ -115,6 +115,8 @@ async def run_executor(
     """
     lease = await node_lease(nc, node, holder)
     await lease.acquire(lease.ttl + 1.0 if lease_wait is None else lease_wait)
+    # renewed from now on: rebuilding a long log or stopping strays may well outlast the TTL
+    keeper = asyncio.ensure_future(lease.keep())
     lost = False
     try:
         store = store or JetStreamEventStore(nc)
@@ -150,7 +152,7 @@ async def run_executor(
                 await executor.restore(resume)
                 if ready is not None:
                     ready.set()
-                await _serve(nc, executor, source, lease)
+                await _serve(nc, executor, source, lease, keeper)
             except LeaseLost as err:
                 lost = True
                 log.error("executor.lease_lost", key=lease.key, error=str(err))
@@ -168,17 +170,25 @@ async def run_executor(
             await executor.close(stop_pods=stop_pods_on_exit and not lost)
             await appender.close()
     finally:
+        keeper.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):  # a LeaseLost was raised above
+            await keeper
         if not lost:
             await lease.release()
 
 
 async def _serve(
-    nc: Client, executor: Executor, source: JetStreamCommandSource, lease: ExecutorLease
+    nc: Client,
+    executor: Executor,
+    source: JetStreamCommandSource,
+    lease: ExecutorLease,
+    keeper: asyncio.Task[None],
 ) -> None:
-    """Run the command loop and its companions until cancelled or one of them fails (LeaseLost)."""
+    """Run the command loop and its companions until cancelled or one of them fails (LeaseLost);
+    ``keeper`` (the lease renewal) was started before the rebuild."""
     tasks: list[asyncio.Task[Any]] = [
         asyncio.ensure_future(executor.run(source)),
-        asyncio.ensure_future(lease.keep()),
+        keeper,
         asyncio.ensure_future(_reassert_after_reconnects(nc, executor, lease)),
     ]
     if executor.nodes is None:
