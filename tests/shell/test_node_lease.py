@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from typing import Any
 
@@ -62,3 +63,24 @@ async def test_an_expired_lease_is_retaken_but_one_taken_by_another_is_lost(nc: 
     with pytest.raises(LeaseLost, match="executor b"):
         await mine.confirm()
     assert not mine.held.is_set()
+
+
+async def test_an_executor_whose_node_is_taken_over_stops_serving_it(nc: Any, streams: Any) -> None:
+    from engine.shell.drivers.sim import SimDriver
+    from engine.shell.executor_run import run_executor
+
+    ready = asyncio.Event()
+    task = asyncio.ensure_future(run_executor(nc, SimDriver(), node="n9", ready=ready, holder="first"))
+    try:
+        await asyncio.wait_for(ready.wait(), timeout=20)
+        kv = await _kv(nc)
+        assert (await kv.get("n9")).value == b"first"
+        await kv.delete("n9")
+        await kv.create("n9", b"usurper")
+        with pytest.raises(LeaseLost, match="executor usurper"):
+            await asyncio.wait_for(task, timeout=10)
+        assert (await kv.get("n9")).value == b"usurper"  # the loser does not delete the winner's key
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, LeaseLost):
+            await task
