@@ -191,9 +191,9 @@ class Executor:
     async def reassert(self, *, concurrency: int = 64) -> int:
         """Report again the current state of every pod (after a reconnect); returns how many pods.
 
-        Each pod is reported under its lock, so a command for it never interleaves (a ``pod.created``
-        repeated after that pod's ``pod.deleted`` would bring it back). Several pods at a time, because
-        each report waits for its own append.
+        Each pod is reported under its lock, so a command for it never interleaves (a ``pod.running``
+        after that pod's ``pod.deleted`` is harmless to the fold, but would read oddly in the log).
+        Several pods at a time, because each report waits for its own append.
         """
         slots = asyncio.Semaphore(concurrency)
 

@@ -78,20 +78,18 @@ def created_report(pod: LocalPod, command_id: str) -> PodCreated:
 
 
 def state_reports(pod: LocalPod) -> list[PodEvent]:
-    """The reports that together say what the executor knows of the pod now, in the order they were
-    first made, each with the pod's create command id (so their ids equal the first reports' ids).
+    """The reports that together say what the executor knows of the pod's life now, in the order they
+    were first made, each with the pod's create command id (so their ids equal the first reports' ids).
 
-    A terminating pod gets no ``pod.created``: its ``pod.deleted`` may be on its way (a lingering
-    simulated pod finishes outside the executor's per-pod lock), and a created appended after it would
-    bring the pod back. A terminal pod's failure reason is not kept, so a repeat outside the server's
-    duplicate window reads the same only if the driver kept it (``reason``); the fold treats it like the
-    first either way.
+    Never ``pod.created``: the fold may have dropped the pod meanwhile without telling the executor (its
+    node was removed), and a created appended then, past the server's duplicate window, would bring the
+    pod back; every later state of a pod the log no longer has is ignored by the fold. A failure reason
+    reads the same as the first only if the driver kept it (``reason``); the fold treats it alike.
     """
     if pod.phase == "Deleted":
         return []
-    command_id = pod.command_id
-    common = pod_fields(pod, command_id)
-    out: list[PodEvent] = [] if pod.terminating else [created_report(pod, command_id)]
+    common = pod_fields(pod, pod.command_id)
+    out: list[PodEvent] = []
     if pod.phase == "Running":
         out.append(PodRunning(**common))
         if pod.ready:
