@@ -372,7 +372,8 @@ async def verify(
                 recomputed = reconcile(state, key, at).decision
             mismatch = compare(seq, recorded, recomputed)
             report.checked += 1
-            report.first_seq = report.first_seq or seq
+            # checked in the order of their states, not their own: keep the range
+            report.first_seq = min(report.first_seq, seq) if report.first_seq else seq
             report.last_seq = max(report.last_seq, seq)
             if mismatch is not None:
                 report.mismatches.append(mismatch)

@@ -1,5 +1,6 @@
-"""``replay verify`` on a long randomized run (every decision recomputes identically) and on a log with
-a forged decision (caught, with its sequence)."""
+"""``replay verify`` on a long randomized run (every decision recomputes identically, every command is
+answered) and on a log with a forged decision (caught, with its sequence). Effects audits on logs built
+by hand are in ``test_verify_effects.py``."""
 
 from __future__ import annotations
 
@@ -94,9 +95,12 @@ async def _random_run(cluster: Cluster, rng: random.Random, steps: int) -> None:
 
 async def test_every_decision_of_a_long_randomized_run_recomputes_identically(cluster: Cluster) -> None:
     await _random_run(cluster, random.Random(20261122), steps=60)
-    report = await verify(cluster.store)
+    report = await verify(cluster.store, nc=cluster.nc)
     assert report.checked >= 30, report
     assert report.mismatches == []
+    # and every command those decisions recorded was answered (by its report, or its pod or node going)
+    assert report.orphans == [] and report.in_flight == [] and report.superseded == []
+    assert report.commands > 0 and report.answered + report.resolved_otherwise == report.commands
 
 
 async def test_a_tampered_decision_is_caught(cluster: Cluster) -> None:
