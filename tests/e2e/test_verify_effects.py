@@ -25,7 +25,7 @@ from engine.shell.forensics import VerifyReport, print_verify, verify
 from engine.shell.store import JetStreamEventStore
 from events.codec import encode
 from events.envelope import wrap
-from events.types import CreatePod, NodeLabelsChanged
+from events.types import CreatePod, NodeLabelsChanged, NodeRemoved
 from tests.conftest import TestServer
 from tests.e2e.harness import Cluster, nodes_yaml, pods_of, running_nodes
 from tests.e2e.recorded import T0, WEB, answer, at, later_event, record_decision, send, setup
@@ -274,3 +274,18 @@ async def test_after_a_busy_normal_run_every_command_is_answered(
     cli = await asyncio.to_thread(dsctl, nats_server, "replay", "verify")
     assert cli.returncode == 0, cli.stdout + cli.stderr
     assert "all match" in cli.stdout and "0 orphans" in cli.stdout and "ORPHAN" not in cli.stdout
+
+
+async def test_late_answers_and_a_removed_node_count_as_answered_as_in_the_fold(
+    jetstream_store: JetStreamEventStore, nc: Any
+) -> None:
+    await setup(jetstream_store, "n1", "n2")
+    _, decision = await record_decision(jetstream_store, T0 + 1)
+    by_node = {c.node: c for c in decision.commands if isinstance(c, CreatePod)}
+    await answer(jetstream_store, by_node["n1"], T0 + 400)  # after its window: late, but answered
+    removed = wrap(NodeRemoved(name="n2"), id="rm-n2", occurred_at=at(T0 + 500), source="test")
+    await jetstream_store.append(removed)  # the fold drops the commands in flight for a removed node
+    await later_event(jetstream_store, T0 + 2000)
+    report = await verify(jetstream_store, nc=nc)
+    assert (report.answered, report.answered_late, report.resolved_otherwise) == (1, 1, 1)
+    assert report.orphans == [] and report.in_flight == [] and not report.failed
