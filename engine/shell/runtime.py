@@ -18,6 +18,7 @@ from nats.aio.client import Client
 from nats.js.api import ObjectStoreConfig
 from nats.js.errors import BucketNotFoundError
 
+from engine.shell import tasks
 from engine.shell.controller import Controller, DecisionWriter
 from engine.shell.lease import LeaderLease
 from engine.shell.metrics import Metrics
@@ -135,19 +136,13 @@ class Engine:
                     self.controller.step_down()
                     self.leading.clear()
                     self.metrics.is_leader = 0
-                    for task in (holding, leading):
-                        task.cancel()
-                        with contextlib.suppress(asyncio.CancelledError, Exception):
-                            await task
+                    await tasks.stop([holding, leading], timeout=15.0)
                 log.warning("engine.stepped_down", identity=self.identity)
                 await asyncio.sleep(self.lease_ttl / 4)
         finally:
             self.controller.close()
             await lease.release()
-            for task in (lag, follower):
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
+            await tasks.stop([lag, follower])
 
     async def measure_lag(self) -> int:
         """Stream sequences not yet folded into the projection (the ``dsctl_projection_lag`` gauge)."""
