@@ -15,6 +15,7 @@ Then it runs ``python -m engine.cli replay verify`` as its own process under ``/
 prints its summary, wall time and peak RSS.
 
 Usage: .venv/bin/python ops/bench_verify.py [--events 1000000] [--nodes 1000] [--daemonsets 10] [--lose 3]
+       [--store DIR (kept; reused if it holds a log)] [--run "-m engine.cli replay verify"]
 """
 
 from __future__ import annotations
@@ -165,28 +166,35 @@ async def main() -> int:
     parser.add_argument("--nodes", type=int, default=1_000)
     parser.add_argument("--daemonsets", type=int, default=10)
     parser.add_argument("--lose", type=int, default=3)
+    parser.add_argument("--store", help="keep the server's store here; a store with a log is reused as is")
+    parser.add_argument(
+        "--run", default="-m engine.cli replay verify", help="what to time, as python arguments"
+    )
     args = parser.parse_args()
-    with EmbeddedNats() as server:
+    with EmbeddedNats(store_dir=args.store) as server:
         nc = await connect(NatsSettings(servers=[server.url]))
         await apply_definitions(nc)
         store = JetStreamEventStore(nc)
-        log = Log(store)
-        started = time.perf_counter()
-        decisions, lost = await build(log, args.events, args.nodes, args.daemonsets, args.lose)
-        print(
-            f"log: {log.seq:,} events ({decisions:,} decisions, {lost} creates never answered) built in "
-            f"{time.perf_counter() - started:.0f}s"
-        )
+        if await store.last_seq() == 0:
+            log = Log(store)
+            started = time.perf_counter()
+            decisions, lost = await build(log, args.events, args.nodes, args.daemonsets, args.lose)
+            print(
+                f"log: {log.seq:,} events ({decisions:,} decisions, {lost} creates never answered) built "
+                f"in {time.perf_counter() - started:.0f}s"
+            )
+        else:
+            print(f"log: {await store.last_seq():,} events, reused from {args.store}")
         await store.close()
         await close(nc)
         env = dict(os.environ, NATS_URL=server.url)
-        command = ["/usr/bin/time", "-v", sys.executable, "-m", "engine.cli", "replay", "verify"]
+        command = ["/usr/bin/time", "-v", sys.executable, *args.run.split()]
         t = time.perf_counter()
         r = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=3600)
         wall = time.perf_counter() - t
         rss = re.search(r"Maximum resident set size \(kbytes\): (\d+)", r.stderr)
         print(r.stdout[-3000:])
-        print(f"`dsctl replay verify` exit {r.returncode}, wall {wall:.1f}s, "
+        print(f"`python {args.run}` exit {r.returncode}, wall {wall:.1f}s, "
               f"peak RSS {int(rss.group(1)) / 1024 if rss else float('nan'):.0f} MB")  # fmt: skip
     return 0
 
