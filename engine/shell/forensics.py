@@ -332,8 +332,10 @@ async def verify(
     **Sent.** With a connection (``nc``), each unanswered command is looked for in ``DSE_COMMANDS`` (by
     the command id in its payload, which is also its ``Nats-Msg-Id``), in one ordered read from the
     earliest such decision on. An answered command was evidently sent, so nothing else is looked up.
-    That stream keeps 24 h: absence proves "never sent" only for a command recorded after the oldest
-    message still there; older ones are "unknown". (Both clocks are the server's.)
+    That stream keeps 24 h: if it ever dropped a message (its first sequence is past 1), absence proves
+    "never sent" only for a command recorded after its oldest message still there, and older ones are
+    "unknown" (both clocks are the server's). Sending is reported, but what fails an audit is the
+    answer: a command answered in time was sent, and one sent but never answered is as lost.
 
     Streamed: three ordered reads (decision sequences only; the decisions again, lazily; everything) and
     the ``DSE_COMMANDS`` tail. Memory holds the folded state, the decision sequences (integers), the
