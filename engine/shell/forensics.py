@@ -771,7 +771,9 @@ async def explain_node(
     if ds is None:
         raise NotFound(f'daemonsets.apps "{name}" not found in namespace {ns}')
     e = node_should_run(n, ds.spec.template)
-    out.write(f"daemonset {ns}/{name} on node {node} (log seq {state.seq}):\n")
+    now = state_clock(state, at)
+    when = "" if at is None else f", as of {datetime.fromtimestamp(now, UTC).isoformat()}"
+    out.write(f"daemonset {ns}/{name} on node {node} (log seq {state.seq}{when}):\n")
     for check in e.checks:
         out.write(f"  {'PASS' if check.passed else 'FAIL'}  {check.rule:<13} {check.message}\n")
     verdict = (
@@ -794,7 +796,7 @@ async def explain_node(
                   f"{', terminating' if p.deletion_timestamp else ''}\n")  # fmt: skip
     if not pods:
         out.write("no pod of this daemonset on the node\n")
-    result = reconcile(state, ds.key, state_clock(state, at))
+    result = reconcile(state, ds.key, now)
     for r in result.reasons:
         if r.node == node:
             out.write(f"the engine now: {r.action} — {r.message} [{r.code}]\n")
