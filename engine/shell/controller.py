@@ -173,6 +173,8 @@ class Controller:
         self._scoped_idle.set()
         #: keys whose node-scoped work (decision appended, commands published) is not finished
         self._scoped_pending: set[str] = set()
+        #: the last decision appended with commands (full reconciles wait, briefly, for it to be sent)
+        self._commanded_seq = 0
         #: seconds a full reconcile of each key took lately (moving average)
         self._cost: dict[str, float] = {}
         self._leading = False
@@ -269,6 +271,7 @@ class Controller:
         await self.projector.wait_for(self.writer.tree_seq or 0)
         self._leading = True
         self.lost.clear()
+        self._commanded_seq = 0  # the relay starts again from its stored position
         relay = asyncio.ensure_future(self.relay.run())
         for key in sorted(self.projector.state.daemonsets):
             self.queue.add(key)
@@ -383,6 +386,7 @@ class Controller:
                     async with asyncio.timeout(SCOPED_FIRST):
                         await self._scoped_idle.wait()
                         # and their commands sent: a full reconcile blocks the loop, sends included
+                        await self.relay.sent_through(self._commanded_seq)
                         await self.relay.drained.wait()
             async with self._lock(key):
                 state = await self._caught_up(key)
@@ -426,6 +430,7 @@ class Controller:
             self._min_seq[key] = seq
             if decision.commands:  # should no answer ever come, look again when the commands expire
                 self.queue.add_after(key, EXPECTATIONS_TIMEOUT + 1.0)
+                self._commanded_seq = max(self._commanded_seq, seq)
             self.metrics.decisions += 1
         self.metrics.reconciles += 1
         if result.requeue_after is not None:

@@ -195,6 +195,8 @@ class CommandRelay:
         #: set while nothing folded waits to be sent (full reconciles let sending go first)
         self.drained = asyncio.Event()
         self.drained.set()
+        #: set (and cleared by waiters) whenever the position moves
+        self._moved = asyncio.Event()
         self._active = False
         self.sent = 0
         #: the sequence of the last decision whose commands are all stored (0: none yet this run)
@@ -247,6 +249,14 @@ class CommandRelay:
             self._queue.clear()
             self.drained.set()
 
+    async def sent_through(self, seq: int) -> None:
+        """Wait until the commands of every decision up to ``seq`` are stored (callers bound the wait).
+        The controller holds full reconciles back on this: a decision just appended is not folded yet,
+        so "nothing queued" alone would let a full reconcile block the loop before its commands go."""
+        while self._active and self.position < seq:
+            self._moved.clear()
+            await self._moved.wait()
+
     def _in_flight_by_decision(self, state: ClusterState) -> dict[int, set[str]]:
         now = self.clock()
         out: dict[int, set[str]] = {}
@@ -293,6 +303,7 @@ class CommandRelay:
 
         await self._retry(f"send {len(batch)} commands of decisions {first}..{last}", publish)
         self.position = max(self.position, last)
+        self._moved.set()
         self.sent += len(batch)
         self.metrics.commands += len(batch)
         log.debug("relay.sent", decisions=f"{first}..{last}", commands=len(batch),
