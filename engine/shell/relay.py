@@ -40,7 +40,7 @@ import functools
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import msgspec
 import structlog
@@ -48,6 +48,7 @@ from nats.aio.client import Client
 
 from engine.core.dispatch import commands_to_send
 from engine.core.expectations import is_live
+from engine.shell import tasks
 from engine.shell.jetstream_api import ApiError, api_request, error_for, translate_errors
 from engine.shell.metrics import Metrics
 from engine.shell.projector import Projector
@@ -68,6 +69,8 @@ DECISION_SEQ_HEADER = "Dsctl-Decision-Seq"
 RELAYED_FROM_HEADER = "Dsctl-Relayed-From"
 #: most commands sent in one batch (several decisions); one decision is never split
 MAX_BATCH = 4096
+#: most batches awaiting their acknowledgements at once
+PIPELINE = 4
 #: a run of failures longer than this is logged at error level (a person should look)
 REPORT_AFTER = 30.0
 #: most command messages looked at, from the end of the stream, for the relay's position (messages
@@ -229,25 +232,57 @@ class CommandRelay:
         try:
             start = await self._retry("read the relay position", self.sink.position)
             await self._catch_up(behind, start)
-            while True:
-                while self._queue:
-                    taken, batch = 0, list[tuple[int, AnyCommand]]()
-                    for seq, commands in self._queue:
-                        if batch and len(batch) + len(commands) > MAX_BATCH:
-                            break
-                        batch.extend((seq, c) for c in commands)
-                        taken += 1
-                    await self._send(batch)
-                    for _ in range(taken):
-                        self._queue.popleft()
-                    self.metrics.relay_pending = len(self._queue)
-                self._wake.clear()
-                self.drained.set()
-                await self._wake.wait()
+            await self._pump()
         finally:
             self._active = False
             self._queue.clear()
             self.drained.set()
+
+    async def _pump(self) -> None:
+        """Send batches as decisions are folded, up to ``PIPELINE`` batches awaiting their acks at once
+        (so a burst of small decisions does not wait one round trip per batch). Each message carries
+        the first decision of the oldest batch still unacknowledged: below it, everything is stored,
+        whichever order the server acknowledges the batches in."""
+        sending: deque[tuple[int, int, asyncio.Task[None]]] = deque()
+        try:
+            while True:
+                while sending and sending[0][2].done():
+                    _, last, task = sending.popleft()
+                    task.result()  # a batch task only ends by storing its batch (or a bug: raise it)
+                    self.position = max(self.position, last)
+                    self._moved.set()
+                if self._queue and len(sending) < PIPELINE:
+                    batch = self._take()
+                    low = sending[0][0] if sending else batch[0][0]
+                    task = asyncio.ensure_future(self._send(batch, low))
+                    sending.append((batch[0][0], batch[-1][0], task))
+                    continue
+                self.metrics.relay_pending = len(self._queue) + len(sending)
+                if not self._queue and not sending:
+                    self.drained.set()
+                self._wake.clear()
+                waits: set[asyncio.Future[Any]] = {asyncio.ensure_future(self._wake.wait())}
+                if sending:
+                    waits.add(sending[0][2])
+                try:
+                    await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    for w in waits:
+                        if not any(w is t for _, _, t in sending):
+                            w.cancel()
+        finally:
+            await tasks.stop([t for _, _, t in sending])
+
+    def _take(self) -> list[tuple[int, AnyCommand]]:
+        """The next batch: whole decisions from the queue, up to ``MAX_BATCH`` commands."""
+        batch: list[tuple[int, AnyCommand]] = []
+        while self._queue:
+            seq, commands = self._queue[0]
+            if batch and len(batch) + len(commands) > MAX_BATCH:
+                break
+            batch.extend((seq, c) for c in commands)
+            self._queue.popleft()
+        return batch
 
     async def sent_through(self, seq: int) -> None:
         """Wait until the commands of every decision up to ``seq`` are stored (callers bound the wait).
@@ -279,7 +314,9 @@ class CommandRelay:
             assert isinstance(decision, DecisionRecorded)
             batch.extend((seq, c) for c in commands_to_send(self.projector.state, decision) if c.id in ids)
         for i in range(0, len(batch), MAX_BATCH):
-            await self._send(batch[i : i + MAX_BATCH])
+            chunk = batch[i : i + MAX_BATCH]
+            await self._send(chunk, chunk[0][0])
+            self.position = max(self.position, chunk[-1][0])
         log.info("relay.resumed", position=start, resent=len(batch), decisions=len(behind))
 
     async def _decision(self, seq: int) -> StoredEvent | None:
@@ -294,16 +331,15 @@ class CommandRelay:
             return None
         return stored
 
-    async def _send(self, batch: list[tuple[int, AnyCommand]]) -> None:
+    async def _send(self, batch: list[tuple[int, AnyCommand]], relayed_from: int) -> None:
+        """Store ``batch``, retrying until it is stored (see ``_retry``)."""
         started = time.perf_counter()
         first, last = batch[0][0], batch[-1][0]
 
         async def publish() -> None:
-            await self.sink.publish(batch, relayed_from=first)
+            await self.sink.publish(batch, relayed_from=relayed_from)
 
         await self._retry(f"send {len(batch)} commands of decisions {first}..{last}", publish)
-        self.position = max(self.position, last)
-        self._moved.set()
         self.sent += len(batch)
         self.metrics.commands += len(batch)
         log.debug("relay.sent", decisions=f"{first}..{last}", commands=len(batch),

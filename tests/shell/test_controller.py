@@ -49,7 +49,7 @@ class ListSink:
         if self.fail:
             self.fail -= 1
             raise ConnectionError("no stream leader")
-        assert relayed_from == batch[0][0]
+        assert relayed_from <= batch[0][0]  # the low-water mark: below it, everything was stored
         self.sent.extend(batch)
 
     async def position(self) -> int | None:
@@ -181,3 +181,36 @@ async def test_a_new_leader_sends_what_a_crashed_one_recorded_but_never_sent(rig
     finally:
         rig.controller.step_down()
         await asyncio.wait_for(second, 10)
+
+
+async def test_batches_in_flight_together_carry_the_oldest_unacknowledged_decision(rig: Rig) -> None:
+    # the relay does not wait for one batch's acks before sending the next; each message names the
+    # first decision of the oldest batch still unacknowledged, which is where a new leader resumes
+    release = asyncio.Event()
+    calls: list[tuple[int, int]] = []  # (relayed_from, first decision of the batch)
+    publish = rig.sink.publish
+
+    async def slow_first(batch: Sequence[tuple[int, AnyCommand]], *, relayed_from: int) -> None:
+        calls.append((relayed_from, batch[0][0]))
+        if len(calls) == 1:
+            await release.wait()  # the first batch's acks are slow
+        await publish(batch, relayed_from=relayed_from)
+
+    rig.sink.publish = slow_first  # type: ignore[method-assign]
+    await _applied(rig, nodes_yaml("node-a"))
+    lead = asyncio.ensure_future(rig.controller.lead(1))
+    try:
+        await _applied(rig, DS.format(name="agent"))
+        await until("the first batch is on its way", lambda: len(calls) == 1)
+        await _applied(rig, DS.format(name="other"))  # another DaemonSet: its own decision
+        await until("a second batch goes out meanwhile", lambda: len(calls) == 2)
+        first_decision = calls[0][1]
+        assert calls[1] == (first_decision, calls[1][1]) and calls[1][1] > first_decision
+        assert rig.controller.relay.position < first_decision  # nothing is known stored yet
+        release.set()
+        await until("both stored", lambda: rig.controller.relay.position == calls[1][1])
+        assert {c.owner_name for _, c in rig.sink.sent if isinstance(c, CreatePod)} == {"agent", "other"}
+    finally:
+        release.set()
+        rig.controller.step_down()
+        await asyncio.wait_for(lead, 10)
