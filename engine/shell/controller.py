@@ -93,6 +93,8 @@ class DecisionWriter:
         self._clock = clock
         self.tree_seq: int | None = None
         self._lock = asyncio.Lock()
+        #: told of each decision stored, in log order (called while the append lock is held)
+        self.on_appended: Callable[[int, DecisionRecorded], None] | None = None
 
     async def elect(self, epoch: int) -> int:
         """Record this engine's election; from here on a deposed leader's appends fail."""
@@ -130,6 +132,8 @@ class DecisionWriter:
                     f"decision for {decision.namespace}/{decision.name} fenced: {err}"
                 ) from err
             self.tree_seq = max(self.tree_seq, result.seq)
+            if self.on_appended is not None and not result.duplicate:
+                self.on_appended(result.seq, decision)
             return result.seq
 
 
@@ -180,6 +184,8 @@ class Controller:
         self._leading = False
         self.lost = asyncio.Event()
         projector.listen(self._before, self._after)
+        # the relay learns of each decision as it is stored, not only once it is folded back
+        writer.on_appended = lambda seq, decision: relay.offer(projector.state, seq, decision)
 
     # --- triggers (called by the projector, synchronously, around each fold) -------------------------
 

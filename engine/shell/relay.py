@@ -198,6 +198,8 @@ class CommandRelay:
         #: set while nothing folded waits to be sent (full reconciles let sending go first)
         self.drained = asyncio.Event()
         self.drained.set()
+        #: the highest decision sequence queued this run (offers at or below it are repeats)
+        self._offered = 0
         #: set (and cleared by waiters) whenever the position moves
         self._moved = asyncio.Event()
         self._active = False
@@ -212,14 +214,25 @@ class CommandRelay:
         return len(self._queue)
 
     def _after(self, state: ClusterState, stored: StoredEvent, ctx: object) -> None:
-        if not self._active:
-            return
         decision = stored.envelope.data
-        if isinstance(decision, DecisionRecorded) and decision.commands:
-            # made whole now, from the state right after the decision: its revision is there
-            self._queue.append((stored.seq, commands_to_send(state, decision)))
-            self.drained.clear()
-            self._wake.set()
+        if isinstance(decision, DecisionRecorded):
+            self.offer(state, stored.seq, decision)
+
+    def offer(self, state: ClusterState, seq: int, decision: DecisionRecorded) -> None:
+        """Queue a recorded decision's commands (once per sequence, in log order).
+
+        Two callers: the fold (every decision in the log, the guarantee) and this engine's decision
+        writer the moment its append is acknowledged (a fast path: the fold would add a read of the
+        log before the commands go). The writer appends one decision at a time, in log order, and a
+        decision the writer offered is skipped when the fold brings it, so order and uniqueness hold.
+        """
+        if not self._active or seq <= self._offered or not decision.commands:
+            return
+        self._offered = seq
+        # made whole now, from a state that holds the decision's revision
+        self._queue.append((seq, commands_to_send(state, decision)))
+        self.drained.clear()
+        self._wake.set()
 
     async def run(self) -> None:
         """Relay until cancelled: catch up from the stored position, then follow the fold."""
@@ -228,6 +241,8 @@ class CommandRelay:
         self._active = True
         self._queue.clear()
         self.position = 0
+        # everything folded so far is the catch-up's; from here on, each decision is queued once
+        self._offered = self.projector.state.seq
         behind = self._in_flight_by_decision(self.projector.state)
         try:
             start = await self._retry("read the relay position", self.sink.position)
