@@ -6,7 +6,7 @@
                                             names are unique per namespace only)
     dse.decision.<namespace>.<name>        reconcile decisions
     dse.decision._leader                   leader elections (inside the decision tree: fencing, see
-                                            engine/shell/lease.py; ``_`` cannot start a namespace)
+                                            engine/store/lease.py; ``_`` cannot start a namespace)
     dse.cmd.<node>                         commands for one node's executor (command stream)
     dse.rejected.<reason>                  input that failed validation (rejected stream)
 

@@ -26,12 +26,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from engine.shell.connection import close, connect  # noqa: E402
-from engine.shell.embedded import EmbeddedNats  # noqa: E402
-from engine.shell.forensics import AuditFilter, audit  # noqa: E402
-from engine.shell.settings import NatsSettings  # noqa: E402
-from engine.shell.store import JetStreamEventStore  # noqa: E402
-from engine.shell.streams import apply_definitions  # noqa: E402
+from engine.cli.forensics import AuditFilter, audit  # noqa: E402
+from engine.store.connection import close, connect  # noqa: E402
+from engine.store.embedded import EmbeddedNats  # noqa: E402
+from engine.store.event_store import JetStreamEventStore  # noqa: E402
+from engine.store.settings import NatsSettings  # noqa: E402
+from engine.store.streams import apply_definitions  # noqa: E402
 from events.envelope import Envelope, wrap  # noqa: E402
 from events.subjects import node_filters  # noqa: E402
 from events.types import Event, NodeLabelsChanged, NodeRegistered, PodCreated, PodReady, PodRunning  # noqa: E402

@@ -15,12 +15,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import structlog  # noqa: E402
+import structlog
 
-from engine.shell.connection import close, connect  # noqa: E402
-from engine.shell.embedded import EmbeddedNats  # noqa: E402
-from engine.shell.settings import NatsSettings  # noqa: E402
-from tests.e2e.harness import Cluster, nodes_yaml  # noqa: E402
+from engine.store.connection import close, connect
+from engine.store.embedded import EmbeddedNats
+from engine.store.settings import NatsSettings
+from tests.e2e.harness import Cluster, nodes_yaml
 
 DS = """
 apiVersion: apps/v1

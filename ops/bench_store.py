@@ -28,12 +28,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import structlog
 
-from engine.shell.connection import close, connect
-from engine.shell.embedded import EmbeddedNats
-from engine.shell.jetstream_api import api_request
-from engine.shell.settings import NatsSettings
-from engine.shell.store import JetStreamEventStore
-from engine.shell.streams import EVENTS_STREAM, StreamDefinition, apply_definitions, load_definitions
+from engine.store.connection import close, connect
+from engine.store.embedded import EmbeddedNats
+from engine.store.event_store import JetStreamEventStore
+from engine.store.jetstream_api import api_request
+from engine.store.settings import NatsSettings
+from engine.store.streams import EVENTS_STREAM, StreamDefinition, apply_definitions, load_definitions
 from events.codec import decode, encode
 from events.envelope import Envelope, wrap
 from events.ids import stable_id

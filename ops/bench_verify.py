@@ -36,14 +36,14 @@ sys.path.insert(0, str(ROOT))
 
 import msgspec  # noqa: E402
 
+from engine.cli.apply import parse  # noqa: E402
 from engine.core.manifests import DaemonSetManifest, apply_daemonset  # noqa: E402
 from engine.core.reconcile import reconcile  # noqa: E402
-from engine.shell.apply import parse  # noqa: E402
-from engine.shell.connection import close, connect  # noqa: E402
-from engine.shell.embedded import EmbeddedNats  # noqa: E402
-from engine.shell.settings import NatsSettings  # noqa: E402
-from engine.shell.store import JetStreamEventStore  # noqa: E402
-from engine.shell.streams import apply_definitions  # noqa: E402
+from engine.store.connection import close, connect  # noqa: E402
+from engine.store.embedded import EmbeddedNats  # noqa: E402
+from engine.store.event_store import JetStreamEventStore  # noqa: E402
+from engine.store.settings import NatsSettings  # noqa: E402
+from engine.store.streams import apply_definitions  # noqa: E402
 from events.envelope import Envelope, wrap  # noqa: E402
 from events.k8s import REVISION_HASH_LABEL  # noqa: E402
 from events.types import (  # noqa: E402

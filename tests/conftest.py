@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from engine.shell.embedded import EmbeddedNats
+from engine.store.embedded import EmbeddedNats
 
 LEAK_GRACE_SECONDS = 1.0
 
@@ -92,8 +92,8 @@ def nats_server(tmp_path: Path) -> Iterator[TestServer]:
 @pytest.fixture
 async def nc(nats_server: TestServer) -> AsyncIterator[Any]:
     """A connection that reconnects quickly (restart tests) and is closed after the test."""
-    from engine.shell.connection import close, connect
-    from engine.shell.settings import NatsSettings
+    from engine.store.connection import close, connect
+    from engine.store.settings import NatsSettings
 
     client = await connect(
         NatsSettings(servers=[nats_server.url], name="dsctl-tests", reconnect_wait=0.1, connect_deadline=5)
@@ -107,7 +107,7 @@ async def nc(nats_server: TestServer) -> AsyncIterator[Any]:
 @pytest.fixture
 async def streams(nc: Any) -> AsyncIterator[Any]:
     """The stream definitions, applied fresh (existing ``DSE_*`` streams are deleted first)."""
-    from engine.shell.streams import apply_definitions, delete_streams, load_definitions
+    from engine.store.streams import apply_definitions, delete_streams, load_definitions
 
     defs = load_definitions()
     await delete_streams(nc, defs)
@@ -118,7 +118,7 @@ async def streams(nc: Any) -> AsyncIterator[Any]:
 @pytest.fixture
 async def jetstream_store(nc: Any, streams: Any) -> AsyncIterator[Any]:
     """The JetStream event store on fresh streams, with short heartbeats so resets happen fast."""
-    from engine.shell.store import JetStreamEventStore
+    from engine.store.event_store import JetStreamEventStore
 
     store = JetStreamEventStore(nc, heartbeat=0.5, stall_timeout=10)
     yield store

@@ -11,7 +11,18 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
-@pytest.mark.parametrize("name", ["engine", "events", "projections", "engine.core", "engine.shell"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "engine",
+        "events",
+        "projections",
+        "engine.core",
+        "engine.store",
+        "engine.reconciler",
+        "engine.executor",
+    ],
+)
 def test_package_imports_from_this_repository(name: str) -> None:
     module = importlib.import_module(name)
     assert module.__file__ is not None

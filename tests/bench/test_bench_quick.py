@@ -8,9 +8,9 @@ import json
 
 import pytest
 
-from engine.shell.bench import SCENARIOS, run_bench
-from engine.shell.bench.common import Row, Target
-from engine.shell.bench.runner import render_table
+from engine.bench import SCENARIOS, run_bench
+from engine.bench.common import Row, Target
+from engine.bench.runner import render_table
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from engine.shell.embedded import free_port
+from engine.store.embedded import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.shell.embedded import free_port
+from engine.store.embedded import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[2]

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from engine.shell.embedded_cluster import EmbeddedCluster
+from engine.store.embedded_cluster import EmbeddedCluster
 
 #: the leader-lease TTL the R3 streams are prepared with; the same as tests.e2e.harness.Cluster's default,
 #: so a Cluster started on them re-applies the definitions without drift
@@ -35,8 +35,8 @@ def nats_cluster(tmp_path: Path) -> Iterator[EmbeddedCluster]:
 @pytest.fixture
 async def cluster_nc(nats_cluster: EmbeddedCluster) -> AsyncIterator[Any]:
     """Connected to all three URLs, reconnecting fast: a killed server's clients move to another."""
-    from engine.shell.connection import close, connect
-    from engine.shell.settings import NatsSettings
+    from engine.store.connection import close, connect
+    from engine.store.settings import NatsSettings
 
     client = await connect(
         NatsSettings(
@@ -59,9 +59,9 @@ async def r3_streams(nats_cluster: EmbeddedCluster, cluster_nc: Any) -> AsyncIte
     (a stream answers its first request only once its own Raft group has elected). Yields the
     definitions that were applied (read from the server: a definition file added while the test
     starts is not half-counted)."""
-    from engine.shell.jetstream_api import api_request
-    from engine.shell.runtime import prepare
-    from engine.shell.streams import load_definitions
+    from engine.reconciler.engine import prepare
+    from engine.store.jetstream_api import api_request
+    from engine.store.streams import load_definitions
 
     await prepare(cluster_nc, lease_ttl=LEASE_TTL, replicas=REPLICAS)
     names = set((await api_request(cluster_nc, "STREAM.NAMES", {}))["streams"] or ())

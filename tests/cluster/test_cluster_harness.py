@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from engine.shell.embedded_cluster import EmbeddedCluster
-from engine.shell.jetstream_api import api_request
+from engine.store.embedded_cluster import EmbeddedCluster
+from engine.store.jetstream_api import api_request
 from events.errors import DsctlError
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(90)]

@@ -23,10 +23,10 @@ from typing import Any
 import msgspec
 import pytest
 
-from engine.shell.embedded_cluster import EmbeddedCluster
-from engine.shell.forensics import VerifyReport, verify
-from engine.shell.store import AppendResult, JetStreamEventStore
-from engine.shell.streams import EVENTS_STREAM
+from engine.cli.forensics import VerifyReport, verify
+from engine.store.embedded_cluster import EmbeddedCluster
+from engine.store.event_store import AppendResult, JetStreamEventStore
+from engine.store.streams import EVENTS_STREAM
 from events.envelope import Envelope
 from projections.model import ClusterState
 from projections.replay import replay

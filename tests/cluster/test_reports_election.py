@@ -11,11 +11,11 @@ from typing import Any
 
 import pytest
 
-from engine.shell.embedded_cluster import EmbeddedCluster
-from engine.shell.reports import BatchingAppender
-from engine.shell.retry import Backoff
-from engine.shell.store import JetStreamEventStore
-from engine.shell.streams import EVENTS_STREAM
+from engine.executor.reports import BatchingAppender
+from engine.runtime.retry import Backoff
+from engine.store.embedded_cluster import EmbeddedCluster
+from engine.store.event_store import JetStreamEventStore
+from engine.store.streams import EVENTS_STREAM
 from events.errors import TransientError
 from events.types import PodRunning
 from tests.shell.test_reports import loop_errors  # noqa: F401  (a fixture, used by name)

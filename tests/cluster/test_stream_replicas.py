@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
-from engine.shell.embedded_cluster import EmbeddedCluster
-from engine.shell.jetstream_api import api_request
-from engine.shell.runtime import prepare
-from engine.shell.streams import (
+from engine.reconciler.engine import prepare
+from engine.store.embedded_cluster import EmbeddedCluster
+from engine.store.jetstream_api import api_request
+from engine.store.streams import (
     EVENTS_STREAM,
     LEADER_BUCKET,
     REJECTED_STREAM,

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from engine.shell.embedded import free_port
+from engine.store.embedded import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 #: seconds one ``dsctl`` command may take (a hung command is a failure, not a hang)

@@ -9,12 +9,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from engine.shell.apply import Applier
-from engine.shell.drivers.sim import SimDriver
-from engine.shell.executor_run import run_executor
-from engine.shell.operations import NodeOps, find_pod, request_pod_delete
-from engine.shell.runtime import Engine, prepare
-from engine.shell.store import JetStreamEventStore
+from engine.cli.apply import Applier
+from engine.cli.operations import NodeOps, find_pod, request_pod_delete
+from engine.executor.drivers.sim import SimDriver
+from engine.executor.run import run_executor
+from engine.reconciler.engine import Engine, prepare
+from engine.store.event_store import JetStreamEventStore
 from projections.model import ClusterState, PodState
 
 NODES_YAML = """

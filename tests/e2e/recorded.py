@@ -10,10 +10,10 @@ from typing import Any
 
 import msgspec
 
+from engine.cli.apply import Applier
+from engine.cli.queries import load_state
 from engine.core.reconcile import reconcile
-from engine.shell.apply import Applier
-from engine.shell.queries import load_state
-from engine.shell.store import EventStore
+from engine.store.event_store import EventStore
 from events.codec import encode_command
 from events.envelope import wrap
 from events.subjects import command_subject

@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
-from engine.shell.controller import DecisionWriter, LeadershipLost
-from engine.shell.store import JetStreamEventStore
+from engine.reconciler.controller import DecisionWriter, LeadershipLost
+from engine.store.event_store import JetStreamEventStore
 from events import codec
 from events.k8s import PodTemplate, TemplateMetadata
 from events.subjects import command_subject

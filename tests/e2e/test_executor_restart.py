@@ -24,9 +24,9 @@ from typing import Any
 import pytest
 import structlog
 
-from engine.shell.drivers.process import ProcessDriver, proc_stat
-from engine.shell.drivers.sim import SimDriver
-from engine.shell.executor_run import run_executor
+from engine.executor.drivers.process import ProcessDriver, proc_stat
+from engine.executor.drivers.sim import SimDriver
+from engine.executor.run import run_executor
 from tests.e2e.harness import Cluster, nodes_yaml, pods_of, running_nodes
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from engine.shell.runtime import Engine, prepare
+from engine.reconciler.engine import Engine, prepare
 from tests.e2e.harness import Cluster, nodes_yaml
 
 pytestmark = pytest.mark.integration

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.shell.embedded import EmbeddedNats
+from engine.store.embedded import EmbeddedNats
 from tests.e2e.cli_driver import (
     Background,
     Dsctl,

@@ -19,10 +19,10 @@ from typing import Any
 
 import pytest
 
-from engine.shell.apply import Applier
-from engine.shell.commands import delete_daemonset
-from engine.shell.forensics import VerifyReport, print_verify, verify
-from engine.shell.store import JetStreamEventStore
+from engine.cli.apply import Applier
+from engine.cli.commands import delete_daemonset
+from engine.cli.forensics import VerifyReport, print_verify, verify
+from engine.store.event_store import JetStreamEventStore
 from events.codec import encode
 from events.envelope import wrap
 from events.types import CreatePod, NodeLabelsChanged, NodeRemoved

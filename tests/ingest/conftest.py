@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from engine.shell.ingest import IngestService, serve_ingest
+from engine.ingest.service import IngestService, serve_ingest
 
 
 @pytest.fixture

@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 
-from engine.shell.contract import publish_file
-from engine.shell.ingest import EVENT_SUBJECT, IngestService
-from engine.shell.ingest_client import IngestClient, IngestRefused
-from engine.shell.store import JetStreamEventStore
-from engine.shell.streams import EVENTS_STREAM, delete_streams
+from engine.ingest.client import IngestClient, IngestRefused
+from engine.ingest.contract import publish_file
+from engine.ingest.service import EVENT_SUBJECT, IngestService
+from engine.store.event_store import JetStreamEventStore
+from engine.store.streams import EVENTS_STREAM, delete_streams
 from events.envelope import wrap
 from events.errors import InvalidInput, NotFound, TransientError
 from events.k8s import Taint

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 
-from engine.shell.contract import asyncapi_document, event_address, json_schema_document, schema_text
-from engine.shell.ingest import BATCH_SUBJECT, EVENT_SUBJECT
+from engine.ingest.contract import asyncapi_document, event_address, json_schema_document, schema_text
+from engine.ingest.service import BATCH_SUBJECT, EVENT_SUBJECT
 from events.errors import InvalidInput
 from events.subjects import command_subject, subject_for
 from events.types import BY_TAG, Event

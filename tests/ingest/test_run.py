@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from engine.shell.ingest import SERVICE_NAME
-from engine.shell.ingest_client import IngestClient
+from engine.ingest.client import IngestClient
+from engine.ingest.service import SERVICE_NAME
 from events.types import NodeRegistered
 from tests.conftest import TestServer
 
@@ -20,8 +20,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(30)]
 
 SCRIPT = """
 import asyncio, sys
-from engine.shell.ingest import run_ingest
-from engine.shell.settings import NatsSettings
+from engine.ingest.service import run_ingest
+from engine.store.settings import NatsSettings
 sys.exit(asyncio.run(run_ingest(NatsSettings(servers=[sys.argv[1]], name="dsctl-ingest-test"))))
 """
 

@@ -14,9 +14,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.shell.ingest import BATCH_SUBJECT, EVENT_SUBJECT, SERVICE_NAME, IngestService, Rejection
-from engine.shell.store import JetStreamEventStore
-from engine.shell.streams import EVENTS_STREAM, REJECTED_STREAM, delete_streams
+from engine.ingest.service import BATCH_SUBJECT, EVENT_SUBJECT, SERVICE_NAME, IngestService, Rejection
+from engine.store.event_store import JetStreamEventStore
+from engine.store.streams import EVENTS_STREAM, REJECTED_STREAM, delete_streams
 from events.k8s import NodeCondition
 from events.subjects import rejected_subject
 from events.types import DaemonSetApplied, NodeConditionChanged, NodeRegistered

@@ -14,19 +14,19 @@ from typing import Any
 
 import pytest
 
-from engine.shell.apply import Applier
-from engine.shell.ingest import serve_ingest
-from engine.shell.ingest_client import IngestClient
-from engine.shell.jetstream_api import JetStreamUnavailable
-from engine.shell.operations import NodeOps
-from engine.shell.store import (
+from engine.cli.apply import Applier
+from engine.cli.operations import NodeOps
+from engine.ingest.client import IngestClient
+from engine.ingest.service import serve_ingest
+from engine.store.event_store import (
     AppendResult,
     Deadline,
     JetStreamEventStore,
     StoredEvent,
     append_within,
 )
-from engine.shell.streams import EVENTS_STREAM, apply_definitions, delete_streams
+from engine.store.jetstream_api import JetStreamUnavailable
+from engine.store.streams import EVENTS_STREAM, apply_definitions, delete_streams
 from events.envelope import Envelope, wrap
 from events.errors import DeadlineExceeded, TransientError
 from events.types import NodeLabelsChanged, NodeRegistered

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine.shell.ingest import (
+from engine.ingest.service import (
     DEFAULT_SOURCE,
     ENGINE_ONLY_CODE,
     INVALID,

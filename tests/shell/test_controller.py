@@ -11,11 +11,11 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from engine.shell.apply import Applier
-from engine.shell.controller import Controller, DecisionWriter
-from engine.shell.memory_store import MemoryEventStore
-from engine.shell.projector import Projector
-from engine.shell.relay import CommandRelay
+from engine.cli.apply import Applier
+from engine.reconciler.controller import Controller, DecisionWriter
+from engine.reconciler.relay import CommandRelay
+from engine.store.memory_store import MemoryEventStore
+from engine.store.projector import Projector
 from events.types import AnyCommand, CreatePod, DecisionRecorded
 from tests.e2e.harness import nodes_yaml
 

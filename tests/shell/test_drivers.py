@@ -13,9 +13,9 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from engine.shell.drivers.base import LocalPod
-from engine.shell.drivers.process import PidRecord, ProcessDriver, current_boot_id, proc_stat
-from engine.shell.drivers.sim import SimDriver
+from engine.executor.drivers.base import LocalPod
+from engine.executor.drivers.process import PidRecord, ProcessDriver, current_boot_id, proc_stat
+from engine.executor.drivers.sim import SimDriver
 from events.k8s import PodTemplate, TemplateMetadata
 from events.types import PodEvent, PodFailed, PodSucceeded
 

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from engine.shell import embedded
-from engine.shell.connection import close, connect
-from engine.shell.embedded import EmbeddedNats, find_binary
-from engine.shell.settings import NatsSettings
+from engine.store import embedded
+from engine.store.connection import close, connect
+from engine.store.embedded import EmbeddedNats, find_binary
+from engine.store.settings import NatsSettings
 from events.errors import PermanentError
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(30)]

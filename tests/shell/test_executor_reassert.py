@@ -9,9 +9,9 @@ import os
 import signal
 from pathlib import Path
 
-from engine.shell.drivers.process import ProcessDriver
-from engine.shell.drivers.sim import SimDriver
-from engine.shell.executor import Executor, LogReporter
+from engine.executor.drivers.process import ProcessDriver
+from engine.executor.drivers.sim import SimDriver
+from engine.executor.executor import Executor, LogReporter
 from events.k8s import PodTemplate, TemplateMetadata
 from events.types import CreatePod, DeletePod, PodEvent
 from projections.model import ClusterState, PodState

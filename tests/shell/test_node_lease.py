@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from engine.shell.lease import NODE_LEASE_BUCKET, ExecutorLease, LeaseHeld, LeaseLost
+from engine.store.lease import NODE_LEASE_BUCKET, ExecutorLease, LeaseHeld, LeaseLost
 
 pytestmark = pytest.mark.integration
 
@@ -66,8 +66,8 @@ async def test_an_expired_lease_is_retaken_but_one_taken_by_another_is_lost(nc: 
 
 
 async def test_an_executor_whose_node_is_taken_over_stops_serving_it(nc: Any, streams: Any) -> None:
-    from engine.shell.drivers.sim import SimDriver
-    from engine.shell.executor_run import run_executor
+    from engine.executor.drivers.sim import SimDriver
+    from engine.executor.run import run_executor
 
     ready = asyncio.Event()
     task = asyncio.ensure_future(run_executor(nc, SimDriver(), node="n9", ready=ready, holder="first"))

@@ -8,14 +8,14 @@ from typing import Any
 
 import pytest
 
-from engine.shell.jetstream_api import api_request
-from engine.shell.relay import (
+from engine.reconciler.relay import (
     COMMANDS_STREAM,
     DECISION_SEQ_HEADER,
     RELAYED_FROM_HEADER,
     JetStreamCommandSink,
 )
-from engine.shell.streams import apply_definitions, load_definitions
+from engine.store.jetstream_api import api_request
+from engine.store.streams import apply_definitions, load_definitions
 from events.subjects import command_subject
 from events.types import DeletePod
 from tests.e2e.harness import Cluster, nodes_yaml, running_nodes

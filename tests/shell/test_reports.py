@@ -12,11 +12,11 @@ from typing import Any
 
 import pytest
 
-from engine.shell.drivers.base import LocalPod
-from engine.shell.drivers.sim import SimDriver
-from engine.shell.reports import BatchingAppender
-from engine.shell.retry import Backoff
-from engine.shell.store import JetStreamEventStore, StoredEvent
+from engine.executor.drivers.base import LocalPod
+from engine.executor.drivers.sim import SimDriver
+from engine.executor.reports import BatchingAppender
+from engine.runtime.retry import Backoff
+from engine.store.event_store import JetStreamEventStore, StoredEvent
 from events.errors import PermanentError, TransientError
 from events.k8s import PodTemplate, TemplateMetadata
 from events.types import PodEvent, PodFailed, PodReady, PodRunning

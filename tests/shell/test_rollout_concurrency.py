@@ -20,9 +20,9 @@ from typing import Any
 
 import pytest
 
-from engine.shell.apply import Applier, ds_tree
-from engine.shell.commands import rollout_restart, rollout_undo
-from engine.shell.store import AppendResult, EventStore, StoredEvent
+from engine.cli.apply import Applier, ds_tree
+from engine.cli.commands import rollout_restart, rollout_undo
+from engine.store.event_store import AppendResult, EventStore, StoredEvent
 from events.envelope import Envelope
 from events.errors import ConflictError
 from events.types import DaemonSetApplied

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from engine.shell.connection import connect, tls_context
-from engine.shell.embedded import free_port
-from engine.shell.settings import DEFAULT_URL, NatsSettings, add_arguments, from_args, from_env
+from engine.store.connection import connect, tls_context
+from engine.store.embedded import free_port
+from engine.store.settings import DEFAULT_URL, NatsSettings, add_arguments, from_args, from_env
 from events.errors import PermanentError, TransientError
 
 
@@ -85,7 +85,7 @@ async def test_connect_failure_hides_the_password() -> None:
 
 @pytest.mark.integration
 async def test_connect_with_settings(nats_server: object, tmp_path: Path) -> None:
-    from engine.shell.connection import close
+    from engine.store.connection import close
 
     nc = await connect(from_env({"NATS_URL": nats_server.url}))  # type: ignore[attr-defined]
     try:

@@ -11,8 +11,8 @@ from typing import Any
 import msgspec
 import pytest
 
-from engine.shell.jetstream_api import api_request, translate_errors
-from engine.shell.streams import (
+from engine.store.jetstream_api import api_request, translate_errors
+from engine.store.streams import (
     COMMANDS_STREAM,
     EVENTS_STREAM,
     LEADER_BUCKET,

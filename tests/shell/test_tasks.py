@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import time
 
-from engine.shell import tasks
+from engine.runtime import tasks
 
 
 async def _swallows_once() -> None:

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from engine.shell.workqueue import KeyQueue, QueueClosed
+from engine.reconciler.workqueue import KeyQueue, QueueClosed
 
 
 async def test_a_key_is_queued_once_and_requeued_once_if_added_while_active() -> None:

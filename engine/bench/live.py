@@ -1,0 +1,260 @@
+"""Scenarios with the whole engine running: ``convergence`` (N nodes x M DaemonSets applied at once,
+until every pod is Ready) and ``latency`` (node registered -> its create commands published, at steady
+state). The engine and a simulated fleet executor (sim driver, zero delay) run in this process, on one
+event loop, as ``dsctl up`` runs them; the nats-server is a child process."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+
+from engine.bench.common import (
+    RAW_PREFIX,
+    Row,
+    Target,
+    create_raw_stream,
+    nats_server,
+    percentile,
+    raw_publish,
+    wait_until,
+)
+from engine.bench.workload import History, batched, node_event
+from engine.executor.drivers.sim import SimDriver
+from engine.executor.run import run_executor
+from engine.reconciler.engine import Engine
+from engine.store.event_store import JetStreamEventStore, StoredEvent
+from engine.store.projector import Projector
+from events.codec import encode
+from events.envelope import Envelope, wrap
+from events.ids import stable_id
+from events.subjects import command_subject, subject_for
+from events.types import PodEvent, PodReady
+from projections.model import ClusterState, object_key
+
+APPEND_CHUNK = 2_000
+
+
+class LiveCluster:
+    """Engine (leader) + fleet executor in this process, plus a count of pods that became Ready."""
+
+    def __init__(self, nc: Client) -> None:
+        self.nc = nc
+        self.store = JetStreamEventStore(nc)
+        self.engine = Engine(nc, identity="bench-engine", lease_ttl=2.0, store=self.store)
+        self.ready: set[str] = set()
+        self.want_ready = 0
+        self.all_ready = asyncio.Event()
+        self._tasks: list[asyncio.Task[Any]] = []
+
+    @property
+    def projector(self) -> Projector:
+        assert self.engine.projector is not None
+        return self.engine.projector
+
+    def _after(self, state: ClusterState, stored: StoredEvent, ctx: object) -> None:
+        data = stored.envelope.data
+        if isinstance(data, PodReady):
+            key = object_key(data.namespace, data.name)
+            pod = state.pods.get(key)
+            if pod is not None and pod.ready:
+                self.ready.add(key)
+                if self.want_ready and len(self.ready) >= self.want_ready:
+                    self.all_ready.set()
+
+    async def start(self) -> None:
+        projector = await self.engine.start()
+        projector.listen(lambda state, stored: None, self._after)
+        self._tasks.append(asyncio.ensure_future(self.engine.run()))
+        await asyncio.wait_for(self.engine.leading.wait(), timeout=30)
+        ready = asyncio.Event()
+        self._tasks.append(
+            asyncio.ensure_future(
+                run_executor(
+                    self.nc, SimDriver(ready_after=0.0), store=self.store, state=projector.state, ready=ready
+                )
+            )
+        )
+        waiter = asyncio.ensure_future(ready.wait())
+        done, _ = await asyncio.wait({waiter, *self._tasks}, timeout=120, return_when=asyncio.FIRST_COMPLETED)
+        if waiter not in done:
+            waiter.cancel()
+            for task in done:
+                task.result()  # raises what stopped it
+            raise TimeoutError("the fleet executor did not start within 120 s")
+
+    def idle(self) -> bool:
+        controller = self.engine.controller
+        return controller is not None and controller.idle
+
+    async def settle(self, quiet: float = 0.3, timeout: float = 120.0) -> bool:
+        """Wait until the controller's queue has stayed empty for ``quiet`` seconds."""
+        deadline = time.monotonic() + timeout
+        calm_since: float | None = None
+        while time.monotonic() < deadline:
+            if self.idle():
+                calm_since = calm_since or time.monotonic()
+                if time.monotonic() - calm_since >= quiet:
+                    return True
+            else:
+                calm_since = None
+            await asyncio.sleep(0.02)
+        return False
+
+    async def append(self, envelopes: list[Envelope]) -> None:
+        for chunk in batched(iter(envelopes), APPEND_CHUNK):
+            await self.store.append_many(chunk)
+
+    async def stop(self) -> None:
+        for task in reversed(self._tasks):
+            task.cancel()
+            # bounded: a task that ignores its cancellation must not hang the benchmark
+            await asyncio.wait({task}, timeout=10)
+            if task.done() and not task.cancelled():
+                with contextlib.suppress(Exception):
+                    task.result()
+        self._tasks.clear()
+        await self.store.close()
+
+
+async def _converge(nodes: int, daemonsets: int, timeout: float) -> Row:
+    history = History(nodes, daemonsets)
+    node_envs = list(history.register_nodes())
+    ds_envs = [history.apply(i) for i in range(daemonsets)]
+    pod_items = [
+        (RAW_PREFIX + subject_for(e.data), encode(e), e.id)
+        for e in History(nodes, daemonsets).converge()
+        if isinstance(e.data, PodEvent)
+    ]
+    pods = nodes * daemonsets
+    async with nats_server() as (_, nc):
+        cluster = LiveCluster(nc)
+        await cluster.start()
+        try:
+            await cluster.append(node_envs)
+            await cluster.projector.wait_for(await cluster.store.last_seq(), timeout=60)
+            await cluster.settle(quiet=0.2)
+            cluster.want_ready = pods
+            metrics = cluster.engine.metrics
+            start = time.perf_counter()
+            await cluster.append(ds_envs)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(cluster.all_ready.wait(), timeout)
+            elapsed = time.perf_counter() - start
+            ready = len(cluster.ready)
+            decisions, reconciles = metrics.decisions, metrics.reconciles
+        finally:
+            await cluster.stop()
+        await create_raw_stream(nc)
+        t_raw = 0.0
+        for i in range(0, len(pod_items), 5_000):
+            t_raw += await raw_publish(nc, pod_items[i : i + 5_000])
+    done = ready >= pods
+    budget = 20.0 * pods / 50_000
+    return Row(
+        "convergence",
+        f"{nodes:,} nodes x {daemonsets} DS = {pods:,} pods applied at once -> all Ready",
+        elapsed if done else None,
+        "s",
+        baseline=t_raw,
+        baseline_label=f"publish_async of the {len(pod_items):,} pod reports alone (a lower bound)",
+        target=Target("<=", budget, label=f"<= {budget:g} s (50,000 pods in 20 s)"),
+        verdict=None if done else False,
+        note=(
+            f"{pods / elapsed:,.0f} pods/s, {reconciles:,} reconciles, {decisions:,} decisions"
+            if done
+            else f"NOT DONE: {ready:,}/{pods:,} Ready after {timeout:g} s timeout"
+        ),
+        extra={"ready": ready, "pods": pods, "elapsed": elapsed, "reconciles": reconciles},
+    )
+
+
+async def convergence(quick: bool) -> list[Row]:
+    runs = [(100, 3, 30.0)] if quick else [(1_000, 10, 60.0), (5_000, 10, 120.0)]
+    return [await _converge(n, m, timeout) for n, m, timeout in runs]
+
+
+async def latency(quick: bool) -> list[Row]:
+    nodes, daemonsets, samples = (200, 3, 20) if quick else (5_000, 10, 50)
+    spacing = 0.05
+    arrivals: dict[str, list[float]] = {}
+
+    async def on_command(msg: Msg) -> None:
+        arrivals.setdefault(msg.subject, []).append(time.perf_counter())
+
+    async with nats_server() as (_, nc):
+        cluster = LiveCluster(nc)
+        try:
+            await cluster.append(list(History(nodes, daemonsets).converge()))
+            await cluster.start()
+            await cluster.settle(quiet=0.5)
+            # the baseline, at the same steady state: a core NATS request/reply round trip
+            echo = await nc.subscribe("bench.echo", cb=_respond)
+            rtts = []
+            for _ in range(200):
+                start = time.perf_counter()
+                await nc.request("bench.echo", b"x", timeout=2)
+                rtts.append((time.perf_counter() - start) * 1000)
+            await echo.unsubscribe()
+            sub = await nc.subscribe("dse.cmd.>", cb=on_command)
+            first: list[float] = []
+            every: list[float] = []
+            missed = 0
+            for i in range(samples):
+                name = f"late-{i:05d}"
+                subject = command_subject(name)
+                env = wrap(
+                    node_event(name, i),
+                    id=stable_id("bench-late", i),
+                    occurred_at=datetime.now(UTC),
+                    source="bench",
+                )
+                start = time.perf_counter()
+                await cluster.store.append(env)
+
+                def arrived(s: str = subject) -> bool:
+                    return len(arrivals.get(s, ())) >= daemonsets
+
+                if not await wait_until(arrived, 10.0, 0.001):
+                    missed += 1
+                    continue
+                times = arrivals[subject]
+                first.append((times[0] - start) * 1000)
+                every.append((times[daemonsets - 1] - start) * 1000)
+                await cluster.settle(quiet=spacing, timeout=30)
+            await sub.unsubscribe()
+        finally:
+            await cluster.stop()
+    note = f"{len(every)} samples" + (f", {missed} MISSED (no commands within 10 s)" if missed else "")
+    what = f"{nodes:,} nodes x {daemonsets} DS steady; node.registered -> {daemonsets} create commands"
+    return [
+        Row(
+            "latency",
+            f"{what}, p50",
+            percentile(every, 50) if every else None,
+            "ms",
+            baseline=percentile(rtts, 50),
+            baseline_label="core NATS request/reply round trip, p50",
+            note=f"first command p50 {percentile(first, 50):.1f} ms" if first else "",
+        ),
+        Row(
+            "latency",
+            f"{what}, p99",
+            percentile(every, 99) if every else None,
+            "ms",
+            baseline=percentile(rtts, 99),
+            baseline_label="core NATS request/reply round trip, p99",
+            target=Target("<=", 50.0),
+            verdict=False if missed else None,
+            note=(f"first command p99 {percentile(first, 99):.1f} ms; " if first else "") + note,
+        ),
+    ]
+
+
+async def _respond(msg: Msg) -> None:
+    await msg.respond(b"")

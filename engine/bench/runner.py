@@ -1,0 +1,140 @@
+"""``run_bench``: run scenarios, print the table (or JSON). Exit status 0 when every scenario ran (met
+or not: timings on shared machines are noisy, so nothing here fails on a figure), 1 when one failed."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import platform
+import sys
+import time
+import traceback
+from collections.abc import Awaitable, Callable
+from typing import Any, Literal, TextIO
+
+import structlog
+
+from engine.bench.common import Row, fmt
+from engine.bench.live import convergence, latency
+from engine.bench.memory import memory
+from engine.bench.pure import fold, scaling
+from engine.bench.restart import restart
+from engine.bench.store import ingest, rebuild
+from engine.store.embedded import find_binary, server_version
+
+#: a scenario that runs longer is stopped and reported as failed (a hang must not hang the bench)
+QUICK_LIMIT = 60.0
+FULL_LIMIT = 420.0
+
+Scenario = Callable[[bool], Awaitable[list[Row]]]
+
+SCENARIOS: dict[str, Scenario] = {
+    "ingest": ingest,
+    "rebuild": rebuild,
+    "fold": fold,
+    "convergence": convergence,
+    "latency": latency,
+    "restart": restart,
+    "memory": memory,
+    "scaling": scaling,
+}
+
+
+def machine() -> dict[str, Any]:
+    try:
+        nats = ".".join(map(str, server_version(find_binary())))
+    except Exception as err:
+        nats = f"unknown ({err})"
+    return {
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "nats_server": nats,
+    }
+
+
+def _met(row: Row) -> str:
+    return {True: "met", False: "NOT MET", None: "-"}[row.met]
+
+
+def render_table(rows: list[Row], info: dict[str, Any], out: TextIO) -> None:
+    print(
+        f"dsctl bench ({'quick' if info['quick'] else 'full'}): {info['cpus']} CPUs, "
+        f"Python {info['python']}, "
+        f"nats-server {info['nats_server']}, {info['seconds']:.0f} s total",
+        file=out,
+    )
+    header = ("SCENARIO", "FIGURE", "BASELINE", "RATIO", "TARGET", "MET")
+    table = [header]
+    for r in rows:
+        ratio = "-" if r.ratio is None else f"{r.ratio:.2f}"
+        target = "-" if r.target is None else r.target.describe(r.unit)
+        table.append(
+            (
+                r.scenario,
+                fmt(r.value, r.unit),
+                fmt(r.baseline, r.baseline_unit or r.unit),
+                ratio,
+                target,
+                _met(r),
+            )
+        )
+    widths = [max(len(line[i]) for line in table) for i in range(len(header))]
+    for i, line in enumerate(table):
+        print("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip(), file=out)
+        if i == 0:
+            continue
+        r = rows[i - 1]
+        print(f"    {r.metric}", file=out)
+        details = [f"baseline: {r.baseline_label}"] if r.baseline_label else []
+        if r.note:
+            details.append(r.note)
+        if details:
+            print(f"    ({'; '.join(details)})", file=out)
+
+
+async def run_bench(
+    scenarios: list[str], *, quick: bool, output: Literal["table", "json"], out: TextIO
+) -> int:
+    """Run ``scenarios`` (all when empty) and print every figure with its baseline, ratio and target."""
+    names = scenarios or list(SCENARIOS)
+    unknown = [n for n in names if n not in SCENARIOS]
+    if unknown:
+        print(
+            f"error: unknown scenario(s) {', '.join(unknown)}; choose from {', '.join(SCENARIOS)}",
+            file=sys.stderr,
+        )
+        return 2
+    saved = structlog.get_config()
+    # the engine logs every reconcile at info: that would be measured too
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(40))
+    rows: list[Row] = []
+    failed = False
+    started = time.perf_counter()
+    try:
+        for name in names:
+            t0 = time.perf_counter()
+            print(f"bench: {name} ...", file=sys.stderr, flush=True)
+            try:
+                async with asyncio.timeout(QUICK_LIMIT if quick else FULL_LIMIT):
+                    got = await SCENARIOS[name](quick)
+            except TimeoutError:
+                failed = True
+                limit = QUICK_LIMIT if quick else FULL_LIMIT
+                got = [Row(name, f"FAILED: did not finish within {limit:g} s", None, "")]
+            except Exception as err:
+                failed = True
+                traceback.print_exc(file=sys.stderr)
+                got = [Row(name, f"FAILED: {type(err).__name__}: {err}", None, "")]
+            rows.extend(got)
+            print(f"bench: {name} done in {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
+    finally:
+        structlog.configure(**saved)
+    info = {**machine(), "quick": quick, "seconds": time.perf_counter() - started}
+    if output == "json":
+        json.dump({**info, "rows": [r.as_json() for r in rows]}, out, indent=2)
+        print(file=out)
+    else:
+        render_table(rows, info, out)
+    return 1 if failed else 0

@@ -1,0 +1,355 @@
+"""The ``dsctl`` command: parse arguments, build settings, hand over to the shell. Nothing else here.
+
+Errors the project raises on purpose (``DsctlError``) print as ``error: ...`` on stderr with exit 1;
+argparse's own usage errors exit 2, as kubectl's do.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Sequence
+from importlib.metadata import version
+from pathlib import Path
+
+import msgspec
+
+from engine.store import settings as nats_settings
+from events.errors import DsctlError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        print(f"error: {message}", file=sys.stderr)
+        sys.exit(2)
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be greater than 0")
+    return value
+
+
+def _non_negative(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must not be negative")
+    return value
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 < value < 65536:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number (1-65535)")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    # SUPPRESS: an absent flag sets nothing, so `dsctl --nats URL get pods` keeps the URL given before
+    # the subcommand (argparse would otherwise overwrite it with the subparser's default)
+    common = _Parser(add_help=False, argument_default=argparse.SUPPRESS)
+    nats_settings.add_arguments(common)
+
+    parser = _Parser(
+        prog="dsctl",
+        description="An event-sourced DaemonSet controller on NATS JetStream.",
+        parents=[common],
+    )
+    parser.add_argument("--version", action="version", version=f"dsctl {version('dsctl')}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    up = sub.add_parser(
+        "up",
+        parents=[common],
+        help="run NATS, the engine and a simulated fleet in one process, with a live view",
+        description="Start an embedded nats-server (or use --nats URL), the engine and a simulated fleet "
+        "executor, and show DaemonSets converging. Ctrl-C stops everything.",
+    )
+    up.add_argument("--port", type=_port, default=4222, help="embedded server port [4222]")
+    up.add_argument(
+        "--store", default=".dsctl/nats", metavar="DIR", help="embedded server store [.dsctl/nats]"
+    )
+    up.add_argument("--demo", action="store_true", help="register three nodes and apply the seed manifests")
+    up.add_argument(
+        "--lease-ttl", type=_positive, default=5.0, metavar="SECONDS", help="leader lease TTL [5]"
+    )
+    up.add_argument(
+        "--metrics-port", type=_port, metavar="PORT", help="serve Prometheus metrics on this port"
+    )
+    up.add_argument(
+        "--ready-after",
+        type=_non_negative,
+        default=0.5,
+        metavar="SECONDS",
+        help="simulated pods become Ready after this long [0.5]",
+    )
+    up.add_argument(
+        "--log-file", default=".dsctl/dsctl.log", metavar="FILE", help="engine log [.dsctl/dsctl.log]"
+    )
+
+    eng = sub.add_parser(
+        "engine", parents=[common], help="run the engine (projection, leader lease, reconciler)"
+    )
+    eng.add_argument("action", nargs="?", choices=["run"], default="run")
+    eng.add_argument("--identity", help="this engine's name in the lease and the log [host-pid]")
+    eng.add_argument(
+        "--lease-ttl", type=_positive, default=5.0, metavar="SECONDS", help="leader lease TTL [5]"
+    )
+    eng.add_argument(
+        "--metrics-port", type=_port, metavar="PORT", help="serve Prometheus metrics on this port"
+    )
+    eng.add_argument("--workers", type=int, default=8, help="concurrent reconciles across keys [8]")
+
+    exe = sub.add_parser(
+        "executor", parents=[common], help="run an executor for one node or a simulated fleet"
+    )
+    exe.add_argument("action", nargs="?", choices=["run"], default="run")
+    scope = exe.add_mutually_exclusive_group(required=True)
+    scope.add_argument("--node", metavar="NAME", help="serve this node's commands")
+    scope.add_argument("--fleet", action="store_true", help="serve every node's commands (simulated fleet)")
+    exe.add_argument("--driver", choices=["sim", "process"], default="sim", help="how pods are run [sim]")
+    exe.add_argument(
+        "--ready-after",
+        type=_non_negative,
+        default=0.5,
+        metavar="SECONDS",
+        help="sim driver: pods become Ready after this long [0.5]",
+    )
+    exe.add_argument("--pod-logs", metavar="DIR", help="process driver: where pod output goes [.dsctl/pods]")
+    exe.add_argument(
+        "--state-dir",
+        metavar="DIR",
+        help="process driver: where the pods' pid records are kept, so a restarted executor re-attaches "
+        "to them (keep it across restarts) [.dsctl/executor]",
+    )
+    exe.add_argument(
+        "--stop-pods-on-exit",
+        action="store_true",
+        help="stop the pods at exit and report them failed (default: they keep running, like containers "
+        "across a kubelet restart)",
+    )
+    exe.add_argument(
+        "--lease-wait",
+        type=_non_negative,
+        metavar="SECONDS",
+        help="if another executor serves the node, wait this long for it to go, then exit with an error "
+        "[the lease TTL + 1]",
+    )
+    _client_commands(sub, common)
+    return parser
+
+
+def _ns_flags(p: argparse.ArgumentParser, *, all_namespaces: bool = False) -> None:
+    p.add_argument("-n", "--namespace", default="default", help="namespace [default]")
+    if all_namespaces:
+        p.add_argument("-A", "--all-namespaces", action="store_true", help="every namespace")
+
+
+def _client_commands(sub: argparse._SubParsersAction[_Parser], common: _Parser) -> None:
+    def add(name: str, help_text: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, parents=[common], help=help_text, description=help_text)
+
+    ap = add("apply", "append DaemonSets and Nodes from manifests (YAML or JSON, multi-document, List)")
+    ap.add_argument("-f", "--filename", required=True, metavar="FILE", help="manifest file, or - for stdin")
+    _ns_flags(ap)
+
+    de = add("delete", "delete a DaemonSet, node or pod (or what a manifest names)")
+    de.add_argument("type", nargs="?", metavar="TYPE", help="daemonset|ds, node, pod")
+    de.add_argument("name", nargs="?", metavar="NAME")
+    de.add_argument("-f", "--filename", metavar="FILE", help="delete what this manifest names")
+    de.add_argument("--cascade", default="background", help="background|foreground|orphan [background]")
+    _ns_flags(de)
+
+    la = add("label", "set or remove node labels (key=value, key-)")
+    la.add_argument("type", metavar="TYPE", help="nodes")
+    la.add_argument("name", metavar="NAME")
+    la.add_argument("labels", nargs="+", metavar="KEY=VALUE|KEY-")
+    la.add_argument("--overwrite", action="store_true", help="allow changing an existing label")
+
+    ta = add("taint", "add or remove node taints (key=value:Effect, key:Effect-)")
+    ta.add_argument("type", metavar="TYPE", help="nodes")
+    ta.add_argument("name", metavar="NAME")
+    ta.add_argument("taints", nargs="+", metavar="KEY[=VALUE]:EFFECT[-]")
+
+    for verb in ("cordon", "uncordon"):
+        c = add(verb, f"mark a node as {'un' if verb == 'cordon' else ''}schedulable")
+        c.add_argument("name", metavar="NAME")
+
+    ge = add("get", "list daemonsets, pods or nodes (as kubectl get)")
+    ge.add_argument("type", metavar="TYPE", help="daemonsets|ds, pods|po, nodes|no")
+    ge.add_argument("name", nargs="?", metavar="NAME")
+    _ns_flags(ge, all_namespaces=True)
+    ge.add_argument("-l", "--selector", metavar="SELECTOR", help="label selector (a=b,c!=d,e in (x,y))")
+    ge.add_argument("-o", "--output", default="table", choices=["table", "wide", "json", "yaml", "name"])
+    ge.add_argument("-w", "--watch", action="store_true", help="after listing, print changes as they happen")
+    ge.add_argument("--at", metavar="SEQ|TIME", help="show the state as it was at a stream sequence or time")
+
+    ds = add("describe", "show one object in detail, with events from the log")
+    ds.add_argument("type", metavar="TYPE", help="ds, node, pod")
+    ds.add_argument("name", metavar="NAME")
+    _ns_flags(ds)
+    ds.add_argument("--at", metavar="SEQ|TIME", help="as it was at a stream sequence or time")
+
+    ro = add("rollout", "status, history, undo or restart a DaemonSet rollout")
+    ro.add_argument("action", choices=["status", "history", "undo", "restart"])
+    ro.add_argument("resource", metavar="ds/NAME")
+    _ns_flags(ro)
+    ro.add_argument("--timeout", default="0", help="status: give up after this long (30s, 5m) [0: never]")
+    ro.add_argument("--revision", type=int, default=0, help="history: show this revision's template")
+    ro.add_argument("--to-revision", type=int, default=0, help="undo: roll back to this revision")
+
+    rp = add("replay", "recompute recorded decisions from the log, and audit their commands' effects")
+    rp.add_argument("action", choices=["verify"])
+    rp.add_argument(
+        "--from", dest="from_seq", type=int, default=1, metavar="SEQ", help="first decision to check"
+    )
+    rp.add_argument(
+        "--now",
+        metavar="TIME|now",
+        help="judge commands' in-flight windows at this RFC 3339 time, or `now` (the wall clock) "
+        "[default: the time of the last event in the log]",
+    )
+    rp.add_argument("-o", "--output", default="text", choices=["text", "json"])
+
+    ex = add("explain", "why a pod is where it is, or why a DaemonSet does (not) run on a node")
+    ex.add_argument("type", choices=["pod", "node"])
+    ex.add_argument("name", metavar="NAME")
+    ex.add_argument("--ds", metavar="NS/NAME", help="node: the DaemonSet to explain")
+    _ns_flags(ex)
+    ex.add_argument("--at", metavar="SEQ|TIME", help="node: as it was at a stream sequence or time")
+
+    au = add("audit", "events and decisions in log order, filtered")
+    au.add_argument("--ds", metavar="NS/NAME")
+    au.add_argument("--node", metavar="NAME")
+    au.add_argument("--pod", metavar="NAME")
+    au.add_argument("--type", dest="types", action="append", default=[], metavar="TAG", help="repeatable")
+    au.add_argument("--since", metavar="DURATION|TIME", help="e.g. 10m, or an RFC 3339 time")
+    au.add_argument("--until", metavar="TIME")
+    au.add_argument("--limit", type=int, metavar="N")
+    au.add_argument("-o", "--output", default="table", choices=["table", "json", "jsonl"])
+
+    ev = add("events", "publish events through the ingest service")
+    ev.add_argument("action", choices=["publish"])
+    ev.add_argument("-f", "--filename", required=True, metavar="FILE", help="JSON lines, or - for stdin")
+
+    sc = sub.add_parser("schema", help="print the event contract (JSON Schema per event, or AsyncAPI)")
+    sc.add_argument("-o", "--output", default="json", choices=["json", "asyncapi"])
+
+    be = sub.add_parser("bench", help="benchmarks against raw NATS baselines (starts its own nats-server)")
+    be.add_argument("scenarios", nargs="*", metavar="SCENARIO", help="ingest rebuild fold convergence "
+                    "latency restart memory scaling [all]")  # fmt: skip
+    be.add_argument("--quick", action="store_true", help="every scenario small (under a minute)")
+    be.add_argument("-o", "--output", default="table", choices=["table", "json"])
+
+    ig = add("ingest", "run the ingest service (validates and appends events from other services)")
+    ig.add_argument("action", nargs="?", choices=["run"], default="run")
+
+
+def _run(args: argparse.Namespace) -> int:
+    from engine.cli import up
+    from engine.runtime import logs
+
+    settings = nats_settings.from_args(args)
+    match args.command:
+        case "up":
+            log_path = Path(args.log_file)
+            log_path.parent.mkdir(parents=True, exist_ok=True)
+            with log_path.open("a") as log_stream:
+                logs.configure(stream=log_stream, fmt="json")
+                from engine.cli.demo import setup_demo
+
+                return asyncio.run(
+                    up.up(
+                        settings if getattr(args, "nats_url", None) else None,
+                        port=args.port,
+                        store_dir=args.store,
+                        demo=args.demo,
+                        lease_ttl=args.lease_ttl,
+                        metrics_port=args.metrics_port,
+                        ready_after=args.ready_after,
+                        demo_setup=setup_demo,
+                    )
+                )
+        case "engine":
+            logs.configure()
+            return asyncio.run(
+                up.engine_run(
+                    settings,
+                    lease_ttl=args.lease_ttl,
+                    identity=args.identity,
+                    metrics_port=args.metrics_port,
+                    workers=args.workers,
+                )
+            )
+        case "executor":
+            logs.configure()
+            return asyncio.run(
+                up.executor_run(
+                    settings,
+                    node=None if args.fleet else args.node,
+                    driver=args.driver,
+                    ready_after=args.ready_after,
+                    pod_logs=args.pod_logs,
+                    state=args.state_dir,
+                    stop_pods_on_exit=args.stop_pods_on_exit,
+                    lease_wait=args.lease_wait,
+                )
+            )
+        case "bench":
+            from engine.bench import run_bench
+
+            logs.configure(level="warning")
+            bench = run_bench(args.scenarios, quick=args.quick, output=args.output, out=sys.stdout)
+            return asyncio.run(bench)
+        case "schema":
+            from engine.ingest.contract import schema_text
+
+            sys.stdout.write(schema_text(args.output))
+            return 0
+        case "ingest":
+            logs.configure()
+            from engine.ingest.service import run_ingest
+
+            return asyncio.run(run_ingest(settings))
+    from engine.cli.dispatch import run_client
+
+    # a one-shot command: only problems reach the terminal (on stderr), as `error: ...` lines mostly
+    logs.configure(level="error" if "DSCTL_LOG_LEVEL" not in os.environ else None)
+    settings = msgspec.structs.replace(settings, connect_deadline=min(settings.connect_deadline, 5.0))
+    return asyncio.run(run_client(args, settings))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        return _run(args)
+    except DsctlError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:  # `dsctl ... | head`: the reader left; say nothing more
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
+
+
+if __name__ == "__main__":
+    sys.exit(main())

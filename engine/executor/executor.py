@@ -1,0 +1,331 @@
+"""Executors: the kubelet's role. Carry out commands for one node (or a simulated fleet) and report
+what happens to each pod as events.
+
+Commands arrive on ``dse.cmd.<node>`` through a durable pull consumer with explicit acks (one per node,
+or one for the whole fleet); a command is acked only after its effect has been reported, so a crash in
+between means redelivery, not loss. Redelivery is harmless: a command id already applied, a create for
+a pod that exists, or a delete for a pod that is gone does nothing twice (a delete of an unknown pod is
+still answered with ``pod.deleted`` so the controller's in-flight entry clears). Every report is
+appended with a ``Nats-Msg-Id`` derived from the command id, the report type and the pod, so a report
+repeated after a crash is stored once.
+
+On start an executor rebuilds what it knows (its pods and the commands already applied) from the event
+log, then restores them (``restore``): a simulated pod still Pending goes on to Ready; a ``Lasting``
+driver (real processes) re-attaches to the pods still running and reports those that died meanwhile;
+and a pod the log shows Terminating is stopped now, because the delete that started it is already
+counted as applied (its ``pod.terminating`` carries the command id) and would otherwise never finish.
+
+After a NATS outage the executor reports again the current state of every pod it knows
+(``reassert``), with the same ids as the first reports (tag, pod and the pod's create command id), so a
+report already stored is dropped as a duplicate and one lost on the way is stored now.
+
+At a stop the executor leaves the pods of a lasting driver running unless ``close(stop_pods=True)``.
+
+A fleet executor (every node) skips the nodes in ``excluded``: those with an executor of their own,
+which holds their node lease (see ``executor_run``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from typing import Any, Protocol
+
+import msgspec
+import structlog
+
+from engine.executor.drivers.base import Driver, Lasting, LocalPod, PodReporter, state_reports
+from events.errors import DsctlError, PermanentError
+from events.ids import stable_id
+from events.k8s import PodTemplate
+from events.types import AnyCommand, CreatePod, DeletePod, EvictPod, PodDeleted, PodEvent
+from projections.lookups import owner_revision
+from projections.model import ClusterState
+
+log = structlog.get_logger("dsctl.executor")
+
+
+class Delivery(msgspec.Struct, kw_only=True):
+    """One command as delivered, with the means to settle it."""
+
+    command: AnyCommand | None
+    ack: Callable[[], Awaitable[None]]
+    term: Callable[[], Awaitable[None]]
+    nak: Callable[[float], Awaitable[None]]
+    #: set when the payload did not decode (the message is terminated, never retried)
+    error: str = ""
+    redelivered: bool = False
+
+
+class CommandSource(Protocol):
+    def deliveries(self) -> AsyncIterator[Delivery]: ...
+
+    async def close(self) -> None: ...
+
+
+class Appender(Protocol):
+    async def __call__(self, event: PodEvent, *, event_id: str, causation_id: str) -> None: ...
+
+
+class LogReporter:
+    """Reports pod events to the log, with ids that make repeated reports idempotent."""
+
+    def __init__(self, append: Appender, source: str) -> None:
+        self._append = append
+        self.source = source
+
+    async def report(self, event: PodEvent, *, causation_id: str = "") -> None:
+        event_id = stable_id(
+            "report", event.TAG, event.namespace, event.name, event.command_id or causation_id
+        )
+        await self._append(event, event_id=event_id, causation_id=causation_id)
+
+
+class Executor:
+    def __init__(
+        self,
+        driver: Driver,
+        reporter: PodReporter,
+        *,
+        nodes: frozenset[str] | None = None,
+        concurrency: int = 256,
+    ) -> None:
+        """``nodes``: the nodes served (None: every node, a fleet)."""
+        self.driver = driver
+        self.reporter = reporter
+        self.nodes = nodes
+        self.pods: dict[str, LocalPod] = {}
+        self.applied: set[str] = set()
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._slots = asyncio.Semaphore(concurrency)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._background: set[asyncio.Task[None]] = set()
+        self.handled = 0
+        #: nodes a fleet leaves alone because they have an executor of their own
+        self.excluded: frozenset[str] = frozenset()
+        #: times the pods' state was reported again after a reconnect
+        self.reasserted = 0
+
+    def serves(self, node: str) -> bool:
+        if self.nodes is None:
+            return node not in self.excluded
+        return node in self.nodes
+
+    # --- recovery -------------------------------------------------------------------------------------
+
+    def recover(self, state: ClusterState) -> list[LocalPod]:
+        """Adopt the pods the log says live on our nodes; returns those whose life must resume."""
+        resume: list[LocalPod] = []
+        for pod in state.pods.values():
+            if not self.serves(pod.node):
+                continue
+            if pod.command_id:
+                self.applied.add(pod.command_id)
+            found = owner_revision(state, pod.owner_uid, pod.revision_hash, pod.namespace)
+            template = found[1].template if found is not None else PodTemplate()
+            local = LocalPod(
+                namespace=pod.namespace,
+                name=pod.name,
+                uid=pod.uid,
+                node=pod.node,
+                template=template,
+                owner_uid=pod.owner_uid,
+                owner_name=pod.owner_name,
+                revision_hash=pod.revision_hash,
+                phase=pod.phase,
+                ready=pod.ready,
+                terminating=pod.deletion_timestamp is not None,
+                command_id=pod.command_id,
+            )
+            self.pods[local.key] = local
+            if not pod.terminal and not local.terminating and not pod.ready:
+                resume.append(local)
+        return resume
+
+    async def resume(self, pods: list[LocalPod]) -> None:
+        resume = getattr(self.driver, "resume", None)
+        if resume is None:
+            return
+        for pod in pods:
+            await resume(pod, pod.command_id or pod.key, self.reporter)
+
+    async def restore(self, resume: list[LocalPod]) -> None:
+        """Make the node match what ``recover`` read from the log (see the module notes)."""
+        if isinstance(self.driver, Lasting):
+            await self.driver.reattach(list(self.pods.values()), self.reporter, nodes=self.nodes)
+        else:
+            await self.resume(resume)
+        for pod in list(self.pods.values()):
+            if pod.terminating and pod.phase != "Deleted":
+                self._in_background(self._finish_stop(pod))
+
+    def _in_background(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background_done)
+
+    def _background_done(self, task: asyncio.Task[None]) -> None:
+        self._background.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("executor.background_failed", error=repr(task.exception()))
+
+    async def _finish_stop(self, pod: LocalPod) -> None:
+        """Finish a delete an earlier executor started (reported as a delete: the eviction reason, if
+        it was one, is not in the log)."""
+        lock = self._locks.setdefault(pod.key, asyncio.Lock())
+        async with lock:
+            if self.pods.get(pod.key) is not pod or pod.phase == "Deleted":
+                return
+            grace = float(pod.template.spec.get("terminationGracePeriodSeconds", 30))
+            log.info("executor.finishing_delete", pod=pod.key)
+            await self.driver.stop(
+                pod, pod.command_id or pod.key, self.reporter, grace_seconds=grace, evict=False
+            )
+            if pod.phase == "Deleted":
+                self.pods.pop(pod.key, None)
+        if pod.key not in self.pods and not lock.locked():
+            self._locks.pop(pod.key, None)
+
+    async def reassert(self, *, concurrency: int = 64) -> int:
+        """Report again the current state of every pod (after a reconnect); returns how many pods.
+
+        Each pod is reported under its lock, so a command for it never interleaves (a ``pod.running``
+        after that pod's ``pod.deleted`` is harmless to the fold, but would read oddly in the log).
+        Several pods at a time, because each report waits for its own append.
+        """
+        slots = asyncio.Semaphore(concurrency)
+
+        async def one(pod: LocalPod) -> None:
+            async with slots:
+                lock = self._locks.setdefault(pod.key, asyncio.Lock())
+                async with lock:
+                    if self.pods.get(pod.key) is not pod:
+                        return
+                    for event in state_reports(pod):
+                        await self.reporter.report(event, causation_id=pod.command_id)
+
+        pods = [p for p in self.pods.values() if self.serves(p.node)]
+        await asyncio.gather(*(one(p) for p in pods))
+        self.reasserted += 1
+        return len(pods)
+
+    # --- commands -------------------------------------------------------------------------------------
+
+    async def run(self, source: CommandSource) -> None:
+        """Consume until cancelled; each delivery is handled in its own task, serialised per pod."""
+        try:
+            async for delivery in source.deliveries():
+                await self._slots.acquire()
+                task = asyncio.ensure_future(self._settle(delivery))
+                self._tasks.add(task)
+                task.add_done_callback(self._finished)
+        finally:
+            for task in list(self._tasks):
+                task.cancel()
+            for task in list(self._tasks):
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self._slots.release()
+
+    async def _settle(self, delivery: Delivery) -> None:
+        if delivery.command is None:
+            log.error("executor.bad_command", error=delivery.error)
+            await delivery.term()
+            return
+        cmd = delivery.command
+        try:
+            await self.handle(cmd)
+        except PermanentError as err:
+            log.error("executor.refused", command=cmd.id, error=str(err))
+            await delivery.term()
+            return
+        except DsctlError as err:
+            log.warning("executor.retry", command=cmd.id, error=str(err))
+            await delivery.nak(1.0)
+            return
+        except Exception:
+            log.exception("executor.failed", command=cmd.id)
+            await delivery.nak(2.0)
+            return
+        await delivery.ack()
+
+    async def handle(self, cmd: AnyCommand) -> None:
+        if cmd.id in self.applied or not self.serves(cmd.node):
+            return
+        key = f"{cmd.namespace}/{cmd.pod_name}"
+        lock = self._locks.setdefault(key, asyncio.Lock())
+        async with lock:
+            if cmd.id in self.applied:
+                return
+            started = time.perf_counter()
+            match cmd:
+                case CreatePod():
+                    await self._create(cmd, key)
+                case DeletePod() | EvictPod():
+                    await self._delete(cmd, key)
+            self.applied.add(cmd.id)
+            self.handled += 1
+            log.debug(
+                "executor.applied",
+                command=cmd.id,
+                kind=type(cmd).__name__,
+                pod=key,
+                ms=round((time.perf_counter() - started) * 1000, 2),
+            )
+        if key not in self.pods and not lock.locked():
+            self._locks.pop(key, None)
+
+    async def _create(self, cmd: CreatePod, key: str) -> None:
+        existing = self.pods.get(key)
+        if existing is not None and existing.phase != "Deleted":
+            return  # the pod exists: a second create for it (e.g. re-issued after a timeout) is a no-op
+        if cmd.template is None:
+            raise PermanentError(f"create command {cmd.id} carries no pod template")
+        pod = LocalPod(
+            namespace=cmd.namespace,
+            name=cmd.pod_name,
+            uid=cmd.pod_uid,
+            node=cmd.node,
+            template=cmd.template,
+            owner_uid=cmd.owner_uid,
+            owner_name=cmd.owner_name,
+            revision_hash=cmd.revision_hash,
+            command_id=cmd.id,
+        )
+        self.pods[key] = pod
+        await self.driver.start(pod, cmd.id, self.reporter)
+
+    async def _delete(self, cmd: DeletePod | EvictPod, key: str) -> None:
+        pod = self.pods.get(key)
+        if pod is None or pod.phase == "Deleted":
+            await self.reporter.report(
+                PodDeleted(namespace=cmd.namespace, name=cmd.pod_name, node=cmd.node, command_id=cmd.id),
+                causation_id=cmd.id,
+            )
+            return
+        grace = float(pod.template.spec.get("terminationGracePeriodSeconds", 30))
+        if isinstance(cmd, DeletePod) and cmd.grace_period_seconds is not None:
+            grace = float(cmd.grace_period_seconds)
+        await self.driver.stop(
+            pod, cmd.id, self.reporter, grace_seconds=grace, evict=isinstance(cmd, EvictPod)
+        )
+        if pod.phase == "Deleted":
+            self.pods.pop(key, None)
+
+    async def close(self, *, stop_pods: bool = False) -> None:
+        """Stop background work and the driver; a lasting driver's pods keep running unless
+        ``stop_pods`` (then they are stopped and reported failed)."""
+        for task in list(self._background):
+            task.cancel()
+        for task in list(self._background):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if isinstance(self.driver, Lasting):
+            await self.driver.shutdown(self.reporter, stop_pods=stop_pods)
+        else:
+            await self.driver.close()

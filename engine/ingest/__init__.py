@@ -1,0 +1,2 @@
+"""The validating ingest service other services publish through, its typed client, and the published
+contract (JSON Schema, AsyncAPI)."""

@@ -1,0 +1,400 @@
+"""The command relay: sending commands is a projection of the recorded decisions.
+
+    log ──► Projector.fold ──► DecisionRecorded at seq S ──► relay queue ──► DSE_COMMANDS
+                                                                        (Nats-Msg-Id = command id,
+                                                                         Dsctl-Decision-Seq = S)
+
+Why a relay rather than "append the decision, then publish its commands" in the controller: with two
+steps, any failure between them (a crash, a lost connection, a leader election, a code path that
+returned the decision without its commands) leaves a decision whose commands were never sent, and
+only a 5-minute expiry noticed. Here the commands sent are derived from the recorded decision alone
+(``engine.core.dispatch``), after it is in the log, so "recorded => sent" holds by construction:
+
+- **Live.** While this engine leads, every decision the projection folds is relayed, in log order,
+  one decision at a time; a publish that fails is retried with backoff until it is stored (never given
+  up while the process lives; a failure lasting more than ``REPORT_AFTER`` seconds is logged at error
+  level and shown by the ``dsctl_relay_failing_seconds`` gauge).
+- **Batched.** What is queued when the relay wakes (up to ``MAX_BATCH`` commands, several decisions)
+  goes out at once and is acknowledged together: a node joining a fleet of ten DaemonSets makes ten
+  decisions, and sending them one round trip after another measured 10x slower at 5,000 nodes.
+- **Resume.** The relay's position is kept where its output is: each command message carries the
+  sequence of its decision (header ``Dsctl-Decision-Seq``) and the relay's low-water mark (header
+  ``Dsctl-Relayed-From``: the first decision of its batch; every decision before it is wholly stored).
+  Batches go out one after another, so the last message in ``DSE_COMMANDS`` names a mark below which
+  everything was sent, whatever order the messages of its own batch were stored in. A new leader (or a
+  restarted one) re-sends the commands still in flight whose decision is at or after that mark, then
+  follows the fold. There is no separate re-publish path.
+- **Idempotent.** The command id is the ``Nats-Msg-Id`` (the server drops a repeat inside the
+  duplicate window) and executors apply each command id once, so sending twice is harmless and
+  sending once more than needed is the price of never sending zero times.
+- Commands whose in-flight window has expired are not re-sent on resume: the core has stopped waiting
+  for them and decides afresh for their nodes (upstream's expectations timeout), so a late copy could
+  only duplicate work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import functools
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Protocol, TypeVar
+
+import msgspec
+import structlog
+from nats.aio.client import Client
+
+from engine.core.dispatch import commands_to_send
+from engine.core.expectations import is_live
+from engine.runtime import tasks
+from engine.runtime.metrics import Metrics
+from engine.runtime.retry import Backoff
+from engine.store.event_store import EventStore, StoredEvent
+from engine.store.jetstream_api import ApiError, api_request, error_for, translate_errors
+from engine.store.projector import Projector
+from events import codec
+from events.errors import NotFound, TransientError
+from events.subjects import command_subject
+from events.types import AnyCommand, DecisionRecorded
+from projections.model import ClusterState
+
+log = structlog.get_logger("dsctl.relay")
+
+COMMANDS_STREAM = "DSE_COMMANDS"
+#: the header naming the stream sequence of the decision a command message belongs to
+DECISION_SEQ_HEADER = "Dsctl-Decision-Seq"
+#: the header naming the relay's low-water mark when the message was sent (its position on resume)
+RELAYED_FROM_HEADER = "Dsctl-Relayed-From"
+#: most commands sent in one batch (several decisions); one decision is never split
+MAX_BATCH = 4096
+#: most batches awaiting their acknowledgements at once
+PIPELINE = 4
+#: a run of failures longer than this is logged at error level (a person should look)
+REPORT_AFTER = 30.0
+#: most command messages looked at, from the end of the stream, for the relay's position (messages
+#: without the header, such as a user's ``delete pod``, are passed over)
+POSITION_SCAN = 1000
+
+
+class CommandSink(Protocol):
+    """Where commands go: ``DSE_COMMANDS`` in production, a list in the scheduler's tests."""
+
+    async def publish(self, batch: Sequence[tuple[int, AnyCommand]], *, relayed_from: int) -> None:
+        """Store every (decision seq, command) of ``batch`` (all or raise; a retry of the whole batch
+        is safe); ``relayed_from``: every decision before it is wholly stored already."""
+        ...
+
+    async def position(self) -> int | None:
+        """The low-water mark of the last relayed command stored, or None if there is none."""
+        ...
+
+
+class _PubAck(msgspec.Struct, frozen=True):
+    seq: int = 0
+    duplicate: bool = False
+    error: ApiError | None = None
+
+
+_ack = msgspec.json.Decoder(_PubAck)
+
+
+class JetStreamCommandSink:
+    def __init__(
+        self, nc: Client, *, stream: str = COMMANDS_STREAM, timeout: float = 5.0, concurrency: int = 512
+    ) -> None:
+        self._nc = nc
+        self.stream = stream
+        self._timeout = timeout
+        self._slots = asyncio.Semaphore(concurrency)
+
+    async def publish(self, batch: Sequence[tuple[int, AnyCommand]], *, relayed_from: int) -> None:
+        # requests, not nats-py's publish_async: its futures never resolve on an error ack
+        results = await asyncio.gather(
+            *(self._one(c, seq, relayed_from) for seq, c in batch), return_exceptions=True
+        )
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+
+    async def _one(self, command: AnyCommand, decision_seq: int, relayed_from: int) -> None:
+        subject = command_subject(command.node)
+        context = f"send {type(command).__name__} {command.id} to {subject}"
+        headers = {
+            "Nats-Msg-Id": command.id,
+            DECISION_SEQ_HEADER: str(decision_seq),
+            RELAYED_FROM_HEADER: str(relayed_from),
+        }
+        async with self._slots:
+            with translate_errors(context):
+                msg = await self._nc.request(
+                    subject, codec.encode_command(command), timeout=self._timeout, headers=headers
+                )
+        if msg.headers and msg.headers.get("Status") == "503":
+            raise TransientError(f"{context}: no responders (is the stream {self.stream} there?)")
+        try:
+            ack = _ack.decode(msg.data)
+        except msgspec.DecodeError as err:
+            raise TransientError(f"{context}: unreadable ack {msg.data[:200]!r}") from err
+        if ack.error is not None:
+            raise error_for(context, ack.error)
+
+    async def position(self) -> int | None:
+        info = await api_request(self._nc, f"STREAM.INFO.{self.stream}", timeout=self._timeout)
+        first, last = int(info["state"]["first_seq"]), int(info["state"]["last_seq"])
+        for seq in range(last, max(first, last - POSITION_SCAN + 1) - 1, -1):
+            if seq <= 0:
+                break
+            try:
+                got = await api_request(
+                    self._nc, f"STREAM.MSG.GET.{self.stream}", {"seq": seq}, timeout=self._timeout
+                )
+            except NotFound:
+                continue  # deleted or aged out meanwhile
+            header = _header(got.get("message", {}).get("hdrs"), RELAYED_FROM_HEADER)
+            if header is not None:
+                return int(header)
+        return None
+
+
+def _header(encoded: object, name: str) -> str | None:
+    """One header of a message fetched with STREAM.MSG.GET (headers arrive base64, NATS/1.0 form)."""
+    if not isinstance(encoded, str):
+        return None
+    text = base64.b64decode(encoded).decode(errors="replace")
+    for line in text.split("\r\n")[1:]:
+        key, sep, value = line.partition(":")
+        if sep and key.strip().lower() == name.lower():
+            return value.strip()
+    return None
+
+
+Clock = Callable[[], float]
+T = TypeVar("T")
+
+
+class CommandRelay:
+    """Relays the commands of every decision the projection folds while this engine leads."""
+
+    def __init__(
+        self,
+        projector: Projector,
+        sink: CommandSink,
+        *,
+        clock: Clock = time.time,
+        metrics: Metrics | None = None,
+        backoff: Backoff | None = None,
+    ) -> None:
+        self.projector = projector
+        self.sink = sink
+        self.clock = clock
+        self.metrics = metrics or Metrics()
+        self.backoff = backoff or Backoff(initial=0.1, cap=5.0)
+        self._attempts = 0
+        self._failing_since: float | None = None
+        self._queue: deque[tuple[int, tuple[AnyCommand, ...]]] = deque()
+        self._wake = asyncio.Event()
+        #: set while nothing folded waits to be sent (full reconciles let sending go first)
+        self.drained = asyncio.Event()
+        self.drained.set()
+        #: the highest decision sequence queued this run (offers at or below it are repeats)
+        self._offered = 0
+        #: set (and cleared by waiters) whenever the position moves
+        self._moved = asyncio.Event()
+        self._active = False
+        self.sent = 0
+        #: the sequence of the last decision whose commands are all stored (0: none yet this run)
+        self.position = 0
+        projector.listen(_nothing, self._after)
+
+    @property
+    def pending(self) -> int:
+        """Decisions folded whose commands are not stored yet."""
+        return len(self._queue)
+
+    def _after(self, state: ClusterState, stored: StoredEvent, ctx: object) -> None:
+        decision = stored.envelope.data
+        if isinstance(decision, DecisionRecorded):
+            self.offer(state, stored.seq, decision)
+
+    def offer(self, state: ClusterState, seq: int, decision: DecisionRecorded) -> None:
+        """Queue a recorded decision's commands (once per sequence, in log order).
+
+        Two callers: the fold (every decision in the log, the guarantee) and this engine's decision
+        writer the moment its append is acknowledged (a fast path: the fold would add a read of the
+        log before the commands go). The writer appends one decision at a time, in log order, and a
+        decision the writer offered is skipped when the fold brings it, so order and uniqueness hold.
+        """
+        if not self._active or seq <= self._offered or not decision.commands:
+            return
+        self._offered = seq
+        # made whole now, from a state that holds the decision's revision
+        self._queue.append((seq, commands_to_send(state, decision)))
+        self.drained.clear()
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Relay until cancelled: catch up from the stored position, then follow the fold."""
+        # synchronous with the fold (no await in between): every decision folded from here on is
+        # queued, every one folded before is covered by the catch-up
+        self._active = True
+        self._queue.clear()
+        self.position = 0
+        # everything folded so far is the catch-up's; from here on, each decision is queued once
+        self._offered = self.projector.state.seq
+        behind = self._in_flight_by_decision(self.projector.state)
+        try:
+            start = await self._retry("read the relay position", self.sink.position)
+            await self._catch_up(behind, start)
+            await self._pump()
+        finally:
+            self._active = False
+            self._queue.clear()
+            self.drained.set()
+
+    async def _pump(self) -> None:
+        """Send batches as decisions are folded, up to ``PIPELINE`` batches awaiting their acks at once
+        (so a burst of small decisions does not wait one round trip per batch). Each message carries
+        the first decision of the oldest batch still unacknowledged: below it, everything is stored,
+        whichever order the server acknowledges the batches in."""
+        sending: deque[tuple[int, int, asyncio.Task[None]]] = deque()
+        try:
+            while True:
+                while sending and sending[0][2].done():
+                    _, last, task = sending.popleft()
+                    task.result()  # a batch task only ends by storing its batch (or a bug: raise it)
+                    self.position = max(self.position, last)
+                    self._moved.set()
+                if self._queue and len(sending) < PIPELINE:
+                    batch = self._take()
+                    low = sending[0][0] if sending else batch[0][0]
+                    task = asyncio.ensure_future(self._send(batch, low))
+                    sending.append((batch[0][0], batch[-1][0], task))
+                    continue
+                self.metrics.relay_pending = len(self._queue) + len(sending)
+                if not self._queue and not sending:
+                    self.drained.set()
+                self._wake.clear()
+                waits: set[asyncio.Future[Any]] = {asyncio.ensure_future(self._wake.wait())}
+                if sending:
+                    waits.add(sending[0][2])
+                try:
+                    await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    for w in waits:
+                        if not any(w is t for _, _, t in sending):
+                            w.cancel()
+        finally:
+            await tasks.stop([t for _, _, t in sending])
+
+    def _take(self) -> list[tuple[int, AnyCommand]]:
+        """The next batch: whole decisions from the queue, up to ``MAX_BATCH`` commands."""
+        batch: list[tuple[int, AnyCommand]] = []
+        while self._queue:
+            seq, commands = self._queue[0]
+            if batch and len(batch) + len(commands) > MAX_BATCH:
+                break
+            batch.extend((seq, c) for c in commands)
+            self._queue.popleft()
+        return batch
+
+    async def sent_through(self, seq: int) -> None:
+        """Wait until the commands of every decision up to ``seq`` are stored (callers bound the wait).
+        The controller holds full reconciles back on this: a decision just appended is not folded yet,
+        so "nothing queued" alone would let a full reconcile block the loop before its commands go."""
+        while self._active and self.position < seq:
+            self._moved.clear()
+            await self._moved.wait()
+
+    def _in_flight_by_decision(self, state: ClusterState) -> dict[int, set[str]]:
+        now = self.clock()
+        out: dict[int, set[str]] = {}
+        for cmd in state.in_flight.values():
+            if is_live(cmd, now):
+                out.setdefault(cmd.decision_seq, set()).add(cmd.command_id)
+        return out
+
+    async def _catch_up(self, behind: dict[int, set[str]], start: int | None) -> None:
+        """Send again what may not have been sent: commands still in flight whose decision is at or
+        after the position (everything in flight when no position is stored)."""
+        batch: list[tuple[int, AnyCommand]] = []
+        for seq, ids in sorted(behind.items()):
+            if start is not None and seq < start:
+                continue
+            stored = await self._retry(f"read decision {seq}", functools.partial(self._decision, seq))
+            if stored is None:
+                continue
+            decision = stored.envelope.data
+            assert isinstance(decision, DecisionRecorded)
+            batch.extend((seq, c) for c in commands_to_send(self.projector.state, decision) if c.id in ids)
+        for i in range(0, len(batch), MAX_BATCH):
+            chunk = batch[i : i + MAX_BATCH]
+            await self._send(chunk, chunk[0][0])
+            self.position = max(self.position, chunk[-1][0])
+        log.info("relay.resumed", position=start, resent=len(batch), decisions=len(behind))
+
+    async def _decision(self, seq: int) -> StoredEvent | None:
+        store: EventStore = self.projector.store
+        try:
+            stored = await store.get(seq)
+        except NotFound:
+            log.error("relay.decision_missing", seq=seq)
+            return None
+        if not isinstance(stored.envelope.data, DecisionRecorded):
+            log.error("relay.not_a_decision", seq=seq, type=stored.envelope.type)
+            return None
+        return stored
+
+    async def _send(self, batch: list[tuple[int, AnyCommand]], relayed_from: int) -> None:
+        """Store ``batch``, retrying until it is stored (see ``_retry``)."""
+        started = time.perf_counter()
+        first, last = batch[0][0], batch[-1][0]
+
+        async def publish() -> None:
+            await self.sink.publish(batch, relayed_from=relayed_from)
+
+        await self._retry(f"send {len(batch)} commands of decisions {first}..{last}", publish)
+        self.sent += len(batch)
+        self.metrics.commands += len(batch)
+        log.debug("relay.sent", decisions=f"{first}..{last}", commands=len(batch),
+                  ms=round((time.perf_counter() - started) * 1000, 2))  # fmt: skip
+
+    async def _retry(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
+        """Call until it succeeds. Transient failures (no stream leader, a lost connection, a timeout)
+        are normal during an election or a restart; anything else is unexpected but retried too, since
+        giving up would leave a recorded decision unsent. Only cancellation (stepping down) stops it."""
+        while True:
+            try:
+                result = await call()
+            except asyncio.CancelledError:
+                raise
+            except Exception as err:
+                self._attempts += 1
+                if self._failing_since is None:
+                    self._failing_since = time.monotonic()
+                delay = self.backoff.delay(self._attempts)
+                failing = time.monotonic() - self._failing_since
+                self.metrics.relay_failing_seconds = failing
+                level = log.error if failing >= REPORT_AFTER else log.warning
+                level(
+                    "relay.retry",
+                    what=what,
+                    attempt=self._attempts,
+                    failing_seconds=round(failing, 1),
+                    retry_in=round(delay, 2),
+                    error=str(err),
+                    kind=type(err).__name__,
+                )
+                await asyncio.sleep(delay)
+                continue
+            if self._failing_since is not None:
+                after = round(time.monotonic() - self._failing_since, 1)
+                log.info("relay.recovered", what=what, after_seconds=after)
+            self._attempts, self._failing_since = 0, None
+            self.metrics.relay_failing_seconds = 0.0
+            return result
+
+
+def _nothing(state: ClusterState, stored: StoredEvent) -> object:
+    return None

@@ -1,0 +1,206 @@
+"""The projection runner: keeps a ``ClusterState`` folded up to the tail of the event log.
+
+Start: load the newest snapshot (object store ``dse_snapshots``), then replay only the events after
+the sequence it covers. Run: follow the tail with an ordered consumer and fold each event in order, telling
+listeners (the controller's triggers) before and after. Snapshots are written every
+``snapshot_every`` events or ``snapshot_seconds`` seconds, whichever comes first, off the fold's path.
+
+A stored message that does not decode is skipped with an error log naming its sequence: the log is
+immutable, and one bad message must not stop the engine forever. (Ingest validation keeps such
+messages out; the skip is the last line of defence.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+import structlog
+
+from engine.store.event_store import EventStore, MalformedStoredEvent, StoredEvent
+from events.errors import DsctlError, MalformedEvent
+from projections import snapshot
+from projections.fold import apply
+from projections.model import ClusterState
+
+log = structlog.get_logger("dsctl.projector")
+
+SNAPSHOT_KEY = "cluster"
+
+#: called before an event is folded; the value it returns is handed to the after-listener
+BeforeListener = Callable[[ClusterState, StoredEvent], object]
+AfterListener = Callable[[ClusterState, StoredEvent, object], None]
+
+
+class SnapshotStore(Protocol):
+    async def load(self) -> bytes | None: ...
+
+    async def save(self, data: bytes) -> None: ...
+
+
+class ObjectSnapshots:
+    """Snapshots in a JetStream object store: a large fleet's state is tens of MB, far above a KV
+    value's limit (the server's max_payload), and the object store chunks it for us. One object,
+    overwritten: only the newest snapshot matters."""
+
+    def __init__(self, store: object, name: str = SNAPSHOT_KEY) -> None:
+        self._store = store
+        self._name = name
+
+    async def load(self) -> bytes | None:
+        from nats.js.errors import NotFoundError, ObjectNotFoundError
+
+        try:
+            result = await self._store.get(self._name)  # type: ignore[attr-defined]
+        except (ObjectNotFoundError, NotFoundError):
+            return None
+        data: bytes | None = result.data
+        return data or None
+
+    async def save(self, data: bytes) -> None:
+        await self._store.put(self._name, data)  # type: ignore[attr-defined]
+
+
+class Projector:
+    def __init__(
+        self,
+        store: EventStore,
+        snapshots: SnapshotStore | None = None,
+        *,
+        snapshot_every: int = 50_000,
+        snapshot_seconds: float = 60.0,
+        state: ClusterState | None = None,
+    ) -> None:
+        self.store = store
+        self.snapshots = snapshots
+        self.state = state if state is not None else ClusterState()
+        self.snapshot_every = snapshot_every
+        self.snapshot_seconds = snapshot_seconds
+        self._before: list[BeforeListener] = []
+        self._after: list[AfterListener] = []
+        self._advanced = asyncio.Condition()
+        self._since_snapshot = 0
+        self._last_snapshot_at = time.monotonic()
+        self._snapshot_task: asyncio.Task[int] | None = None
+        self.loaded_from_snapshot = 0
+        self.replayed = 0
+        self.skipped: list[int] = []
+
+    def listen(self, before: BeforeListener, after: AfterListener) -> None:
+        self._before.append(before)
+        self._after.append(after)
+
+    @property
+    def seq(self) -> int:
+        return self.state.seq
+
+    async def load(self, *, use_snapshot: bool = True, end_seq: int | None = None) -> None:
+        """Snapshot (if any) + replay of the tail up to the current end of the log (or ``end_seq``)."""
+        if use_snapshot and self.snapshots is not None:
+            data = None
+            try:
+                data = await self.snapshots.load()
+            except DsctlError as err:
+                log.warning("projector.snapshot_unavailable", error=str(err))
+            if data is not None:
+                try:
+                    self.state = snapshot.load(data)
+                    self.loaded_from_snapshot = self.state.seq
+                except MalformedEvent as err:
+                    log.warning("projector.snapshot_ignored", error=str(err))
+        end = await self.store.last_seq()
+        if end_seq is not None:
+            end = min(end, end_seq)
+        start = self.state.seq + 1
+        while start <= end:
+            try:
+                async with contextlib.aclosing(self.store.read(start_seq=start, end_seq=end)) as events:
+                    async for stored in events:
+                        self._fold(stored)
+                        self.replayed += 1
+                break
+            except MalformedStoredEvent as err:
+                self._skip(err)
+                start = err.seq + 1
+        log.info(
+            "projector.loaded",
+            seq=self.state.seq,
+            snapshot_seq=self.loaded_from_snapshot,
+            replayed=self.replayed,
+        )
+
+    def _skip(self, err: MalformedStoredEvent) -> None:
+        log.error("projector.skipped_malformed", seq=err.seq, subject=err.subject, error=str(err))
+        self.skipped.append(err.seq)
+        self.state.seq = max(self.state.seq, err.seq)
+
+    def _fold(self, stored: StoredEvent) -> None:
+        if stored.seq <= self.state.seq:
+            return
+        contexts = [b(self.state, stored) for b in self._before]
+        apply(self.state, stored.envelope, stored.seq)
+        for after, ctx in zip(self._after, contexts, strict=True):
+            after(self.state, stored, ctx)
+        self._since_snapshot += 1
+
+    async def run(self) -> None:
+        """Follow the tail forever (until cancelled)."""
+        try:
+            while True:
+                try:
+                    async with contextlib.aclosing(self.store.follow(self.state.seq + 1)) as events:
+                        async for stored in events:
+                            self._fold(stored)
+                            await self._notify()
+                            self._maybe_snapshot()
+                except MalformedStoredEvent as err:
+                    self._skip(err)
+                    await self._notify()
+        finally:
+            if self._snapshot_task is not None:
+                self._snapshot_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await self._snapshot_task
+
+    async def _notify(self) -> None:
+        async with self._advanced:
+            self._advanced.notify_all()
+
+    async def wait_for(self, seq: int, timeout: float = 10.0) -> bool:
+        """Wait until the state covers ``seq`` (read-your-writes after an append)."""
+        if self.state.seq >= seq:
+            return True
+        try:
+            async with asyncio.timeout(timeout), self._advanced:
+                await self._advanced.wait_for(lambda: self.state.seq >= seq)
+        except TimeoutError:
+            return False
+        return True
+
+    def _maybe_snapshot(self) -> None:
+        if self.snapshots is None or (self._snapshot_task is not None and not self._snapshot_task.done()):
+            return
+        due = self._since_snapshot >= self.snapshot_every or (
+            self._since_snapshot > 0 and time.monotonic() - self._last_snapshot_at >= self.snapshot_seconds
+        )
+        if due:
+            self._snapshot_task = asyncio.ensure_future(self.save_snapshot())
+
+    async def save_snapshot(self) -> int:
+        """Write a snapshot of the current state now; returns the sequence it covers."""
+        if self.snapshots is None:
+            return 0
+        data = snapshot.dump(self.state)  # synchronous: the state cannot change under the encoder
+        seq = self.state.seq
+        self._since_snapshot = 0
+        self._last_snapshot_at = time.monotonic()
+        try:
+            await self.snapshots.save(data)
+        except Exception as err:
+            log.warning("projector.snapshot_failed", seq=seq, error=str(err))
+            return 0
+        log.info("projector.snapshot", seq=seq, bytes=len(data))
+        return seq
