@@ -42,7 +42,7 @@ import msgspec
 import structlog
 
 from engine.runtime.retry import Backoff
-from engine.store.event_store import AppendResult, EventStore, SettlingStore
+from engine.store.port import AppendResult, EventStore, SettlingStore
 from events.envelope import Envelope, wrap
 from events.errors import DsctlError, TransientError
 from events.types import PodEvent

@@ -48,8 +48,9 @@ from engine.executor.command_source import JetStreamCommandSource
 from engine.executor.drivers.base import Driver
 from engine.executor.executor import Executor, LogReporter
 from engine.executor.reports import BatchingAppender
-from engine.store.event_store import EventStore, JetStreamEventStore
+from engine.store.jetstream_store import JetStreamEventStore
 from engine.store.lease import FLEET_KEY, NODE_LEASE_BUCKET, ExecutorLease, LeaseLost
+from engine.store.port import EventStore
 from engine.store.projector import Projector
 from events.errors import DsctlError, PermanentError, TransientError
 from events.subjects import PREFIX, token

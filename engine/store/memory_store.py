@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 
 import msgspec
 
-from engine.store.event_store import AppendResult, StoredEvent, decode_stored
+from engine.store.port import AppendResult, StoredEvent, decode_stored
 from events.codec import encode
 from events.envelope import Envelope
 from events.errors import ConflictError, NotFound

@@ -20,7 +20,7 @@ from typing import Protocol
 
 import structlog
 
-from engine.store.event_store import EventStore, MalformedStoredEvent, StoredEvent
+from engine.store.port import EventStore, MalformedStoredEvent, StoredEvent
 from events.errors import DsctlError, MalformedEvent
 from projections import snapshot
 from projections.fold import apply

@@ -52,7 +52,7 @@ import msgspec
 import structlog
 from nats.aio.client import Client
 
-from engine.store.jetstream_api import JetStreamRefused, api_request
+from engine.store.jetstream_api import JetStreamRefused, api_request, stream_info
 from events.errors import DsctlError, InvalidInput, NotFound, PermanentError
 from events.subjects import COMMAND_SUBJECTS, EVENT_SUBJECTS, REJECTED_SUBJECTS
 
@@ -283,7 +283,7 @@ async def _apply_one(nc: Client, d: Definition, report: ApplyReport, timeout: fl
     desired = d.stream_config()
     name = d.name
     try:
-        info = await api_request(nc, f"STREAM.INFO.{name}", timeout=timeout)
+        current = (await stream_info(nc, name, timeout=timeout)).config
     except NotFound:
         try:
             await api_request(nc, f"STREAM.CREATE.{name}", desired, timeout=timeout)
@@ -292,12 +292,11 @@ async def _apply_one(nc: Client, d: Definition, report: ApplyReport, timeout: fl
                 raise
             # another process (an engine and an executor starting together) created it first, with
             # its own settings: treat it as existing, like any stream found at start-up
-            info = await api_request(nc, f"STREAM.INFO.{name}", timeout=timeout)
+            current = (await stream_info(nc, name, timeout=timeout)).config
         else:
             report.created.append(name)
             log.info("streams.created", stream=name)
             return
-    current: dict[str, Any] = info["config"]
     differing = {
         field: (want, current.get(field))
         for field, want in desired.items()
