@@ -178,10 +178,9 @@ class Executor:
         async with lock:
             if self.pods.get(pod.key) is not pod or pod.phase == "Deleted":
                 return
-            grace = float(pod.template.spec.get("terminationGracePeriodSeconds", 30))
             log.info("executor.finishing_delete", pod=pod.key)
             await self.driver.stop(
-                pod, pod.command_id or pod.key, self.reporter, grace_seconds=grace, evict=False
+                pod, pod.command_id or pod.key, self.reporter, grace_seconds=pod.grace_seconds, evict=False
             )
             if pod.phase == "Deleted":
                 self.pods.pop(pod.key, None)
@@ -308,7 +307,7 @@ class Executor:
                 causation_id=cmd.id,
             )
             return
-        grace = float(pod.template.spec.get("terminationGracePeriodSeconds", 30))
+        grace = pod.grace_seconds
         if isinstance(cmd, DeletePod) and cmd.grace_period_seconds is not None:
             grace = float(cmd.grace_period_seconds)
         await self.driver.stop(

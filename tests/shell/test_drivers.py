@@ -14,7 +14,9 @@ import msgspec
 import pytest
 
 from engine.executor.drivers.base import LocalPod
-from engine.executor.drivers.process import PidRecord, ProcessDriver, current_boot_id, proc_stat
+from engine.executor.drivers.pid_records import PidRecord
+from engine.executor.drivers.proc import current_boot_id, proc_stat
+from engine.executor.drivers.process import ProcessDriver
 from engine.executor.drivers.sim import SimDriver
 from events.k8s import PodTemplate, TemplateMetadata
 from events.types import PodEvent, PodFailed, PodSucceeded
@@ -254,7 +256,7 @@ async def test_a_recycled_pid_is_not_taken_for_the_pod(tmp_path: Path) -> None:
         record = PidRecord(namespace="default", name=p.name, node="n1", uid=p.uid, pid=bystander.pid,
                            start_time=stat[1] - 1, boot_id=current_boot_id(), command_id="c1",
                            argv=["sleep", "30"], log_path="", started_at=0.0)  # fmt: skip
-        path = driver.record_path("n1", "default", p.name)
+        path = driver.records.path("n1", "default", p.name)
         path.parent.mkdir(parents=True)
         path.write_bytes(msgspec.json.encode(record))
         await driver.reattach([p], reports, nodes=frozenset({"n1"}))

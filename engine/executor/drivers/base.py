@@ -20,7 +20,17 @@ from typing import Protocol, TypedDict, runtime_checkable
 import msgspec
 
 from events.k8s import REVISION_HASH_LABEL, PodTemplate
-from events.types import PodCreated, PodEvent, PodFailed, PodReady, PodRunning, PodSucceeded, PodTerminating
+from events.types import (
+    PodCreated,
+    PodDeleted,
+    PodEvent,
+    PodEvicted,
+    PodFailed,
+    PodReady,
+    PodRunning,
+    PodSucceeded,
+    PodTerminating,
+)
 
 
 class LocalPod(msgspec.Struct, kw_only=True):
@@ -50,6 +60,12 @@ class LocalPod(msgspec.Struct, kw_only=True):
     @property
     def terminal(self) -> bool:
         return self.phase in ("Succeeded", "Failed")
+
+    @property
+    def grace_seconds(self) -> float:
+        """The template's ``terminationGracePeriodSeconds`` (30 when unset, as upstream): what a stop
+        that names no grace period of its own gives the pod."""
+        return float(self.template.spec.get("terminationGracePeriodSeconds", 30))
 
 
 class PodFields(TypedDict):
@@ -99,13 +115,32 @@ def state_reports(pod: LocalPod) -> list[PodEvent]:
     elif pod.phase == "Succeeded":
         out.append(PodSucceeded(**common))
     if pod.terminating:
-        grace = pod.template.spec.get("terminationGracePeriodSeconds", 30)
-        out.append(PodTerminating(**common, grace_period_seconds=int(grace)))
+        out.append(PodTerminating(**common, grace_period_seconds=int(pod.grace_seconds)))
     return out
 
 
 class PodReporter(Protocol):
     async def report(self, event: PodEvent, *, causation_id: str = "") -> None: ...
+
+
+async def report_terminating(
+    pod: LocalPod, command_id: str, reporter: PodReporter, grace_seconds: float
+) -> None:
+    """The first step of every stop: mark the pod terminating and report it, once (a stop resumed by a
+    restarted executor finds it already said)."""
+    if pod.terminating:
+        return
+    pod.terminating = True
+    await reporter.report(
+        PodTerminating(**pod_fields(pod, command_id), grace_period_seconds=int(grace_seconds)),
+        causation_id=command_id,
+    )
+
+
+def gone_report(pod: LocalPod, command_id: str, *, evict: bool) -> PodDeleted | PodEvicted:
+    """The last report of every stop: evicted (the taint manager's or an API eviction) or deleted."""
+    common = pod_fields(pod, command_id)
+    return PodEvicted(**common, reason="evicted") if evict else PodDeleted(**common)
 
 
 class Driver(Protocol):

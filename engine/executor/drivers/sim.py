@@ -28,17 +28,15 @@ from typing import Any
 
 import structlog
 
-from engine.executor.drivers.base import LocalPod, PodReporter, created_report, pod_fields
-from events.types import (
-    PodDeleted,
-    PodEvent,
-    PodEvicted,
-    PodFailed,
-    PodReady,
-    PodRunning,
-    PodSucceeded,
-    PodTerminating,
+from engine.executor.drivers.base import (
+    LocalPod,
+    PodReporter,
+    created_report,
+    gone_report,
+    pod_fields,
+    report_terminating,
 )
+from events.types import PodEvent, PodFailed, PodReady, PodRunning, PodSucceeded
 
 ANNOTATION_PREFIX = "sim.dsctl.io/"
 READY_AFTER = ANNOTATION_PREFIX + "ready-after"
@@ -156,16 +154,11 @@ class SimDriver:
             life.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):  # an exception: logged already
                 await life
-        common = pod_fields(pod, command_id)
         try:
             linger = _seconds(pod.template.metadata.annotations, TERMINATE_AFTER) or 0.0
         except BadAnnotation:
             linger = 0.0
-        if not pod.terminating:
-            pod.terminating = True
-            await reporter.report(
-                PodTerminating(**common, grace_period_seconds=int(grace_seconds)), causation_id=command_id
-            )
+        await report_terminating(pod, command_id, reporter, grace_seconds)
         if linger > 0:
             self._spawn(pod.key, self._finish(pod, command_id, reporter, linger, evict))
         else:
@@ -174,8 +167,7 @@ class SimDriver:
     async def _finish(
         self, pod: LocalPod, command_id: str, reporter: PodReporter, linger: float, evict: bool
     ) -> None:
-        common = pod_fields(pod, command_id)
-        event: PodEvent = PodEvicted(**common, reason="evicted") if evict else PodDeleted(**common)
+        event = gone_report(pod, command_id, evict=evict)
         if linger > 0:
             # in a task of its own: guarded like a life
             await asyncio.sleep(linger)
