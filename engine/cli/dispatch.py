@@ -164,7 +164,7 @@ async def _dispatch(args: argparse.Namespace, nc: Any, store: JetStreamEventStor
         )
         return await forensics.audit(store, f, args.output, out)
     if cmd == "events":
-        from engine.ingest.service import publish_file
+        from engine.ingest.publish import publish_file
 
         return await publish_file(nc, args.filename, out=out)
     raise InvalidInput(f"unknown command {cmd!r}", "COMMAND")

@@ -1,4 +1,5 @@
-"""A typed Python client for the ingest service (``engine/ingest/service.py``).
+"""A typed Python client for the ingest service (``engine/ingest/service.py``; the wire types it
+speaks are ``events.ingest_wire``).
 
 Why a client when the protocol is plain JSON over request/reply: it turns the service's answers into the
 project's error tree (a 400 is ``IngestRefused``, an ``InvalidInput`` with the field; a 503, a timeout or
@@ -23,18 +24,12 @@ import nats.errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
-from engine.ingest.service import (
-    BATCH_SUBJECT,
-    EVENT_SUBJECT,
-    BatchReply,
-    ErrorDetail,
-    ErrorReply,
-    IngestReply,
-)
 from engine.runtime.retry import Backoff, Deadline
 from engine.store.event_store import DEFAULT_DEADLINE
 from events.envelope import Envelope
 from events.errors import DeadlineExceeded, InvalidInput, PermanentError, TransientError
+from events.ingest_wire import BatchReply, ErrorDetail, ErrorReply, IngestReply
+from events.subjects import INGEST_BATCH_SUBJECT, INGEST_EVENT_SUBJECT
 from events.types import Event
 
 __all__ = ["IngestClient", "IngestRefused", "IngestReply"]
@@ -145,12 +140,12 @@ class IngestClient:
             correlation_id=correlation_id,
             occurred_at=occurred_at,
         )
-        msg = await self._retrying(EVENT_SUBJECT, _encoder.encode(request))
+        msg = await self._retrying(INGEST_EVENT_SUBJECT, _encoder.encode(request))
         return _reply_decoder.decode(msg.data)
 
     async def publish_raw(self, data: bytes) -> IngestReply:
         """Send one request body as it is (e.g. a line of a JSON-lines file)."""
-        msg = await self._request(EVENT_SUBJECT, data)
+        msg = await self._request(INGEST_EVENT_SUBJECT, data)
         return _reply_decoder.decode(msg.data)
 
     async def publish_many(self, items: Iterable[Event | Envelope], *, source: str = "") -> list[IngestReply]:
@@ -171,12 +166,12 @@ class IngestClient:
         ]
         if not requests:
             return []
-        msg = await self._retrying(BATCH_SUBJECT, _encoder.encode(requests))
+        msg = await self._retrying(INGEST_BATCH_SUBJECT, _encoder.encode(requests))
         return _batch_decoder.decode(msg.data).results
 
     async def publish_many_raw(self, data: bytes) -> list[IngestReply]:
         """One batch body as it is (JSON lines or a JSON array)."""
-        msg = await self._request(BATCH_SUBJECT, data)
+        msg = await self._request(INGEST_BATCH_SUBJECT, data)
         return _batch_decoder.decode(msg.data).results
 
     async def _retrying(self, subject: str, data: bytes) -> Msg:

@@ -1,10 +1,12 @@
-"""What the ingest service accepts and refuses, checked on the pure functions (no server): every refusal
-names its field and its reason code, and no input makes them raise anything but ``InvalidInput``."""
+"""What the ingest service accepts and refuses, checked on the pure admission (``engine.core.admission``,
+no server): every refusal names its field and its reason code, and no input makes it raise anything but
+``InvalidInput``."""
 
 from __future__ import annotations
 
 import contextlib
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -13,19 +15,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine.ingest.service import (
-    DEFAULT_SOURCE,
-    ENGINE_ONLY_CODE,
-    INVALID,
-    MALFORMED,
-    MAX_BATCH,
-    TOO_LARGE,
-    Refused,
-    _refusal,
-    envelope_from,
-    envelopes_from_batch,
-)
+from engine.core import admission
+from engine.core.refusals import Refused, refusal
+from events.envelope import Envelope
 from events.errors import InvalidInput
+from events.ingest_wire import DEFAULT_SOURCE, ENGINE_ONLY_CODE, INVALID, MALFORMED, MAX_BATCH, TOO_LARGE
 from events.k8s import NodeCondition
 from events.types import BY_TAG, NodeConditionChanged, NodeRegistered
 from tests.events.strategies import json_values
@@ -34,10 +28,24 @@ from tests.ingest.samples import body, daemonset_applied, node_registered, pod_r
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
 
+def new_id() -> str:
+    return "generated-id"
+
+
+def envelope_from(
+    data: bytes | msgspec.Raw, *, now: datetime, new_id: Callable[[], str] = new_id
+) -> Envelope:
+    return admission.envelope_from(data, now=now, new_id=new_id)
+
+
+def envelopes_from_batch(data: bytes, *, now: datetime) -> list[Envelope]:
+    return admission.envelopes_from_batch(data, now=now, new_id=new_id)
+
+
 def refusal_of(data: bytes) -> Refused:
     with pytest.raises(InvalidInput) as info:
         envelope_from(data, now=NOW)
-    return _refusal(info.value)
+    return refusal(info.value)
 
 
 def test_a_bare_event_is_completed_with_id_time_source_and_version() -> None:
@@ -232,9 +240,9 @@ def _accepts_or_refuses(data: bytes) -> None:
     try:
         envelope_from(data, now=NOW)
     except InvalidInput as err:
-        refusal = _refusal(err)
-        assert refusal.field.startswith("$"), refusal
-        assert refusal.reason_code in {MALFORMED, INVALID, ENGINE_ONLY_CODE}
+        refused = refusal(err)
+        assert refused.field.startswith("$"), refused
+        assert refused.reason_code in {MALFORMED, INVALID, ENGINE_ONLY_CODE}
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])

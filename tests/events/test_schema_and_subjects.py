@@ -69,3 +69,38 @@ def test_type_filters_match_the_subjects_they_select() -> None:
     assert subjects.type_filter("daemonset.applied") == "dse.ds.*.*.applied"
     with pytest.raises(ValueError):
         subjects.type_filter("weird.thing")
+
+
+def test_filters_are_built_from_one_scheme() -> None:
+    assert subjects.node_tree("a.b") == "dse.node.a_b.>"
+    assert subjects.daemonset_tree("kube-system", "x.y") == "dse.ds.kube-system.x_y.>"
+    assert subjects.decision_subject("ns", "x.y") == "dse.decision.ns.x_y"
+    assert subjects.pod_tree("n.1", "ns", "p") == "dse.pod.n_1.ns.p.>"
+    assert subjects.pod_reports() == subjects.POD_TREE == "dse.pod.>"
+    assert subjects.pod_reports("n.1") == "dse.pod.n_1.>"
+    assert subjects.node_filters("n.1") == ["dse.node.n_1.>", "dse.pod.n_1.>"]
+    assert subjects.daemonset_filters("ns", "d") == ["dse.ds.ns.d.>", "dse.decision.ns.d"]
+    assert subjects.pod_filters("p") == ["dse.pod.*.*.p.>"]
+    assert subjects.pod_filters("p", "ns") == ["dse.pod.*.ns.p.>"]
+    assert subjects.type_filter("decision.recorded") == "dse.decision.*.*"
+    assert subjects.COMMAND_TREE == "dse.cmd.>" and subjects.command_subject("n.1") == "dse.cmd.n_1"
+    assert subjects.rejected_subject("too_large") == "dse.rejected.too_large"
+    assert (subjects.INGEST_EVENT_SUBJECT, subjects.INGEST_BATCH_SUBJECT) == (
+        "dse.ingest.event",
+        "dse.ingest.batch",
+    )
+
+
+def test_the_stream_names_are_the_ones_the_store_creates() -> None:
+    from engine.store import streams
+
+    assert (subjects.EVENTS_STREAM, subjects.COMMANDS_STREAM, subjects.REJECTED_STREAM) == (
+        streams.EVENTS_STREAM,
+        streams.COMMANDS_STREAM,
+        streams.REJECTED_STREAM,
+    )
+    assert {d.name for d in streams.load_definitions()} >= {
+        subjects.EVENTS_STREAM,
+        subjects.COMMANDS_STREAM,
+        subjects.REJECTED_STREAM,
+    }

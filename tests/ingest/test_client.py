@@ -10,13 +10,14 @@ from typing import Any
 import pytest
 
 from engine.ingest.client import IngestClient, IngestRefused
-from engine.ingest.contract import publish_file
-from engine.ingest.service import EVENT_SUBJECT, IngestService
+from engine.ingest.publish import publish_file
+from engine.ingest.service import IngestService
 from engine.store.event_store import JetStreamEventStore
 from engine.store.streams import EVENTS_STREAM, delete_streams
 from events.envelope import wrap
 from events.errors import InvalidInput, NotFound, TransientError
 from events.k8s import Taint
+from events.subjects import INGEST_EVENT_SUBJECT
 from events.types import DecisionRecorded, NodeCordoned, NodeRegistered, NodeTaintsChanged, PodReady
 from tests.contract.envelopes import T0
 from tests.ingest.samples import body, node_registered
@@ -81,7 +82,7 @@ async def test_no_service_is_a_transient_error(nc: Any) -> None:
 
 
 async def test_a_silent_responder_is_a_transient_timeout(nc: Any) -> None:
-    sub = await nc.subscribe(EVENT_SUBJECT)  # takes the request and never answers
+    sub = await nc.subscribe(INGEST_EVENT_SUBJECT)  # takes the request and never answers
     try:
         with pytest.raises(TransientError, match="no answer"):
             await IngestClient(nc, timeout=0.2, attempts=1).publish_raw(body(node_registered()))
@@ -131,6 +132,6 @@ async def test_publish_file_stops_when_the_service_is_gone(nc: Any, tmp_path: Pa
     out = io.StringIO()
     assert await publish_file(nc, path, out=out) == 1
     assert out.getvalue().splitlines() == [
-        f"line 1: error: no ingest service answers on {EVENT_SUBJECT} (is `dsctl ingest run` up?)",
+        f"line 1: error: no ingest service answers on {INGEST_EVENT_SUBJECT} (is `dsctl ingest run` up?)",
         "stopped: 2 more line(s) not sent",
     ]

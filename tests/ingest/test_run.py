@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from engine.ingest.client import IngestClient
-from engine.ingest.service import SERVICE_NAME
+from events.ingest_wire import SERVICE_NAME
 from events.types import NodeRegistered
 from tests.conftest import TestServer
 

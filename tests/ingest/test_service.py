@@ -14,11 +14,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.ingest.service import BATCH_SUBJECT, EVENT_SUBJECT, SERVICE_NAME, IngestService, Rejection
+from engine.ingest.service import IngestService
 from engine.store.event_store import JetStreamEventStore
 from engine.store.streams import EVENTS_STREAM, REJECTED_STREAM, delete_streams
+from events.ingest_wire import SERVICE_NAME, Rejection
 from events.k8s import NodeCondition
-from events.subjects import rejected_subject
+from events.subjects import INGEST_BATCH_SUBJECT, INGEST_EVENT_SUBJECT, rejected_subject
 from events.types import DaemonSetApplied, NodeConditionChanged, NodeRegistered
 from tests.events.strategies import json_values
 from tests.ingest.samples import body, daemonset_applied, node_registered, pod_ready
@@ -26,7 +27,7 @@ from tests.ingest.samples import body, daemonset_applied, node_registered, pod_r
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(30)]
 
 
-async def ask(nc: Any, data: bytes, subject: str = EVENT_SUBJECT) -> tuple[str | None, dict[str, Any]]:
+async def ask(nc: Any, data: bytes, subject: str = INGEST_EVENT_SUBJECT) -> tuple[str | None, dict[str, Any]]:
     """(error code or None, decoded body)."""
     msg = await nc.request(subject, data, timeout=5)
     code = (msg.headers or {}).get("Nats-Service-Error-Code")
@@ -63,7 +64,7 @@ async def test_a_malformed_event_gets_a_400_naming_the_field_and_is_kept_as_reje
     nc: Any, ingest: IngestService, jetstream_store: JetStreamEventStore
 ) -> None:
     bad = body({"type": "node.registered", "data": {"name": "node-1", "labels": "zone=a"}})
-    msg = await nc.request(EVENT_SUBJECT, bad, timeout=5)
+    msg = await nc.request(INGEST_EVENT_SUBJECT, bad, timeout=5)
     assert msg.headers["Nats-Service-Error-Code"] == "400"
     assert "$.data.labels" in msg.headers["Nats-Service-Error"]
     reply = json.loads(msg.data)
@@ -72,7 +73,7 @@ async def test_a_malformed_event_gets_a_400_naming_the_field_and_is_kept_as_reje
     [(subject, record)] = await rejected(nc)
     assert subject == rejected_subject("malformed") == "dse.rejected.malformed"
     assert record.field == "$.data.labels" and "Expected `object`" in record.reason
-    assert record.input == bad.decode() and record.endpoint == EVENT_SUBJECT
+    assert record.input == bad.decode() and record.endpoint == INGEST_EVENT_SUBJECT
     assert abs(record.received_at.timestamp() - time.time()) < 60
 
 
@@ -95,7 +96,7 @@ async def test_bytes_that_are_not_utf8_are_kept_losslessly(nc: Any, ingest: Inge
 async def test_a_huge_input_is_answered_and_kept_truncated(nc: Any, ingest: IngestService) -> None:
     huge_key = "k" * 400_000  # quoted back by the decoder's message
     data = body({**node_registered(), huge_key: 1})
-    msg = await nc.request(EVENT_SUBJECT, data, timeout=5)
+    msg = await nc.request(INGEST_EVENT_SUBJECT, data, timeout=5)
     assert msg.headers["Nats-Service-Error-Code"] == "400"
     assert len(msg.headers["Nats-Service-Error"]) <= 1000 and len(msg.data) < 10_000
     [(_, record)] = await rejected(nc)
@@ -164,19 +165,19 @@ async def test_a_batch_is_all_or_nothing(
         body(node_registered("C!")),
         body(pod_ready("a")),
     ]
-    code, reply = await ask(nc, b"\n".join(lines), BATCH_SUBJECT)
+    code, reply = await ask(nc, b"\n".join(lines), INGEST_BATCH_SUBJECT)
     assert code == "400" and reply["field"] == "$[2].data.name"
     assert [(e["index"], e["line"]) for e in reply["errors"]] == [(2, 3)]
     assert await jetstream_store.last_seq() == 0
     [(subject, record)] = await rejected(nc)
     assert (
         subject == "dse.rejected.invalid"
-        and record.endpoint == BATCH_SUBJECT
+        and record.endpoint == INGEST_BATCH_SUBJECT
         and record.field == "$[2].data.name"
     )
 
     lines[2] = body({**node_registered("c"), "id": "c-1"})
-    code, reply = await ask(nc, b"\n".join(lines) + b"\n", BATCH_SUBJECT)
+    code, reply = await ask(nc, b"\n".join(lines) + b"\n", INGEST_BATCH_SUBJECT)
     assert code is None
     assert [r["seq"] for r in reply["results"]] == [1, 2, 3, 4]
     assert reply["results"][2]["id"] == "c-1"
@@ -187,7 +188,7 @@ async def test_a_batch_is_all_or_nothing(
         "dse.node.c.registered",
         "dse.pod.a.kube-system.agent-abcde.ready",
     ]
-    code, reply = await ask(nc, body([{**node_registered("c"), "id": "c-1"}]), BATCH_SUBJECT)
+    code, reply = await ask(nc, body([{**node_registered("c"), "id": "c-1"}]), INGEST_BATCH_SUBJECT)
     assert code is None and reply["results"] == [{"seq": 3, "duplicate": True, "id": "c-1"}]
 
 
@@ -205,8 +206,8 @@ async def test_a_store_that_is_down_answers_503_and_keeps_serving(
 async def test_a_plain_publish_without_reply_is_still_appended_or_kept(
     nc: Any, ingest: IngestService, jetstream_store: JetStreamEventStore
 ) -> None:
-    await nc.publish(EVENT_SUBJECT, body(node_registered("fire-and-forget")))
-    await nc.publish(EVENT_SUBJECT, b"{not json")
+    await nc.publish(INGEST_EVENT_SUBJECT, body(node_registered("fire-and-forget")))
+    await nc.publish(INGEST_EVENT_SUBJECT, b"{not json")
     async with asyncio.timeout(5):
         while await jetstream_store.last_seq() < 1 or len(await rejected(nc)) < 1:
             await asyncio.sleep(0.02)
@@ -220,17 +221,17 @@ async def test_the_micro_service_answers_discovery(nc: Any, ingest: IngestServic
     assert ping["name"] == SERVICE_NAME and ping["id"] == ingest.id and ping["version"]
     info = json.loads((await nc.request("$SRV.INFO", b"", timeout=2)).data)
     assert info["name"] == SERVICE_NAME and info["description"]
-    assert {e["subject"] for e in info["endpoints"]} == {EVENT_SUBJECT, BATCH_SUBJECT}
+    assert {e["subject"] for e in info["endpoints"]} == {INGEST_EVENT_SUBJECT, INGEST_BATCH_SUBJECT}
     await ask(nc, body(node_registered("Bad_Name")))
     stats = json.loads((await nc.request(f"$SRV.STATS.{SERVICE_NAME}.{ingest.id}", b"", timeout=2)).data)
-    [event_stats] = [e for e in stats["endpoints"] if e["subject"] == EVENT_SUBJECT]
+    [event_stats] = [e for e in stats["endpoints"] if e["subject"] == INGEST_EVENT_SUBJECT]
     assert event_stats["num_requests"] == 1 and event_stats["data"]["rejected"] == 1
 
 
 async def test_after_stop_nobody_answers(nc: Any, ingest: IngestService) -> None:
     await ingest.stop()
     with pytest.raises(Exception, match=r"no responders|NoResponders"):
-        await nc.request(EVENT_SUBJECT, body(node_registered()), timeout=1)
+        await nc.request(INGEST_EVENT_SUBJECT, body(node_registered()), timeout=1)
 
 
 _junk = (
@@ -255,7 +256,7 @@ async def test_random_input_always_gets_an_answer_and_never_breaks_the_service(
 
     collect()
     for data in samples:
-        for subject in (EVENT_SUBJECT, BATCH_SUBJECT):
+        for subject in (INGEST_EVENT_SUBJECT, INGEST_BATCH_SUBJECT):
             msg = await nc.request(subject, data, timeout=5)
             code = (msg.headers or {}).get("Nats-Service-Error-Code")
             assert code in (None, "400"), (subject, data, msg.headers)

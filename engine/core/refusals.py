@@ -1,0 +1,110 @@
+"""How the ingest door words a refusal: every way an input can be wrong (a decode error, a broken rule,
+a list of bad batch items) mapped onto one shape, the ``ErrorDetail`` list and reason code of
+``events.ingest_wire``, and the ``DSE_REJECTED`` record that keeps the refused input.
+
+Why one shape: a caller in another language reads ``field`` and ``reason_code`` whatever went wrong, and
+an operator reading ``DSE_REJECTED`` sees the same words the caller saw. Why bounded: a reason may quote
+the input (an unknown field's name), and the reply and the record must stay far below the server's max
+payload whatever arrived.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Final
+
+from engine.core.validation import ManifestInvalid
+from events.errors import InvalidInput, MalformedEvent
+from events.ingest_wire import INVALID, MALFORMED, ErrorDetail, Rejection
+
+#: at most this many problems are listed in one reply or record
+MAX_LISTED_ERRORS: Final = 50
+#: a refused input is kept up to this size (the record must fit the server's max payload, 1 MiB default)
+MAX_KEPT_INPUT: Final = 256 * 1024
+
+
+class Refused(InvalidInput):
+    """An input the service will never accept. ``reason_code`` names the ``dse.rejected.<code>`` subject;
+    ``errors`` lists every problem found (a batch can have many)."""
+
+    def __init__(
+        self, reason_code: str, message: str, field: str, errors: Sequence[ErrorDetail] = ()
+    ) -> None:
+        super().__init__(message, field)
+        if field and field in message:  # already says where: do not repeat it
+            self.args = (message,)
+        self.reason_code = reason_code
+        self.errors = list(errors) or [ErrorDetail(field=field, reason=message)]
+
+
+def refusal(err: InvalidInput, *, index: int | None = None, line: int | None = None) -> Refused:
+    """Name the problem (and where in a batch it was) in the one shape the service replies with."""
+    if isinstance(err, Refused) and index is None:
+        return err
+    code = err.reason_code if isinstance(err, Refused) else _code_of(err)
+    field = err.field or "$"
+    if isinstance(err, ManifestInvalid):
+        details = [ErrorDetail(field=e.path or "$", reason=e.message) for e in err.errors]
+    elif isinstance(err, Refused):
+        details = err.errors
+    else:
+        details = [ErrorDetail(field=field, reason=err.reason)]
+    if index is not None:
+        details = [
+            ErrorDetail(field=f"$[{index}]{d.field[1:]}", reason=d.reason, index=index, line=line)
+            for d in details
+        ]
+        field = f"$[{index}]{field[1:]}"
+    message = "; ".join(f"{d.field}: {d.reason}" for d in details[:5])
+    if len(details) > 5:
+        message += f"; and {len(details) - 5} more"
+    return Refused(code, message, field, details)
+
+
+def clipped(refused: Refused) -> Refused:
+    """The same refusal with bounded texts and at most ``MAX_LISTED_ERRORS`` problems."""
+    details = [
+        ErrorDetail(field=_clip(d.field, 500), reason=_clip(d.reason), index=d.index, line=d.line)
+        for d in refused.errors[:MAX_LISTED_ERRORS]
+    ]
+    return Refused(refused.reason_code, _clip(refused.reason), _clip(refused.field, 500), details)
+
+
+def rejection_record(endpoint: str, data: bytes, refused: Refused, *, received_at: datetime) -> Rejection:
+    """What ``DSE_REJECTED`` keeps of a refused request: the reason, and the input (its first
+    ``MAX_KEPT_INPUT`` bytes) as text, or as base64 when it is not UTF-8, so it can be replayed exactly."""
+    kept = data[:MAX_KEPT_INPUT]
+    try:
+        text, encoding = kept.decode("utf-8"), "utf-8"
+    except UnicodeDecodeError:
+        text, encoding = base64.b64encode(kept).decode("ascii"), "base64"
+    return Rejection(
+        reason=refused.reason,
+        field=refused.field,
+        reason_code=refused.reason_code,
+        endpoint=endpoint,
+        received_at=received_at,
+        input=text,
+        input_encoding=encoding,
+        input_truncated=len(data) > MAX_KEPT_INPUT,
+        errors=refused.errors[:MAX_LISTED_ERRORS],
+    )
+
+
+def split_msgspec(err: Exception) -> tuple[str, str]:
+    """msgspec says "reason - at `$.x`"; a refusal wants (reason, path) with the path always set."""
+    text = str(err)
+    reason, sep, rest = text.partition(" - at `")
+    return (reason, rest.rstrip("`")) if sep else (text, "$")
+
+
+def _clip(text: str, limit: int = 2000) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _code_of(err: InvalidInput) -> str:
+    if isinstance(err, MalformedEvent):
+        return MALFORMED
+    return INVALID
