@@ -26,7 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from engine.cli.forensics import AuditFilter, audit  # noqa: E402
+from engine.cli.audit import AuditFilter, audit  # noqa: E402
 from engine.store.connection import close, connect  # noqa: E402
 from engine.store.embedded import EmbeddedNats  # noqa: E402
 from engine.store.event_store import JetStreamEventStore  # noqa: E402

@@ -33,7 +33,7 @@ from engine.store.projector import Projector
 from events.codec import encode
 from events.envelope import Envelope, wrap
 from events.ids import stable_id
-from events.subjects import command_subject, subject_for
+from events.subjects import COMMAND_TREE, command_subject, subject_for
 from events.types import PodEvent, PodReady
 from projections.model import ClusterState, object_key
 
@@ -201,7 +201,7 @@ async def latency(quick: bool) -> list[Row]:
                 await nc.request("bench.echo", b"x", timeout=2)
                 rtts.append((time.perf_counter() - start) * 1000)
             await echo.unsubscribe()
-            sub = await nc.subscribe("dse.cmd.>", cb=on_command)
+            sub = await nc.subscribe(COMMAND_TREE, cb=on_command)
             first: list[float] = []
             every: list[float] = []
             missed = 0

@@ -29,7 +29,7 @@ from engine.store.event_store import DEFAULT_DEADLINE, EventStore, append_within
 from events.envelope import wrap
 from events.errors import DeadlineExceeded
 from events.ids import stable_id
-from events.subjects import PREFIX, token
+from events.subjects import daemonset_tree, node_tree
 from events.types import Event, NodeRegistered
 from projections.fold import apply as fold
 from projections.model import ClusterState, NodeState
@@ -55,14 +55,6 @@ async def current(
         return state, max([last, *skipped])
 
     return await retry_transient(f"read {', '.join(subjects)}", read, deadline or Deadline(DEFAULT_DEADLINE))
-
-
-def ds_tree(namespace: str, name: str) -> str:
-    return f"{PREFIX}.ds.{token(namespace)}.{token(name)}.>"
-
-
-def node_tree(name: str) -> str:
-    return f"{PREFIX}.node.{token(name)}.>"
 
 
 def _node_unchanged(node: NodeState, event: NodeRegistered) -> bool:
@@ -122,7 +114,7 @@ class Applier:
         out: list[tuple[str, Event | None, str, int]] = []
         for manifest in parse(text, namespace):
             if isinstance(manifest, DaemonSetManifest):
-                tree = ds_tree(manifest.namespace, manifest.name)
+                tree = daemonset_tree(manifest.namespace, manifest.name)
                 state, last = await current(self.store, [tree], deadline)
                 outcome = apply_daemonset(manifest, state.daemonsets.get(manifest.key), uid=str(uuid.uuid4()))
                 line = f"daemonset.apps/{manifest.name} {outcome.result}"

@@ -1,7 +1,9 @@
 """The client side of the CLI: connect, check the log is there, run one command, disconnect.
 
 Kept apart from ``engine/cli/main.py`` so that argument parsing stays free of I/O: the parser hands a
-Namespace here and this module turns it into calls on ``commands`` and ``forensics``.
+Namespace here, the argument strings are parsed by ``engine.core.arguments`` and this module turns them
+into a call on the verb's module (``get``, ``describe``, ``rollout``, ``nodes``, ``daemonsets``,
+``pods``, ``verify``, ``explain``, ``audit``).
 """
 
 from __future__ import annotations
@@ -10,13 +12,12 @@ import argparse
 import contextlib
 import sys
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from engine.cli import commands, forensics
-from engine.cli.present import parse_label_selector
-from engine.cli.queries import parse_at
+from engine.cli import audit, daemonsets, describe, explain, get, nodes, pods, rollout, verify
+from engine.core import arguments
 from engine.runtime.retry import Deadline
 from engine.store.connection import close, connect
 from engine.store.event_store import DEFAULT_DEADLINE, JetStreamEventStore, retry_transient
@@ -31,32 +32,6 @@ def _read(path: str) -> str:
     if not p.is_file():
         raise InvalidInput(f'the path "{path}" does not exist', "-f")
     return p.read_text()
-
-
-def _since(text: str | None) -> datetime | None:
-    if not text:
-        return None
-    try:
-        return datetime.now(UTC) - timedelta(seconds=commands.parse_duration(text))
-    except InvalidInput:
-        pass
-    problem = InvalidInput(f"{text!r} is neither a duration (10m, 1h30m) nor an RFC 3339 time", "--since")
-    try:
-        when = parse_at(text, "--since")
-    except InvalidInput:
-        raise problem from None
-    if isinstance(when, int):
-        raise problem
-    return when
-
-
-def _time(text: str | None, flag: str) -> datetime | None:
-    if not text:
-        return None
-    when = parse_at(text, flag)
-    if isinstance(when, int):
-        raise InvalidInput(f"{text!r} is not an RFC 3339 time", flag)
-    return when
 
 
 async def run_client(args: argparse.Namespace, settings: NatsSettings) -> int:
@@ -84,90 +59,88 @@ async def run_client(args: argparse.Namespace, settings: NatsSettings) -> int:
 async def _dispatch(args: argparse.Namespace, nc: Any, store: JetStreamEventStore, out: Any) -> int:
     cmd = args.command
     if cmd == "apply":
-        return await commands.apply_file(store, _read(args.filename), _ns(args), out)
+        return await daemonsets.apply_file(store, _read(args.filename), _ns(args), out)
     if cmd == "delete":
         if args.filename:
-            return await commands.delete_file(store, _read(args.filename), _ns(args), args.cascade, out)
+            return await daemonsets.delete_file(store, _read(args.filename), _ns(args), args.cascade, out)
         if not args.type or not args.name:
             raise InvalidInput("specify TYPE NAME (daemonset|node|pod NAME) or -f FILE", "delete")
-        kind = commands.kind_of(args.type)
+        kind = arguments.kind_of(args.type)
         if kind == "daemonsets":
-            return await commands.delete_daemonset(store, args.name, args.namespace, args.cascade, out)
+            return await daemonsets.delete_daemonset(store, args.name, args.namespace, args.cascade, out)
         if kind == "nodes":
-            return await commands.delete_node(store, args.name, out)
-        return await commands.delete_pod(store, nc, args.name, args.namespace, out)
+            return await nodes.delete_node(store, args.name, out)
+        return await pods.delete_pod(store, nc, args.name, args.namespace, out)
     if cmd in ("label", "taint"):
-        if commands.kind_of(args.type) != "nodes":
+        if arguments.kind_of(args.type) != "nodes":
             raise InvalidInput(f"{cmd} works on nodes only, not {args.type!r}", "TYPE")
         if cmd == "label":
-            return await commands.label(store, args.name, args.labels, args.overwrite, out)
-        return await commands.taint(store, args.name, args.taints, out)
+            return await nodes.label(store, args.name, args.labels, args.overwrite, out)
+        return await nodes.taint(store, args.name, args.taints, out)
     if cmd in ("cordon", "uncordon"):
-        return await commands.cordon(store, args.name, cmd == "cordon", out)
+        return await nodes.cordon(store, args.name, cmd == "cordon", out)
     if cmd == "get":
-        selector = None
-        if args.selector:
-            try:
-                selector = parse_label_selector(args.selector)
-            except ValueError as err:
-                raise InvalidInput(str(err), "--selector") from None
-        q = commands.Query(
-            kind=commands.kind_of(args.type),
+        q = get.Query(
+            kind=arguments.kind_of(args.type),
             name=args.name,
             namespace=args.namespace,
             all_namespaces=args.all_namespaces,
-            selector=selector,
+            selector=arguments.parse_label_selector(args.selector) if args.selector else None,
         )
-        at = parse_at(args.at) if args.at else None
+        at = arguments.parse_at(args.at) if args.at else None
         try:
-            return await commands.get(store, nc, q, args.output, out, sys.stderr, at=at, watch=args.watch)
+            return await get.get(store, nc, q, args.output, out, sys.stderr, at=at, watch=args.watch)
         except KeyboardInterrupt:
             return 0
     if cmd == "describe":
-        at = parse_at(args.at) if args.at else None
-        return await commands.describe(
-            store, nc, commands.kind_of(args.type), args.name, args.namespace, out, at=at
+        at = arguments.parse_at(args.at) if args.at else None
+        return await describe.describe(
+            store, nc, arguments.kind_of(args.type), args.name, args.namespace, out, at=at
         )
     if cmd == "rollout":
-        name = commands.parse_ds_ref(args.resource)
+        name = arguments.parse_ds_ref(args.resource)
         if args.action == "status":
-            return await commands.rollout_status(
-                store, name, args.namespace, commands.parse_duration(args.timeout), out
+            return await rollout.rollout_status(
+                store, name, args.namespace, arguments.parse_duration(args.timeout), out
             )
         if args.action == "history":
-            return await commands.rollout_history(store, name, args.namespace, args.revision or None, out)
+            return await rollout.rollout_history(store, name, args.namespace, args.revision or None, out)
         if args.action == "undo":
-            return await commands.rollout_undo(store, name, args.namespace, args.to_revision, out)
-        return await commands.rollout_restart(store, name, args.namespace, out, time.time)
+            return await rollout.rollout_undo(store, name, args.namespace, args.to_revision, out)
+        return await rollout.rollout_restart(store, name, args.namespace, out, time.time)
     if cmd == "replay":
         now = datetime.now(UTC) if args.now == "now" else _time(args.now, "--now")
-        report = await forensics.verify(store, args.from_seq, nc=nc, now=now)
-        return forensics.print_verify(report, out, args.output)
+        report = await verify.verify(store, args.from_seq, nc=nc, now=now)
+        return verify.print_verify(report, out, args.output)
     if cmd == "explain":
         if args.type == "pod":
-            return await forensics.explain_pod(store, args.name, args.namespace, out)
+            return await explain.explain_pod(store, args.name, args.namespace, out)
         if not args.ds:
             raise InvalidInput("explain node needs --ds NAMESPACE/NAME", "--ds")
-        at = parse_at(args.at) if args.at else None
-        return await forensics.explain_node(store, nc, args.name, args.ds, out, at=at)
+        at = arguments.parse_at(args.at) if args.at else None
+        return await explain.explain_node(store, nc, args.name, args.ds, out, at=at)
     if cmd == "audit":
         if args.limit is not None and args.limit <= 0:
             raise InvalidInput("--limit must be a positive number", "--limit")
-        f = forensics.AuditFilter(
+        f = audit.AuditFilter(
             ds=args.ds,
             node=args.node,
             pod=args.pod,
             types=list(args.types),
-            since=_since(args.since),
+            since=arguments.parse_since(args.since, datetime.now(UTC)) if args.since else None,
             until=_time(args.until, "--until"),
             limit=args.limit,
         )
-        return await forensics.audit(store, f, args.output, out)
+        return await audit.audit(store, f, args.output, out)
     if cmd == "events":
         from engine.ingest.publish import publish_file
 
         return await publish_file(nc, args.filename, out=out)
     raise InvalidInput(f"unknown command {cmd!r}", "COMMAND")
+
+
+def _time(text: str | None, flag: str) -> datetime | None:
+    return arguments.parse_time(text, flag) if text else None
 
 
 def _ns(args: argparse.Namespace) -> str | None:

@@ -20,14 +20,15 @@ from datetime import UTC, datetime
 
 from nats.aio.client import Client
 
-from engine.cli.apply import current, node_tree
+from engine.cli.apply import current
 from engine.runtime.retry import Deadline
 from engine.store.event_store import DEFAULT_DEADLINE, EventStore, append_within
+from engine.store.jetstream_api import translate_errors
 from events import codec
 from events.envelope import wrap
-from events.errors import ConflictError, InvalidInput, NotFound
+from events.errors import InvalidInput, NotFound
 from events.k8s import Taint
-from events.subjects import PREFIX, command_subject, token
+from events.subjects import command_subject, node_tree, pod_filters
 from events.types import (
     DeletePod,
     Event,
@@ -125,7 +126,7 @@ class NodeOps:
 
 async def find_pod(store: EventStore, name: str, namespace: str = "default") -> PodState:
     """The pod's current state, from its own report subjects."""
-    state, _ = await current(store, [f"{PREFIX}.pod.*.{token(namespace)}.{token(name)}.>"])
+    state, _ = await current(store, pod_filters(name, namespace))
     pod = state.pods.get(f"{namespace}/{name}")
     if pod is None:
         raise NotFound(f'pods "{name}" not found in namespace {namespace}')
@@ -145,10 +146,10 @@ async def request_pod_delete(
         grace_period_seconds=grace_period_seconds,
     )
     js = nc.jetstream()
-    try:
+    # a failure to publish is whatever NATS says it is (a store briefly away stays transient), never a
+    # conflict: nothing was read, so there is nothing to re-read and retry against
+    with translate_errors(f"could not send the delete to node {pod.node}"):
         await js.publish(
             command_subject(pod.node), codec.encode_command(cmd), headers={"Nats-Msg-Id": cmd.id}
         )
-    except Exception as err:
-        raise ConflictError(f"could not send the delete to node {pod.node}: {err}") from err
     return cmd.id

@@ -1,11 +1,14 @@
-"""The read model shown the way kubectl shows Kubernetes objects: tables by default, and ``-o json`` /
-``-o yaml`` objects shaped like the API server's, so a user's ``jq`` scripts keep working.
+"""The read model shown the way kubectl shows Kubernetes objects: tables by default, ``-o json`` /
+``-o yaml`` objects shaped like the API server's (so a user's ``jq`` scripts keep working), and
+``describe``'s layout; and the one-line event summaries of explain, audit and the live view.
 
-Pure functions of the state and ``now`` (for ages); printing happens in the caller.
+Pure functions of the state, the events already read and ``now`` (for ages); reading the log and
+printing happen in the caller, so the commands stay about what they read and this module about looks.
 """
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from typing import Any
 
@@ -14,7 +17,8 @@ import msgspec
 from engine.core import selectors
 from engine.core.eligibility import placement
 from engine.core.tolerations import with_daemon_tolerations
-from events.k8s import REVISION_HASH_LABEL, LabelSelector, PodTemplate, scheduling_spec
+from events.k8s import REVISION_HASH_LABEL, PodTemplate, scheduling_spec
+from events.types import DecisionRecorded, Event, PodEvent
 from projections.lookups import owner_revision
 from projections.model import ClusterState, DaemonSetState, NodeState, PodState, Revision
 
@@ -289,55 +293,160 @@ def revision_rows(revisions: list[Revision]) -> str:
     )
 
 
-# --- label selectors (kubectl -l syntax) ---------------------------------------------------------------
+# --- describe ------------------------------------------------------------------------------------------
+
+#: one row of a describe Events section: (time, Normal|Warning, reason, message)
+EventRow = tuple[float, str, str, str]
 
 
-def parse_label_selector(text: str) -> LabelSelector:
-    """``a=b,c!=d,e in (x,y),f notin (z),g,!h`` -> a LabelSelector; raises ValueError naming the part."""
-    from events.k8s import LabelSelectorRequirement
+def kv_lines(title: str, mapping: dict[str, str], indent: int = 0) -> list[str]:
+    """``Labels:  a=b`` with the next pairs aligned under the first, as kubectl describe prints maps."""
+    pad = " " * indent
+    if not mapping:
+        return [f"{pad}{title}<none>"]
+    items = sorted(mapping.items())
+    lines = [f"{pad}{title}{items[0][0]}={items[0][1]}"]
+    lines += [f"{pad}{' ' * len(title)}{k}={v}" for k, v in items[1:]]
+    return lines
 
-    reqs: list[LabelSelectorRequirement] = []
-    parts: list[str] = []
-    depth, current = 0, ""
-    for ch in text:
-        if ch == "(":
-            depth += 1
-        elif ch == ")":
-            depth -= 1
-        if ch == "," and depth == 0:
-            parts.append(current)
-            current = ""
-        else:
-            current += ch
-    parts.append(current)
-    for raw in parts:
-        part = raw.strip()
-        if not part:
-            raise ValueError(f"empty requirement in selector {text!r}")
-        lowered = part.replace("\t", " ")
-        for op_text, op in ((" notin ", "NotIn"), (" in ", "In")):
-            if op_text in lowered:
-                key, _, rest = lowered.partition(op_text)
-                rest = rest.strip()
-                if not (rest.startswith("(") and rest.endswith(")")):
-                    raise ValueError(f"values of {part!r} must be in parentheses")
-                values = tuple(v.strip() for v in rest[1:-1].split(",") if v.strip())
-                reqs.append(LabelSelectorRequirement(key=key.strip(), operator=op, values=values))
-                break
-        else:
-            if "!=" in part:
-                key, _, value = part.partition("!=")
-                reqs.append(
-                    LabelSelectorRequirement(key=key.strip(), operator="NotIn", values=(value.strip(),))
-                )
-            elif "==" in part or "=" in part:
-                key, _, value = part.partition("==") if "==" in part else part.partition("=")
-                reqs.append(LabelSelectorRequirement(key=key.strip(), operator="In", values=(value.strip(),)))
-            elif part.startswith("!"):
-                reqs.append(LabelSelectorRequirement(key=part[1:].strip(), operator="DoesNotExist"))
-            else:
-                reqs.append(LabelSelectorRequirement(key=part, operator="Exists"))
-    for r in reqs:
-        if not r.key or " " in r.key:
-            raise ValueError(f"invalid label key in selector {text!r}")
-    return LabelSelector(match_expressions=tuple(reqs))
+
+def events_section(rows: list[EventRow], now: float) -> list[str]:
+    if not rows:
+        return ["Events:  <none>"]
+    body = [[kind, reason, age(t, now), "daemonset-controller", msg] for t, kind, reason, msg in rows]
+    dashes = ["----", "------", "----", "----", "-------"]
+    text = table(["Type", "Reason", "Age", "From", "Message"], [dashes, *body])
+    return ["Events:", *("  " + line for line in text.rstrip("\n").splitlines())]
+
+
+def template_lines(template: PodTemplate) -> list[str]:
+    """The ``Pod Template:`` block of describe, also what ``rollout history --revision N`` shows."""
+    lines = ["Pod Template:"]
+    lines += kv_lines("  Labels:  ", dict(template.metadata.labels))
+    if template.metadata.annotations:
+        lines += kv_lines("  Annotations:  ", dict(template.metadata.annotations))
+    lines.append("  Containers:")
+    for c in template.spec.get("containers") or []:
+        if not isinstance(c, dict):
+            continue
+        lines.append(f"   {c.get('name', '')}:")
+        lines.append(f"    Image:      {c.get('image', '<none>')}")
+        if c.get("command"):
+            lines.append("    Command:")
+            lines += [f"      {a}" for a in c["command"]]
+        if c.get("args"):
+            lines.append("    Args:")
+            lines += [f"      {a}" for a in c["args"]]
+    return lines
+
+
+def toleration_text(t: dict[str, Any]) -> str:
+    effect = ":" + t["effect"] if t.get("effect") else ""
+    return f"{t.get('key') or '<all>'}{effect} op={t.get('operator') or 'Equal'}"
+
+
+def describe_daemonset(state: ClusterState, ds: DaemonSetState, events: list[EventRow], now: float) -> str:
+    st = ds.status
+    pods = [state.pods[k] for k in state.pods_by_owner.get(ds.uid, ())]
+    phases = {
+        ph: sum(1 for p in pods if p.phase == ph) for ph in ("Running", "Pending", "Succeeded", "Failed")
+    }
+    lines = [
+        f"Name:           {ds.name}",
+        f"Namespace:      {ds.namespace}",
+        f"Selector:       {selectors.describe(ds.spec.selector)}",
+        f"Node-Selector:  {node_selector_text(ds.spec.template)}",
+        *kv_lines("Labels:         ", dict(ds.labels)),
+        *kv_lines(
+            "Annotations:    ",
+            {**ds.annotations, "deprecated.daemonset.template.generation": str(ds.generation)},
+        ),
+        f"Update Strategy: {ds.spec.update_strategy.type}",
+        f"Desired Number of Nodes Scheduled: {st.desired_number_scheduled}",
+        f"Current Number of Nodes Scheduled: {st.current_number_scheduled}",
+        f"Number of Nodes Scheduled with Up-to-date Pods: {st.updated_number_scheduled}",
+        f"Number of Nodes Scheduled with Available Pods: {st.number_available}",
+        f"Number of Nodes Misscheduled: {st.number_misscheduled}",
+        f"Pods Status:  {phases['Running']} Running / {phases['Pending']} Waiting / "
+        f"{phases['Succeeded']} Succeeded / {phases['Failed']} Failed",
+        *template_lines(ds.spec.template),
+        *events_section(events, now),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def describe_pod(state: ClusterState, pod: PodState, events: list[EventRow], now: float) -> str:
+    obj = pod_object(state, pod)
+    lines = [
+        f"Name:             {pod.name}",
+        f"Namespace:        {pod.namespace}",
+        f"Node:             {pod.node}",
+        f"Start Time:       {obj['status']['startTime']}",
+        *kv_lines("Labels:           ", obj["metadata"]["labels"]),
+        f"Status:           {pod_status(pod)}",
+        f"Controlled By:    DaemonSet/{pod.owner_name}" if pod.owner_uid else "Controlled By:    <none>",
+        "Conditions:",
+        "  Type     Status",
+        f"  Ready    {'True' if pod.ready else 'False'}",
+        "Tolerations:      "
+        + "\n                  ".join(toleration_text(t) for t in obj["spec"]["tolerations"]),
+        *events_section(events, now),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def describe_node(state: ClusterState, node: NodeState, events: list[EventRow], now: float) -> str:
+    taints = "\n                    ".join(
+        f"{t.key}{'=' + t.value if t.value else ''}:{t.effect}" for t in node.taints
+    )
+    lines = [
+        f"Name:               {node.name}",
+        f"Roles:              {node_roles(node)}",
+        *kv_lines("Labels:             ", dict(node.labels)),
+        f"CreationTimestamp:  {rfc3339(node.created_at)}",
+        "Taints:             " + (taints or "<none>"),
+        f"Unschedulable:      {str(node.unschedulable).lower()}",
+        "Conditions:",
+        *(f"  {c.type:<20} {c.status:<7} {c.reason}" for c in node.conditions.values()),
+        "Non-terminated Pods:",
+        *(
+            f"  {p.namespace:<14} {p.name}"
+            for k in sorted(state.pods_by_node.get(node.name, ()))
+            if not (p := state.pods[k]).terminal
+        ),
+        *events_section(events, now),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+# --- events, one line each (explain, audit, the live view) ---------------------------------------------
+
+
+def log_time(when: datetime) -> str:
+    """A store timestamp to the hundredth of a second, as explain and audit print them."""
+    return when.strftime("%Y-%m-%dT%H:%M:%S.%fZ")[:-4] + "Z"
+
+
+def summarize(event: Event) -> str:
+    """One line per event for explain and audit."""
+    match event:
+        case DecisionRecorded():
+            acts = [f"{type(c).__name__} {c.pod_name} on {c.node}" for c in event.commands]
+            st = event.status
+            return (
+                f"decision for {event.namespace}/{event.name} gen {event.generation} "
+                f"({len(event.commands)} commands{': ' + '; '.join(acts[:4]) if acts else ''}"
+                f"{' …' if len(acts) > 4 else ''}) status desired={st.desired_number_scheduled} "
+                f"ready={st.number_ready} updated={st.updated_number_scheduled}"
+            )
+        case PodEvent():
+            extra = getattr(event, "reason", "")
+            return (
+                f"{event.TAG} {event.namespace}/{event.name} on {event.node}{': ' + extra if extra else ''}"
+            )
+    fields = msgspec.to_builtins(event)
+    name = fields.pop("name", "")
+    ns = fields.pop("namespace", "")
+    fields.pop("spec", None)
+    detail = json.dumps(fields, sort_keys=True)[:160] if fields else ""
+    return f"{event.TAG} {ns + '/' if ns else ''}{name} {detail}".rstrip()

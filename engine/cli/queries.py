@@ -9,34 +9,19 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncGenerator, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 
 from engine.store.event_store import EventStore, MalformedStoredEvent, StoredEvent
 from engine.store.projector import ObjectSnapshots, Projector
+from engine.store.streams import SNAPSHOTS_BUCKET
 from events.errors import InvalidInput
 from projections import snapshot
 from projections.model import ClusterState
 
-SNAPSHOT_BUCKET = "dse_snapshots"
-
-
-def parse_at(text: str, flag: str = "--at") -> int | datetime:
-    """``SEQ`` or an RFC 3339 time; raises InvalidInput naming ``flag``."""
-    value = text.strip()
-    if value.isdigit():
-        return int(value)
-    try:
-        when = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise InvalidInput(
-            f"{text!r} is neither a stream sequence nor an RFC 3339 time (e.g. 2026-11-22T09:00:00Z)", flag
-        ) from None
-    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
-
 
 async def _snapshot_store(nc: object) -> ObjectSnapshots | None:
     try:
-        store = await nc.jetstream().object_store(SNAPSHOT_BUCKET)  # type: ignore[attr-defined]
+        store = await nc.jetstream().object_store(SNAPSHOTS_BUCKET)  # type: ignore[attr-defined]
     except Exception:
         return None
     return ObjectSnapshots(store)

@@ -18,7 +18,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from engine.cli.forensics import summarize
+from engine.cli.present import summarize
 from engine.core.status import rollout_complete
 from engine.store.event_store import StoredEvent
 from events.types import DecisionRecorded, PodEvent

@@ -53,7 +53,7 @@ from engine.store.lease import FLEET_KEY, NODE_LEASE_BUCKET, ExecutorLease, Leas
 from engine.store.port import EventStore
 from engine.store.projector import Projector
 from events.errors import DsctlError, PermanentError, TransientError
-from events.subjects import PREFIX, token
+from events.subjects import pod_reports
 from events.types import PodEvent
 from projections.model import ClusterState
 
@@ -67,7 +67,7 @@ FLEET_EXCLUSION_POLL_SECONDS = 1.0
 
 async def applied_commands(store: EventStore, nodes: Sequence[str] | None) -> set[str]:
     """Every command id the log shows was carried out on these nodes (all nodes if None)."""
-    subjects = [f"{PREFIX}.pod.>"] if nodes is None else [f"{PREFIX}.pod.{token(n)}.>" for n in nodes]
+    subjects = [pod_reports()] if nodes is None else [pod_reports(n) for n in nodes]
     ids: set[str] = set()
     async with contextlib.aclosing(store.read(subjects=subjects)) as events:
         async for stored in events:

@@ -20,11 +20,12 @@ from typing import Any
 
 import pytest
 
-from engine.cli.apply import Applier, ds_tree
-from engine.cli.commands import rollout_restart, rollout_undo
+from engine.cli.apply import Applier
+from engine.cli.rollout import rollout_restart, rollout_undo
 from engine.store.event_store import AppendResult, EventStore, StoredEvent
 from events.envelope import Envelope
 from events.errors import ConflictError
+from events.subjects import daemonset_tree
 from events.types import DaemonSetApplied
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
@@ -104,7 +105,7 @@ class ApplyAfterFirstRead:
 
 async def applied(store: EventStore) -> list[DaemonSetApplied]:
     out: list[DaemonSetApplied] = []
-    async with contextlib.aclosing(store.read(subjects=[ds_tree("default", "agent")])) as events:
+    async with contextlib.aclosing(store.read(subjects=[daemonset_tree("default", "agent")])) as events:
         async for stored in events:
             if isinstance(stored.envelope.data, DaemonSetApplied):
                 out.append(stored.envelope.data)
