@@ -23,7 +23,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from engine.cli.forensics import VerifyReport, verify
+from engine.cli.verify import VerifyReport, verify
 from engine.store.embedded_cluster import EmbeddedCluster
 from engine.store.event_store import AppendResult, JetStreamEventStore
 from engine.store.streams import EVENTS_STREAM

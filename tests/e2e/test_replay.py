@@ -14,7 +14,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from engine.cli.forensics import verify
+from engine.cli.verify import verify
 from events.envelope import wrap
 from events.k8s import Taint
 from events.types import DecisionRecorded, DeletePod

@@ -20,8 +20,8 @@ from typing import Any
 import pytest
 
 from engine.cli.apply import Applier
-from engine.cli.commands import delete_daemonset
-from engine.cli.forensics import VerifyReport, print_verify, verify
+from engine.cli.daemonsets import delete_daemonset
+from engine.cli.verify import VerifyReport, print_verify, verify
 from engine.store.event_store import JetStreamEventStore
 from events.codec import encode
 from events.envelope import wrap

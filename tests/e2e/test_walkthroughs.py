@@ -120,7 +120,7 @@ async def test_a_noexecute_taint_evicts_and_a_noschedule_taint_keeps(cluster: Cl
 async def test_a_joining_node_is_served_by_a_node_scoped_decision_that_replays(cluster: Cluster) -> None:
     import contextlib
 
-    from engine.cli.forensics import verify
+    from engine.cli.verify import verify
     from events.types import DecisionRecorded
 
     await cluster.apply(nodes_yaml("node1", "node2"))

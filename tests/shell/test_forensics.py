@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from engine.cli.forensics import explain_node
+from engine.cli.explain import explain_node
 from tests.e2e.recorded import T0, record_decision, setup
 
 pytestmark = pytest.mark.integration
