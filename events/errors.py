@@ -4,6 +4,8 @@ DsctlError
 ├── TransientError      retry with backoff (connection lost, timeout, no JetStream leader)
 │   └── DeadlineExceeded     retried for as long as the caller could wait, then given up
 ├── ConflictError       retry now, after re-reading (wrong expected sequence, lost lease)
+├── FencedOff           stop acting in the role: another process holds it now; never retried
+│   └── LeadershipLost       (engine.reconciler.fencing) a deposed leader's decision was refused
 └── PermanentError      record, do not retry
     ├── InvalidInput    bad manifest, flag or event: says what is wrong and where
     │   └── MalformedEvent   a payload that does not decode; names the field
@@ -28,6 +30,12 @@ class DeadlineExceeded(TransientError):
 
 class ConflictError(DsctlError):
     """Someone else wrote first (optimistic concurrency) or this process lost its lease."""
+
+
+class FencedOff(DsctlError):
+    """The store refused a write because another process now holds the role it was made in (a deposed
+    leader's decision, fenced on the decision subject tree). Not a conflict: re-reading and retrying
+    cannot succeed, and must not be tried; the caller stops acting in the role (a leader steps down)."""
 
 
 class PermanentError(DsctlError):

@@ -107,7 +107,15 @@ async def test_node_events_are_served_while_the_full_lane_is_busy(rig: Rig) -> N
     await _applied(rig, nodes_yaml("node-a", "node-b"))
     for name in names:
         await _applied(rig, DS.format(name=name))
-    await rig.controller._full_gate.acquire()  # a long full reconcile is running
+    # a long full reconcile is running: the full lane's one worker is held on its first key
+    free = asyncio.Event()
+    full = rig.controller._full
+
+    async def held(key: str) -> DecisionRecorded | None:
+        await free.wait()
+        return await full(key)
+
+    rig.controller._full = held  # type: ignore[method-assign]
     lead = asyncio.ensure_future(rig.controller.lead(1))
     try:
         await asyncio.sleep(0.3)  # every key is queued and handed to the full lane
@@ -118,23 +126,22 @@ async def test_node_events_are_served_while_the_full_lane_is_busy(rig: Rig) -> N
             lambda: rig.sink.creates_on("node-new") == set(names),
         )
         assert rig.sink.creates_on("node-a") == set()  # the full reconciles have not run
-        rig.controller._full_gate.release()
-        full: set[str] = set()
+        free.set()
+        fulls_seen: set[str] = set()
 
         async def fulls() -> set[str]:
             async for e in rig.store.read(subjects=["dse.decision.*.*"]):
                 d = e.envelope.data
                 if isinstance(d, DecisionRecorded) and not d.scope:
-                    full.add(d.name)
-            return full
+                    fulls_seen.add(d.name)
+            return fulls_seen
 
         deadline = time.monotonic() + 10
         while await fulls() != set(names):
-            assert time.monotonic() < deadline, f"full reconciles after the lane freed: {sorted(full)}"
+            assert time.monotonic() < deadline, f"full reconciles after the lane freed: {sorted(fulls_seen)}"
             await asyncio.sleep(0.05)
     finally:
-        if rig.controller._full_gate.locked():
-            rig.controller._full_gate.release()
+        free.set()
         rig.controller.step_down()
         await asyncio.wait_for(lead, 10)
 
