@@ -15,9 +15,9 @@ import msgspec
 TaintEffect = Literal["NoSchedule", "PreferNoSchedule", "NoExecute"]
 PropagationPolicy = Literal["Background", "Foreground", "Orphan"]
 
-#: the label the controller stamps on every pod and revision (A.10 of the semantics doc)
+#: the label the controller stamps on every pod and revision (docs/upstream-semantics.md A.10)
 REVISION_HASH_LABEL = "controller-revision-hash"
-#: carried from the DaemonSet's annotations into its revision history (A.10)
+#: carried from the DaemonSet's annotations into its revision history (docs/upstream-semantics.md A.10)
 CHANGE_CAUSE_ANNOTATION = "kubernetes.io/change-cause"
 
 

@@ -1,4 +1,4 @@
-"""The ``controller-revision-hash`` of a pod template (A.10 of the semantics doc).
+"""The ``controller-revision-hash`` of a pod template (docs/upstream-semantics.md A.10).
 
 Upstream hashes a Go deep-print of the template with FNV-32a and encodes the decimal digits of the sum
 with a safe alphabet. We hash canonical JSON (sorted keys, no spaces) instead of Go's printer, so our

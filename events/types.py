@@ -241,7 +241,8 @@ class DaemonSetStatus(msgspec.Struct, frozen=True, rename="camel", kw_only=True)
 
 
 class FailedPodBackoff(msgspec.Struct, frozen=True, kw_only=True):
-    """The per-node backoff a decision started or advanced (A.5): key = ds uid / generation / node."""
+    """The per-node backoff a decision started or advanced (docs/upstream-semantics.md A.5): key = ds uid /
+    generation / node."""
 
     node: str
     generation: int

@@ -4,8 +4,9 @@ Level facts (a node's labels, a pod's phase) overwrite; nothing here decides any
 in for cluster machinery that has no log of its own, and are applied here so every replay agrees:
 
 - **Pod garbage collection on node removal.** ``node.removed`` drops the pods bound to that node and the
-  commands in flight for it (upstream leaves this to the pod GC, A.5).
-- **Orphan cascade.** ``daemonset.deleted`` with policy Orphan strips the owner from its pods (A.12).
+  commands in flight for it (upstream leaves this to the pod GC, docs/upstream-semantics.md A.5).
+- **Orphan cascade.** ``daemonset.deleted`` with policy Orphan strips the owner from its pods
+  (docs/upstream-semantics.md A.12).
 - **Background/foreground cascade.** The DaemonSet leaves ``daemonsets`` (background) or stays marked
   ``deleting`` (foreground) until its last pod is reported gone; the reconciler deletes those pods.
 
@@ -156,7 +157,8 @@ def _apply_daemonset(state: ClusterState, event: DaemonSetApplied, seq: int, at:
         ds.labels = dict(event.labels)
         ds.annotations = dict(event.annotations)
         ds.applied_seq = seq
-    # revisions only roll forward (A.10): re-using an old template renumbers its revision
+    # revisions only roll forward (docs/upstream-semantics.md A.10): re-using an old template renumbers its
+    # revision
     top = max((r.number for r in ds.revisions.values()), default=0)
     rev = ds.revisions.get(event.template_hash)
     cause = event.annotations.get(CHANGE_CAUSE_ANNOTATION, "")

@@ -46,7 +46,8 @@ class Revision(msgspec.Struct, kw_only=True):
 
 
 class Backoff(msgspec.Struct, kw_only=True):
-    """Failed-pod backoff for one node (A.5): keyed by node, reset when the generation changes."""
+    """Failed-pod backoff for one node (docs/upstream-semantics.md A.5): keyed by node, reset when the
+    generation changes."""
 
     generation: int
     delay_seconds: float
@@ -69,7 +70,7 @@ class DaemonSetState(msgspec.Struct, kw_only=True):
     annotations: dict[str, str] = {}
     created_at: Timestamp = 0.0
     applied_seq: int = 0
-    #: set when a foreground delete is waiting for the pods to go (A.12)
+    #: set when a foreground delete is waiting for the pods to go (docs/upstream-semantics.md A.12)
     deleting: bool = False
     deletion_policy: PropagationPolicy | None = None
     #: when the delete was recorded (the object's deletionTimestamp while a cascade runs)
@@ -118,7 +119,8 @@ class PodState(msgspec.Struct, kw_only=True):
 
 
 class InFlight(msgspec.Struct, kw_only=True):
-    """A command sent but not yet answered by a pod report (the event-sourced "expectations", A.8)."""
+    """A command sent but not yet answered by a pod report (the event-sourced "expectations",
+    docs/upstream-semantics.md A.8)."""
 
     command_id: str
     kind: str  # create_pod | delete_pod | evict_pod
@@ -139,7 +141,8 @@ class ClusterState(msgspec.Struct, kw_only=True):
     nodes: dict[str, NodeState] = {}
     daemonsets: dict[str, DaemonSetState] = {}
     #: DaemonSets deleted with a background cascade whose pods still exist, by uid: the reconciler
-    #: plays the garbage collector and deletes those pods (A.12); the entry goes with the last pod
+    #: plays the garbage collector and deletes those pods (docs/upstream-semantics.md A.12); the entry goes
+    #: with the last pod
     deleted: dict[str, DaemonSetState] = {}
     pods: dict[str, PodState] = {}
     in_flight: dict[str, InFlight] = {}
@@ -150,7 +153,8 @@ class ClusterState(msgspec.Struct, kw_only=True):
     pods_by_owner: dict[str, set[str]] = {}
     #: DaemonSet key -> ids of its commands in flight
     in_flight_by_ds: dict[str, set[str]] = {}
-    #: namespace -> keys of the pods there without an owner (candidates for adoption, A.7)
+    #: namespace -> keys of the pods there without an owner (candidates for adoption,
+    #: docs/upstream-semantics.md A.7)
     orphans: dict[str, set[str]] = {}
     #: pod key -> ids of commands in flight for that pod
     in_flight_by_pod: dict[str, set[str]] = {}

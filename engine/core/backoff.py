@@ -1,4 +1,5 @@
-"""Failed-pod backoff per node (A.5): kube-controller-manager's ``flowcontrol.Backoff`` for DaemonSets.
+"""Failed-pod backoff per node: kube-controller-manager's ``flowcontrol.Backoff`` for DaemonSets
+(docs/upstream-semantics.md A.5).
 
 Upstream keys it ``<ds uid>/<observedGeneration>/<node>``; here the read model keys it by node inside the
 DaemonSet and stores the generation, so a new generation resets it the same way. The delay starts at 1 s,

@@ -1,4 +1,5 @@
-"""Rolling-update budgets (A.9, upstream ``SurgeCount``, ``UnavailableCount``, ``updatedDesiredNodeCounts``):
+"""Rolling-update budgets (docs/upstream-semantics.md A.9; upstream ``SurgeCount``, ``UnavailableCount``,
+``updatedDesiredNodeCounts``):
 int-or-percent scaled against desiredNumberScheduled, rounded up; both zero means maxUnavailable 1."""
 
 from __future__ import annotations

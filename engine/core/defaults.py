@@ -1,4 +1,5 @@
-"""apps/v1 defaulting for a DaemonSet (``SetDefaults_DaemonSet``, A.1), on the raw decoded object.
+"""apps/v1 defaulting for a DaemonSet (``SetDefaults_DaemonSet``, docs/upstream-semantics.md A.1), on the
+raw decoded object.
 
 Defaults are applied before validation, as the API server does, which is why a spec setting only
 ``maxSurge: 1`` fails: ``maxUnavailable`` defaults to 1 and both are then non-zero. The docs' "25%"

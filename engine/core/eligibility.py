@@ -1,4 +1,5 @@
-"""``NodeShouldRunDaemonPod``: may a daemon pod start on a node, and may one already there stay (A.2)?
+"""``NodeShouldRunDaemonPod``: may a daemon pod start on a node, and may one already there stay
+(docs/upstream-semantics.md A.2)?
 
 The answer carries an explanation: each rule upstream checks (template nodeName, nodeSelector, required
 node affinity, taints), whether it passed, and the first that failed as a machine code plus a sentence,

@@ -1,4 +1,5 @@
-"""Commands in flight: the event-sourced form of upstream's ControllerExpectations (A.8).
+"""Commands in flight: the event-sourced form of upstream's ControllerExpectations
+(docs/upstream-semantics.md A.8).
 
 A DaemonSet's expectations are unsatisfied while any command it issued is unanswered (no pod report
 yet) and younger than ``EXPECTATIONS_TIMEOUT``, upstream's 5-minute ``ExpectationsTimeout``. While they

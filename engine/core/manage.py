@@ -1,4 +1,5 @@
-"""Per-node reconcile (A.5, upstream ``manage`` / ``podsShouldBeOnNode``), for every node in name order.
+"""Per-node reconcile (docs/upstream-semantics.md A.5, upstream ``manage`` / ``podsShouldBeOnNode``), for
+every node in name order.
 
 - eligible and no pod: create one;
 - may continue running: delete failed pods (with per-node backoff) and succeeded pods, then resolve

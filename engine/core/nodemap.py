@@ -1,9 +1,9 @@
 """One DaemonSet's view of the fleet for one reconcile: per node, its eligibility and its daemon pods.
 
 This is upstream's ``getNodesToDaemonPods`` joined with ``NodeShouldRunDaemonPod``. Pods are the
-claimed ones (A.7) grouped by their node; terminal pods that are also being deleted are left out, while
-non-terminal deleting pods stay in (A.4). Nodes are in name order, the engine's fixed iteration order
-where upstream iterates a Go map.
+claimed ones (docs/upstream-semantics.md A.7) grouped by their node; terminal pods that are also being
+deleted are left out, while non-terminal deleting pods stay in (docs/upstream-semantics.md A.4). Nodes are in
+name order, the engine's fixed iteration order where upstream iterates a Go map.
 
 Departure: pods bound to a node missing from the read model are not mapped at all. Upstream deletes
 only *unscheduled* pods aimed at a missing node and leaves bound ones to the pod garbage collector;

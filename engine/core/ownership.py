@@ -1,4 +1,4 @@
-"""Which pods a DaemonSet controls (A.7, ``ControllerRefManager.ClaimPods``).
+"""Which pods a DaemonSet controls (docs/upstream-semantics.md A.7, ``ControllerRefManager.ClaimPods``).
 
 Owned and still matching the selector: claimed. Owned but no longer matching: released (unless the
 DaemonSet is being deleted). An orphan in the same namespace that matches, is not terminating, while

@@ -1,4 +1,4 @@
-"""The template a created daemon pod gets (A.6), and its name.
+"""The template a created daemon pod gets (docs/upstream-semantics.md A.6), and its name.
 
 From the DaemonSet's template: the automatic tolerations added (add-or-update), the required node
 affinity replaced by one term ``matchFields metadata.name In [<node>]`` (preferred node affinity and pod
@@ -43,7 +43,8 @@ def daemon_pod_template(
     generation: int | None = None,
 ) -> PodTemplate:
     """The pod to create on ``node``: the DaemonSet's template (or one of its revisions') with the
-    automatic tolerations, the node pinned by affinity, and the revision hash label (A.6).
+    automatic tolerations, the node pinned by affinity, and the revision hash label
+    (docs/upstream-semantics.md A.6).
     ``generation``: the template generation the decision was made at (the DaemonSet's current one if
     None), so a create sent after a later apply still says which template it carries."""
     template = template if template is not None else ds.spec.template

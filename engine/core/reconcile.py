@@ -2,14 +2,15 @@
 
 Pure: the same state and ``now`` always give the same result, ids included (they derive from the
 DaemonSet uid, the node or pod, the state's sequence and the command kind). The order is upstream's
-``syncDaemonSet`` (A.8):
+``syncDaemonSet`` (docs/upstream-semantics.md A.8):
 
 1. A DaemonSet being deleted (foreground) or already gone (background, kept in ``state.deleted`` until its
    pods are gone): its pods are deleted, nothing else. Upstream leaves this to the garbage collector
    and does not even update status; the engine has no separate GC, so the reconciler plays it.
    Orphan deletion needs nothing here (the fold strips the owners).
 2. Empty selector: never synced (upstream's ``SelectingAll`` warning), recorded once per apply.
-3. Pods are claimed (adopted / released, A.7) whatever else happens, as upstream claims during status.
+3. Pods are claimed (adopted / released, docs/upstream-semantics.md A.7) whatever else happens, as upstream
+   claims during status.
 4. Commands in flight (unexpired): status only, ``observedGeneration`` not bumped.
 5. Otherwise ``manage``; if it issued no command, the rolling update (RollingUpdate strategy only);
    creates and deletes each capped at ``BURST_REPLICAS``; status with ``observedGeneration = generation``.

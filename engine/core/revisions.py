@@ -1,4 +1,5 @@
-"""Revision history views (A.10): what ``revisionHistoryLimit`` keeps, and rollback.
+"""Revision history views (docs/upstream-semantics.md A.10): what ``revisionHistoryLimit`` keeps, and
+rollback.
 
 The read model keeps every revision ever used (keyed by template hash, numbered in order of use, an
 old template re-applied being renumbered: revisions only roll forward). Upstream deletes surplus

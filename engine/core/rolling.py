@@ -1,4 +1,5 @@
-"""Rolling update (A.9, upstream ``rollingUpdate``), run only when ``manage`` issued no command.
+"""Rolling update (docs/upstream-semantics.md A.9, upstream ``rollingUpdate``), run only when ``manage``
+issued no command.
 
 maxSurge 0: delete old pods (unavailable ones always, available ones within maxUnavailable) and let the
 next ``manage`` create their replacements. maxSurge > 0: create new pods beside old ones (unavailable

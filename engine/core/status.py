@@ -1,4 +1,5 @@
-"""DaemonSet status (A.11, upstream ``updateDaemonSetStatus``) and kubectl's "rollout complete".
+"""DaemonSet status (docs/upstream-semantics.md A.11, upstream ``updateDaemonSetStatus``) and kubectl's
+"rollout complete".
 
 Counted per node in the node list from the node's daemon pods (failed and non-terminal terminating
 pods included), the node's *first* pod in upstream order deciding ready/available/updated. As in

@@ -1,4 +1,4 @@
-"""Taints, tolerations and the tolerations every daemon pod gets (A.2, A.3 of the semantics doc).
+"""Taints, tolerations and the tolerations every daemon pod gets (docs/upstream-semantics.md A.2, A.3).
 
 ``tolerationSeconds`` is not looked at: the DaemonSet controller counts a time-limited toleration as
 tolerating (eviction after the limit is the taint-eviction controller's business). The v1.35 alpha

@@ -1,7 +1,7 @@
 """Which DaemonSet keys an event can affect: the reconciler's queue holds keys, and this decides them.
 
-Level-based like upstream's handlers (A.8): an event never carries a decision, it only says "look at
-these DaemonSets again". The rules:
+Level-based like upstream's handlers (docs/upstream-semantics.md A.8): an event never carries a decision,
+it only says "look at these DaemonSets again". The rules:
 
 - a DaemonSet fact: that DaemonSet;
 - a pod report: its owner, or, for an orphan, the DaemonSets in its namespace whose selector matches it
@@ -97,7 +97,8 @@ def affected_keys(state: ClusterState, event: Event, prior: Before, cache: Place
         case PodEvent():
             return _pod_keys(state, event, prior)
         case NodeConditionChanged():
-            return []  # conditions never change eligibility: only taints count (A.2)
+            # conditions never change eligibility: only taints count (docs/upstream-semantics.md A.2)
+            return []
         case NodeRemoved():
             # its pods were collected by the fold: every DaemonSet that had one there must recount
             return list(prior.owners)

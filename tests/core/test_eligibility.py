@@ -1,4 +1,5 @@
-"""``(shouldRun, shouldContinueRunning)`` and its explanation: the truth table of A.2."""
+"""``(shouldRun, shouldContinueRunning)`` and its explanation: the truth table of
+docs/upstream-semantics.md A.2."""
 
 from __future__ import annotations
 

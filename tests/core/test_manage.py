@@ -1,5 +1,5 @@
-"""Per-node manage (A.5): failed and succeeded pods, duplicates, terminating pods, in-flight commands,
-the burst cap, and node changes that start or stop a node's daemon pod."""
+"""Per-node manage (docs/upstream-semantics.md A.5): failed and succeeded pods, duplicates, terminating pods,
+in-flight commands, the burst cap, and node changes that start or stop a node's daemon pod."""
 
 from __future__ import annotations
 

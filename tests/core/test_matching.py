@@ -1,4 +1,5 @@
-"""Label selectors, node affinity and tolerations, rule by rule (A.2, A.3, scenario 20)."""
+"""Label selectors, node affinity and tolerations, rule by rule
+(docs/upstream-semantics.md A.2, A.3, B.20)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Ownership (A.7) and deletion (A.12): adoption, release, other controllers, cascades, orphaning."""
+"""Ownership and deletion (docs/upstream-semantics.md A.7, A.12): adoption, release, other controllers,
+cascades, orphaning."""
 
 from __future__ import annotations
 

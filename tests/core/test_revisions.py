@@ -1,5 +1,5 @@
-"""Revision history (A.10): retention by revisionHistoryLimit, live pods pin revisions, rollback rolls
-forward, change-cause carried along."""
+"""Revision history (docs/upstream-semantics.md A.10): retention by revisionHistoryLimit, live pods pin
+revisions, rollback rolls forward, change-cause carried along."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""Rolling update and OnDelete (A.9): budgets, delete-first without surge, create-first with surge,
-minReadySeconds against ``now``, and the fixed node order."""
+"""Rolling update and OnDelete (docs/upstream-semantics.md A.9): budgets, delete-first without surge,
+create-first with surge, minReadySeconds against ``now``, and the fixed node order."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Section B of the semantics doc, scenarios 1-27, each as one reconcile of a fresh world.
+"""The acceptance scenarios docs/upstream-semantics.md B.1-B.27, each as one reconcile of a fresh world.
 
 Every scenario runs with both update strategies, as the upstream tests loop over both.
 """

@@ -1,4 +1,5 @@
-"""Status (A.11), "nothing changed" detection, determinism of ids, and kubectl's rollout criterion."""
+"""Status (docs/upstream-semantics.md A.11), "nothing changed" detection, determinism of ids, and kubectl's
+rollout criterion."""
 
 from __future__ import annotations
 

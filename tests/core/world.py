@@ -54,7 +54,8 @@ def ds_doc(
     pod_spec: dict[str, Any] | None = None,
     selector: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The semantics doc's fixture DaemonSet (``name=simple-daemon,type=production``, history 2)."""
+    """The fixture DaemonSet of docs/upstream-semantics.md B (``name=simple-daemon,type=production``,
+    history 2)."""
     template_labels = dict(labels or SIMPLE_LABELS)
     spec: dict[str, Any] = {
         "selector": selector if selector is not None else {"matchLabels": dict(template_labels)},
