@@ -20,17 +20,17 @@ from collections.abc import AsyncIterator
 
 import structlog
 from nats.aio.client import Client
+from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
 from engine.executor.executor import Delivery
+from engine.store.streams import COMMANDS_STREAM
 from events import codec
 from events.errors import MalformedEvent
 from events.subjects import COMMAND_SUBJECTS, command_subject, token
 
 log = structlog.get_logger("dsctl.commands")
-
-COMMANDS_STREAM = "DSE_COMMANDS"
 
 
 def durable_name(node: str | None) -> str:
@@ -121,11 +121,7 @@ class JetStreamCommandSource:
         self._closed = True
 
 
-def _delivery(msg: object) -> Delivery:
-    from nats.aio.msg import Msg
-
-    assert isinstance(msg, Msg)
-
+def _delivery(msg: Msg) -> Delivery:
     async def nak(delay: float) -> None:
         await msg.nak(delay=delay)
 

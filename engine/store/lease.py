@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import nats.errors
@@ -39,6 +40,29 @@ LEASE_KEY = "engine"
 class Lease:
     holder: str
     epoch: int
+
+
+#: renewals failing for this share of the TTL since the last good one: the key may have expired by now
+OVERDUE_SHARE = 0.8
+
+
+async def renew_every_third(
+    ttl: float, renew: Callable[[], Awaitable[None]], overdue: Callable[[TransientError], bool]
+) -> None:
+    """Call ``renew`` every third of ``ttl``, so two renewals can fail before the key expires. Once
+    renewals have failed transiently for ``OVERDUE_SHARE`` of the TTL since the last good one, each
+    further failure goes to ``overdue``, which says whether to stop (an engine steps down; an executor
+    keeps trying). Any other error from ``renew`` ends the loop with that error."""
+    loop = asyncio.get_running_loop()
+    last_ok = loop.time()
+    while True:
+        await asyncio.sleep(ttl / 3)
+        try:
+            await renew()
+            last_ok = loop.time()
+        except TransientError as err:
+            if loop.time() - last_ok > ttl * OVERDUE_SHARE and overdue(err):
+                return
 
 
 class LeaderLease:
@@ -133,21 +157,15 @@ class LeaderLease:
         A renewal that fails for a transient reason is retried while the TTL has not run out since
         the last good renewal; after that another engine may lead, so this one stops.
         """
-        loop = asyncio.get_running_loop()
-        last_ok = loop.time()
-        while True:
-            await asyncio.sleep(self.ttl / 3)
-            try:
-                await self.renew()
-                last_ok = loop.time()
-            except ConflictError:
-                log.warning("lease.lost", holder=self.holder)
-                return
-            except TransientError as err:
-                if loop.time() - last_ok > self.ttl * 0.8:
-                    log.warning("lease.expired", holder=self.holder, error=str(err))
-                    self._revision = None
-                    return
+        try:
+            await renew_every_third(self.ttl, self.renew, self._expired)
+        except ConflictError:
+            log.warning("lease.lost", holder=self.holder)
+
+    def _expired(self, err: TransientError) -> bool:
+        log.warning("lease.expired", holder=self.holder, error=str(err))
+        self._revision = None
+        return True
 
     async def release(self) -> None:
         """Give the lease up at a clean shutdown, so a follower need not wait for the TTL."""
@@ -189,6 +207,7 @@ class ExecutorLease:
 
     def __init__(self, kv: KeyValue, key: str, holder: str, ttl: float) -> None:
         self._lease = LeaderLease(kv, holder, ttl, key=key)
+        self._kv = kv
         self.key = key
         self.holder = holder
         self.ttl = ttl
@@ -251,22 +270,19 @@ class ExecutorLease:
 
     async def keep(self) -> None:
         """Renew every third of the TTL until cancelled; raises LeaseLost if another holder shows up."""
-        loop = asyncio.get_running_loop()
-        last_ok = loop.time()
-        while True:
-            await asyncio.sleep(self.ttl / 3)
-            try:
-                await self.confirm()
-                last_ok = loop.time()
-            except TransientError as err:
-                if self.held.is_set() and loop.time() - last_ok > self.ttl * 0.8:
-                    log.warning("lease.unconfirmed", key=self.key, error=str(err))
-                    self.held.clear()
+        await renew_every_third(self.ttl, self.confirm, self._unconfirmed)
+
+    def _unconfirmed(self, err: TransientError) -> bool:
+        # the key may have expired and been taken: stop fetching commands, but keep trying (see above)
+        if self.held.is_set():
+            log.warning("lease.unconfirmed", key=self.key, error=str(err))
+            self.held.clear()
+        return False
 
     async def keys(self) -> list[str]:
         """Every key held in the bucket now (a fleet leaves those nodes to their own executors)."""
         try:
-            return list(await self._lease._kv.keys())
+            return list(await self._kv.keys())
         except NoKeysError:
             return []
 

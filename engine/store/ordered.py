@@ -10,7 +10,7 @@ is a plain loop in the caller's task (no helper tasks, nothing to leak):
   new ones;
 - it resets (a new consumer from the last stream sequence seen + 1) when the consumer sequence skips,
   when a heartbeat reports deliveries we did not get, or when nothing, not even a heartbeat, arrived for
-  three heartbeat intervals (jetstream-notes §4.5);
+  three heartbeat intervals (docs/jetstream.md §4.5);
 - while the server is away, consumer creation is retried with capped backoff; a bounded read gives up
   after ``stall_timeout`` without progress (TransientError), a tail never gives up;
 - a bounded read ends at ``stop_at`` or as soon as a delivery reports nothing pending, i.e. at the last
@@ -188,11 +188,16 @@ async def ordered_messages(
             pending: int = info.get("num_pending", 0)
             return pending
 
+    async def restart(delete: bool) -> bool:
+        """A new consumer from the last sequence seen + 1; True when a bounded read has nothing left."""
+        await drop_consumer(delete=delete)
+        pending = await create()
+        return stop_at is not None and pending == 0
+
     try:
         if stop_at is not None and stop_at <= last_seq:
             return
-        pending = await create()
-        if stop_at is not None and pending == 0:
+        if await restart(delete=False):
             return
         expected_cseq = 1
         while True:
@@ -203,11 +208,9 @@ async def ordered_messages(
                         await waiter[0]
                 except TimeoutError:
                     log.info("ordered.idle_reset", stream=stream, from_seq=last_seq + 1)
-                    await drop_consumer(delete=False)
-                    pending = await create()
-                    expected_cseq = 1
-                    if stop_at is not None and pending == 0:
+                    if await restart(delete=False):
                         return
+                    expected_cseq = 1
                     continue
                 finally:
                     waiter.clear()
@@ -226,28 +229,22 @@ async def ordered_messages(
                     last_c = headers.get("Nats-Last-Consumer")
                     if last_c is not None and int(last_c) != expected_cseq - 1:
                         log.info("ordered.gap_reset", stream=stream, from_seq=last_seq + 1, via="heartbeat")
-                        await drop_consumer(delete=True)
-                        pending = await create()
-                        expected_cseq = 1
-                        if stop_at is not None and pending == 0:
+                        if await restart(delete=True):
                             return
+                        expected_cseq = 1
                     continue
                 # 409 consumer deleted, leadership change, ...: start over from where we are
                 log.info("ordered.status_reset", stream=stream, status=status, from_seq=last_seq + 1)
-                await drop_consumer(delete=True)
-                pending = await create()
-                expected_cseq = 1
-                if stop_at is not None and pending == 0:
+                if await restart(delete=True):
                     return
+                expected_cseq = 1
                 continue
             meta = parse_ack_subject(msg.reply)
             if meta.cseq != expected_cseq:
                 log.info("ordered.gap_reset", stream=stream, from_seq=last_seq + 1, via="sequence")
-                await drop_consumer(delete=True)
-                pending = await create()
-                expected_cseq = 1
-                if stop_at is not None and pending == 0:
+                if await restart(delete=True):
                     return
+                expected_cseq = 1
                 continue
             expected_cseq += 1
             if meta.seq <= last_seq:

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 import structlog
+from nats.js.errors import NotFoundError, ObjectNotFoundError
 
 from engine.store.port import EventStore, MalformedStoredEvent, StoredEvent
 from events.errors import DsctlError, MalformedEvent
@@ -51,8 +52,6 @@ class ObjectSnapshots:
         self._name = name
 
     async def load(self) -> bytes | None:
-        from nats.js.errors import NotFoundError, ObjectNotFoundError
-
         try:
             result = await self._store.get(self._name)  # type: ignore[attr-defined]
         except (ObjectNotFoundError, NotFoundError):
