@@ -11,20 +11,19 @@ server lets us change; report, never paper over, what it does not (``deny_delete
 drift raises ``StreamDriftError`` naming each field, because running the engine on, say, a purgeable event
 log would silently break the audit promise.
 
-Why the command stream uses limits retention and ordered consumers, not a work queue (architecture,
-"Command fan-out"):
+Why the command stream uses limits retention, not a work queue (``docs/design.md``, "Commands"):
 
 - A work queue allows one consumer per subject partition, so a per-node executor fleet would need one
   durable per node. nats-server 2.15 refuses the 1,001st consumer by default, and durables are expensive
   (about 430 MB and 30% of a core per server for 3,000 R3 durables, idle), and a WQ stream on R3 refuses
   R1 consumers.
-- Ordered consumers are ephemeral R1 memory consumers: about 430 MB and 5% of a core for 10,000 on one
-  server. With limits retention each executor follows its own ``dse.cmd.<node>`` subject from its
-  checkpoint, a fleet executor filters many subjects, and ``max_consumers`` (16,384) leaves room for one
-  per node.
-- The acknowledgement is the executor's pod event in ``DSE_EVENTS`` (keyed by command id), which the
-  projection already tracks as "in flight"; a command never answered is re-issued after a timeout. So a
-  redelivery mechanism in the broker is not needed, and commands must be (and are) idempotent by id.
+- With limits retention a handful of durable pull consumers serve every executor
+  (``engine/executor/command_source.py``): ``exec-<node>`` filtering ``dse.cmd.<node>`` for a node
+  executor, one ``exec-fleet`` on ``dse.cmd.>`` for a simulated fleet; ``max_consumers`` (16,384) leaves
+  room for one per node.
+- A command is acked only after its effect is reported in ``DSE_EVENTS`` (keyed by command id, which the
+  projection tracks as "in flight"); a redelivery is harmless because executors apply each command id
+  once, and a command never answered is re-decided after a timeout.
 - The duplicate window is short (30 s), so a re-issue after the in-flight timeout is not dropped as a
   duplicate, while a publisher's immediate retry still is. ``max_age`` (24 h) bounds the history; the
   decisions in the event log keep it forever.

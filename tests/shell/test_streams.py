@@ -11,7 +11,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from engine.store.jetstream_api import api_request, translate_errors
+from engine.store.jetstream_api import api_request, stream_info, translate_errors
 from engine.store.streams import (
     COMMANDS_STREAM,
     EVENTS_STREAM,
@@ -27,7 +27,7 @@ from engine.store.streams import (
     with_kv_ttl,
     with_replicas,
 )
-from events.errors import InvalidInput, PermanentError
+from events.errors import InvalidInput, NotFound, PermanentError
 from events.subjects import EVENT_SUBJECTS
 from tests.contract.envelopes import envelopes
 
@@ -215,3 +215,20 @@ async def test_two_processes_creating_the_same_bucket_at_once_both_start(nc: Any
     assert {n for r in reports for n in r.created} | {n for r in reports for n in r.updated} <= names
     info = await api_request(nc, "STREAM.INFO.KV_dse_leader")
     assert info["config"]["name"] == "KV_dse_leader"
+
+
+@pytest.mark.integration
+async def test_stream_info_reads_config_state_and_a_missing_stream(nc: Any) -> None:
+    """The one typed ``STREAM.INFO`` reader the store, the definitions and the cluster harness share."""
+    defs = load_definitions()
+    await delete_streams(nc, defs)
+    await apply_definitions(nc, defs)
+    js = nc.jetstream()
+    for i in range(3):
+        await js.publish(f"dse.node.n{i}.registered", b"{}")
+    info = await stream_info(nc, EVENTS_STREAM)
+    assert info.config["name"] == EVENTS_STREAM and info.config["deny_delete"] is True
+    assert (info.state.first_seq, info.state.last_seq, info.state.messages) == (1, 3, 3)
+    assert info.cluster is None or info.cluster.replicas == ()  # a single server: no peers
+    with pytest.raises(NotFound):
+        await stream_info(nc, "DSE_NO_SUCH_STREAM")
