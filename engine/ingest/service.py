@@ -29,6 +29,11 @@ sequence and ``duplicate`` flag of its own first append.
 A caller's ``id`` becomes the ``Nats-Msg-Id``, so retries inside the stream's duplicate window are stored
 once and answered with the original sequence. Without an ``id`` every request is a new event.
 
+What is accepted and how a refusal is worded are decided by pure code (``engine.core.admission``,
+``engine.core.event_validation``, ``engine.core.refusals``) on the wire shapes of ``events.ingest_wire``;
+this module is the effects around them: the micro service, appending within a budget, recording refused
+input, and the ``dsctl ingest run`` process (which creates the two streams it writes to if missing).
+
 Requests on one endpoint are handled one at a time (nats-py runs a subscription's callbacks in order),
 which keeps the append order equal to the arrival order for a publisher that does not wait for replies;
 run more instances (one queue group) for throughput.
@@ -66,7 +71,7 @@ from engine.store.event_store import (
     append_within,
     retry_transient,
 )
-from engine.store.jetstream_api import api_request, check_error, translate_errors
+from engine.store.jetstream_api import check_error, stream_info, translate_errors
 from engine.store.settings import NatsSettings
 from engine.store.streams import apply_definitions, load_definitions
 from events.envelope import Envelope
@@ -401,7 +406,7 @@ async def _create_missing_streams(nc: Client) -> None:
         if definition.name not in (EVENTS_STREAM, REJECTED_STREAM):
             continue
         try:
-            await api_request(nc, f"STREAM.INFO.{definition.name}")
+            await stream_info(nc, definition.name)
         except NotFound:
             await apply_definitions(nc, [definition])
 
