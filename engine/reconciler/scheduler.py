@@ -361,7 +361,9 @@ class Scheduler:
             self._ops.append(Add(key, Lane.FULL))
         else:
             self._recorded(key, outcome)
-            if ks.full_due is not None and now >= ks.full_due:
+            if ks.full_now:
+                pass  # a full reconcile is owed now already (queued on the full lane)
+            elif ks.full_due is not None and now >= ks.full_due:
                 self._full_now(key)  # the deferred one is overdue: right after this
             else:
                 self._defer_full(key, pace, now)  # status, rollout and everything else, soon
