@@ -1,4 +1,5 @@
-"""The ``dsctl`` command: parse arguments, build settings, hand over to the shell. Nothing else here.
+"""The ``dsctl`` command: parse arguments, build settings, hand over (a one-shot command to
+``engine.cli.dispatch``, a long-running one to ``engine.cli.up``). Nothing else here.
 
 Errors the project raises on purpose (``DsctlError``) print as ``error: ...`` on stderr with exit 1;
 argparse's own usage errors exit 2, as kubectl's do.
