@@ -25,7 +25,8 @@ import pytest
 
 from engine.cli.verify import VerifyReport, verify
 from engine.store.embedded_cluster import EmbeddedCluster
-from engine.store.event_store import AppendResult, JetStreamEventStore
+from engine.store.jetstream_store import JetStreamEventStore
+from engine.store.port import AppendResult
 from engine.store.streams import EVENTS_STREAM
 from events.envelope import Envelope
 from projections.model import ClusterState

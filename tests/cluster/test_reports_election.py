@@ -14,7 +14,7 @@ import pytest
 from engine.executor.reports import BatchingAppender
 from engine.runtime.retry import Backoff
 from engine.store.embedded_cluster import EmbeddedCluster
-from engine.store.event_store import JetStreamEventStore
+from engine.store.jetstream_store import JetStreamEventStore
 from engine.store.streams import EVENTS_STREAM
 from events.errors import TransientError
 from events.types import PodRunning

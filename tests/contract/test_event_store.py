@@ -9,13 +9,13 @@ from typing import Any
 
 import pytest
 
-from engine.store.event_store import (
+from engine.store.memory_store import MemoryEventStore, subject_matches
+from engine.store.port import (
     AppendResult,
     EventStore,
     MalformedStoredEvent,
     StoredEvent,
 )
-from engine.store.memory_store import MemoryEventStore, subject_matches
 from events.errors import ConflictError, NotFound
 from events.ids import stable_id
 from events.subjects import node_filters, subject_for, type_filter

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from engine.store.event_store import AppendResult, StoredEvent
+from engine.store.port import AppendResult, StoredEvent
 from events.errors import TransientError
 from events.types import NodeRegistered
 from tests.conftest import TestServer
@@ -73,7 +73,7 @@ async def test_acknowledged_events_survive_a_crash(nats_server: TestServer, jets
 async def test_appends_while_the_server_is_down_are_transient(
     nats_server: TestServer, nc: Any, streams: Any
 ) -> None:
-    from engine.store.event_store import JetStreamEventStore
+    from engine.store.jetstream_store import JetStreamEventStore
 
     store = JetStreamEventStore(nc, timeout=1.0)
     await store.append(envelope(NodeRegistered(name="a"), 1))
@@ -107,7 +107,7 @@ async def test_a_bounded_read_gives_up_when_the_server_stays_away(
 
 
 async def test_missing_stream_is_not_found(nc: Any) -> None:
-    from engine.store.event_store import JetStreamEventStore
+    from engine.store.jetstream_store import JetStreamEventStore
     from events.errors import NotFound
 
     store = JetStreamEventStore(nc, stream="NO_SUCH_STREAM")

@@ -6,8 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable
 from typing import Any
 
 import pytest
@@ -16,11 +15,13 @@ from engine.executor.drivers.base import LocalPod
 from engine.executor.drivers.sim import SimDriver
 from engine.executor.reports import BatchingAppender
 from engine.runtime.retry import Backoff
-from engine.store.event_store import JetStreamEventStore, StoredEvent
+from engine.store.jetstream_store import JetStreamEventStore
+from engine.store.port import StoredEvent
 from events.errors import PermanentError, TransientError
 from events.k8s import PodTemplate, TemplateMetadata
 from events.types import PodEvent, PodFailed, PodReady, PodRunning
 from tests.conftest import TestServer
+from tests.outage import cancel_all, down, until
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
 
@@ -52,20 +53,6 @@ def running(i: int) -> PodRunning:
 async def stored(store: JetStreamEventStore) -> list[StoredEvent]:
     async with contextlib.aclosing(store.read()) as events:
         return [e async for e in events]
-
-
-async def until(what: str, check: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
-
-
-async def down(nats_server: TestServer, nc: Any) -> None:
-    """Kill the server and wait until the client knows (from then on appends fail at once)."""
-    await nats_server.kill()
-    await until("the client to notice", lambda: bool(nc.is_reconnecting))
 
 
 async def back(nats_server: TestServer, store: JetStreamEventStore) -> None:
@@ -107,9 +94,7 @@ async def test_reports_made_while_the_server_is_down_are_stored_once_when_it_is_
             async with asyncio.timeout(20):
                 await asyncio.gather(*callers)
         finally:
-            for c in callers:
-                c.cancel()
-            await asyncio.gather(*callers, return_exceptions=True)
+            await cancel_all(callers)
         assert appender.pending == 0 and appender.failing_since is None and appender.stored == 60
     events = await stored(store)
     # every report exactly once, in the order the callers made them
@@ -138,9 +123,7 @@ async def test_a_steady_stream_of_reports_survives_a_crash_mid_batch(
             async with asyncio.timeout(30):
                 await asyncio.gather(*drivers)
         finally:
-            for d in drivers:
-                d.cancel()
-            await asyncio.gather(*drivers, return_exceptions=True)
+            await cancel_all(drivers)
     ids = [e.envelope.id for e in await stored(store)]
     assert sorted(ids) == sorted(f"r{i}" for i in range(300)) and len(ids) == 300
     for k in range(3):  # each driver's reports in its own order
@@ -167,9 +150,7 @@ async def test_a_full_queue_makes_the_next_caller_wait(
             async with asyncio.timeout(20):
                 await asyncio.gather(*callers)
         finally:
-            for c in callers:
-                c.cancel()
-            await asyncio.gather(*callers, return_exceptions=True)
+            await cancel_all(callers)
     assert [e.envelope.id for e in await stored(store)] == [f"r{i}" for i in range(8)]
     await store.close()
 
