@@ -266,7 +266,9 @@ class Controller:
         self._apply()
 
     async def reconcile_key(self, key: str) -> DecisionRecorded | None:
-        """One reconcile of ``key`` as the lanes would run it (node-scoped if it can be), now."""
+        """One reconcile of ``key`` as the lanes would run it (node-scoped if it can be), now, by the
+        caller. Outside the lanes: a full reconcile here may run beside the full lane's; it is skipped
+        (None) while a lane runs the key."""
         decision = await self._run(Lane.NODES, key, forward=False)
         if decision is _FULL:
             decision = await self._run(Lane.FULL, key)
