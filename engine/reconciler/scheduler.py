@@ -12,7 +12,7 @@
 
 Why a state machine: the scheduling state of a key (nodes changed since its last reconcile, a full
 reconcile owed now or by a time, the decision it must read back, what it cost, which lane runs it)
-used to live in nine controller fields changed from six places, with invariants nobody wrote down
+used to live in nine controller fields changed from eight methods, with invariants nobody wrote down
 (an urgent add cancels the queue's timer, so the deferred full reconcile had to be re-armed). Here
 every consequence is in one place, as controller-runtime keeps its in one switch, and is tested as
 tables with a fake clock (``tests/reconciler/test_scheduler.py``). It does no I/O and knows no asyncio:
