@@ -52,17 +52,17 @@ from engine.runtime import tasks
 from engine.runtime.metrics import Metrics
 from engine.runtime.retry import Backoff
 from engine.store.event_store import EventStore, StoredEvent
-from engine.store.jetstream_api import ApiError, api_request, error_for, translate_errors
+from engine.store.jetstream_api import ApiError, api_request, error_for, stream_info, translate_errors
 from engine.store.projector import Projector
 from events import codec
 from events.errors import NotFound, TransientError
-from events.subjects import command_subject
+from events.subjects import COMMANDS_STREAM, command_subject
 from events.types import AnyCommand, DecisionRecorded
 from projections.model import ClusterState
 
 log = structlog.get_logger("dsctl.relay")
 
-COMMANDS_STREAM = "DSE_COMMANDS"
+
 #: the header naming the stream sequence of the decision a command message belongs to
 DECISION_SEQ_HEADER = "Dsctl-Decision-Seq"
 #: the header naming the relay's low-water mark when the message was sent (its position on resume)
@@ -141,8 +141,8 @@ class JetStreamCommandSink:
             raise error_for(context, ack.error)
 
     async def position(self) -> int | None:
-        info = await api_request(self._nc, f"STREAM.INFO.{self.stream}", timeout=self._timeout)
-        first, last = int(info["state"]["first_seq"]), int(info["state"]["last_seq"])
+        state = (await stream_info(self._nc, self.stream, timeout=self._timeout)).state
+        first, last = state.first_seq, state.last_seq
         for seq in range(last, max(first, last - POSITION_SCAN + 1) - 1, -1):
             if seq <= 0:
                 break

@@ -53,13 +53,19 @@ from nats.aio.client import Client
 
 from engine.store.jetstream_api import JetStreamRefused, api_request, stream_info
 from events.errors import DsctlError, InvalidInput, NotFound, PermanentError
-from events.subjects import COMMAND_SUBJECTS, EVENT_SUBJECTS, REJECTED_SUBJECTS
+from events.subjects import (
+    COMMAND_SUBJECTS,
+    COMMANDS_STREAM,
+    EVENT_SUBJECTS,
+    EVENTS_STREAM,
+    REJECTED_STREAM,
+    REJECTED_SUBJECTS,
+)
 
 log = structlog.get_logger()
 
-EVENTS_STREAM = "DSE_EVENTS"
-COMMANDS_STREAM = "DSE_COMMANDS"
-REJECTED_STREAM = "DSE_REJECTED"
+# the stream names are part of the log contract: defined once, in events.subjects (re-exported here)
+__all__ = ["COMMANDS_STREAM", "EVENTS_STREAM", "REJECTED_STREAM"]
 SNAPSHOTS_BUCKET = "dse_snapshots"
 LEADER_BUCKET = "dse_leader"
 
