@@ -3,7 +3,7 @@
 
 Builds a log of N events (default 1,000,000) spread over 5,000 nodes on its own embedded server (node
 facts, and pod reports for 10 DaemonSets' pods), then times, for a few nodes:
-- the audit query in-process (``forensics.audit`` with the node's subject filters), and
+- the audit query in-process (``engine.cli.audit.audit`` with the node's subject filters), and
 - the whole CLI command (``dsctl audit --node NAME -o jsonl``, a new process: startup included),
 next to a baseline measured in the same run: a raw nats-py ordered consumer on the same filter.
 
