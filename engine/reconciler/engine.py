@@ -25,13 +25,17 @@ from engine.runtime.metrics import Metrics
 from engine.store.event_store import EventStore, JetStreamEventStore
 from engine.store.lease import LeaderLease
 from engine.store.projector import ObjectSnapshots, Projector
-from engine.store.streams import apply_definitions, load_definitions, with_kv_ttl, with_replicas
+from engine.store.streams import (
+    LEADER_BUCKET,
+    SNAPSHOTS_BUCKET,
+    apply_definitions,
+    load_definitions,
+    with_kv_ttl,
+    with_replicas,
+)
 from events.errors import DsctlError
 
 log = structlog.get_logger("dsctl.runtime")
-
-LEADER_BUCKET = "dse_leader"
-SNAPSHOT_BUCKET = "dse_snapshots"
 
 
 def default_identity() -> str:
@@ -48,10 +52,10 @@ async def prepare(nc: Client, *, lease_ttl: float | None = None, replicas: int |
     await apply_definitions(nc, defs)
     js = nc.jetstream()
     try:
-        await js.object_store(SNAPSHOT_BUCKET)
+        await js.object_store(SNAPSHOTS_BUCKET)
     except BucketNotFoundError:
         await js.create_object_store(
-            SNAPSHOT_BUCKET,
+            SNAPSHOTS_BUCKET,
             config=ObjectStoreConfig(description="dsctl projection snapshots", replicas=replicas or 1),
         )
 
@@ -95,7 +99,7 @@ class Engine:
 
     async def start(self, *, use_snapshot: bool = True) -> Projector:
         js = self.nc.jetstream()
-        snapshots = ObjectSnapshots(await js.object_store(SNAPSHOT_BUCKET))
+        snapshots = ObjectSnapshots(await js.object_store(SNAPSHOTS_BUCKET))
         self.projector = Projector(self.store, snapshots, snapshot_every=self.snapshot_every)
         await self.projector.load(use_snapshot=use_snapshot)
         if self.projector.replayed >= self.snapshot_every:
