@@ -93,7 +93,8 @@ class Pace(enum.Enum):
 
     AT_REST = "at_rest"
     ROLLING = "rolling"  # fewer pods updated than desired: each full reconcile may take a step
-    IN_FLIGHT = "in_flight"  # commands in flight: a reconcile can only recount status (A.8)
+    #: commands in flight: a reconcile can only recount status (docs/upstream-semantics.md A.8)
+    IN_FLIGHT = "in_flight"
 
 
 class Failure(enum.Enum):
@@ -233,8 +234,8 @@ class Scheduler:
         """
         everyone = 4 * sum(self._cost.values())
         if pace is Pace.IN_FLIGHT:
-            # a reconcile can only recount status (A.8); the answer to the last command triggers the
-            # next step at once (commands_answered)
+            # a reconcile can only recount status (docs/upstream-semantics.md A.8); the answer to the
+            # last command triggers the next step at once (commands_answered)
             return max(IN_FLIGHT_REFRESH, everyone)
         if pace is Pace.ROLLING:
             return max(FULL_FOLLOW_UP, 2 * self._cost.get(key, 0.0))
@@ -274,8 +275,9 @@ class Scheduler:
     def pod_reported(self, key: str, node: str, *, acts: bool, pace: Pace, now: float) -> None:
         """A pod report; ``acts``: the pod failed, finished or went, so its node may need a command."""
         if not self.leading or pace is Pace.IN_FLIGHT:
-            # commands in flight: nothing but status can change until they are answered (A.8), and
-            # the answer to the last one triggers the next step (commands_answered)
+            # commands in flight: nothing but status can change until they are answered
+            # (docs/upstream-semantics.md A.8), and the answer to the last one triggers the next step
+            # (commands_answered)
             return
         if acts:
             self.state(key).nodes.add(node)

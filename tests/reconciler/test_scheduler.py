@@ -234,7 +234,8 @@ COMMANDS_IN_FLIGHT = [
         scoped_done("ds", Outcome(seq=12, commands=1)),
         [AddAfter("ds", COMMANDS_EXPIRE), AddAfter("ds", STATUS_REFRESH)],
     ),
-    # reports while commands are in flight change nothing but status (A.8): nothing queued
+    # reports while commands are in flight change nothing but status (docs/upstream-semantics.md
+    # A.8): nothing queued
     Row(1.05, report("ds", "n1", pace=Pace.IN_FLIGHT)),
     Row(1.05, report("ds", "n2", acts=True, pace=Pace.IN_FLIGHT)),
     # the full reconcile comes due: it lets the relay send through 12 first
