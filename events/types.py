@@ -241,9 +241,9 @@ class DaemonSetStatus(msgspec.Struct, frozen=True, rename="camel", kw_only=True)
 
 
 class FailedPodBackoff(msgspec.Struct, frozen=True, kw_only=True):
-    """The per-node backoff a decision started or advanced (docs/upstream-semantics.md A.5): key = ds uid /
-    generation / node."""
+    """The per-node backoff a decision started or advanced (docs/upstream-semantics.md A.5)."""
 
+    # keyed by DaemonSet uid, generation and node, as upstream keys it
     node: str
     generation: int
     delay_seconds: float
