@@ -33,27 +33,37 @@ import msgspec
 
 from engine.core import expectations, selectors
 from engine.core.budgets import ROLLING_UPDATE, allows_surge
+from engine.core.decision import (
+    SUMMARY_THRESHOLD,
+    ReconcileResult,
+    assign_pod_names,
+    compact_reasons,
+    finish,
+)
 from engine.core.eligibility import evaluate, placement
 from engine.core.manage import manage
 from engine.core.nodemap import EligibilityMemo, NodeView, node_views, virtual_pod, with_extra_pods
 from engine.core.ownership import claim_pods
-from engine.core.plan import Note, Plan, PlannedCreate, PlannedDelete
-from engine.core.pod_template import pod_name
+from engine.core.plan import Note, Plan, PlannedDelete
 from engine.core.pods import sort_key
 from engine.core.rolling import rolling_update
 from engine.core.status import availability_timer, compute_status
-from events.ids import stable_id
-from events.k8s import scheduling_spec
 from events.types import (
-    AnyCommand,
-    CreatePod,
     DaemonSetStatus,
     DecisionRecorded,
-    DeletePod,
-    FailedPodBackoff,
     NodeReason,
 )
-from projections.model import ClusterState, DaemonSetState, PodState, object_key
+from projections.model import ClusterState, DaemonSetState, object_key
+
+# re-exported: callers read the result type and the record's rules from here
+__all__ = [
+    "SUMMARY_THRESHOLD",
+    "ReconcileResult",
+    "assign_pod_names",
+    "compact_reasons",
+    "reconcile",
+    "reconcile_nodes",
+]
 
 #: upstream ``BurstReplicas``: most creates, and most deletes, one reconcile issues
 BURST_REPLICAS = 250
@@ -61,17 +71,6 @@ SELECTING_ALL = "SelectingAll"
 COMMAND_IN_FLIGHT = "CommandInFlight"
 BURST_LIMIT = "BurstLimit"
 CASCADE_DELETE = "CascadeDelete"
-
-
-class ReconcileResult(msgspec.Struct, frozen=True):
-    decision: DecisionRecorded | None
-    requeue_after: float | None
-    status: DaemonSetStatus
-    #: the per-node reasons, also when nothing changed and ``decision`` is None (for ``explain``).
-    #: There is deliberately no list of commands here: what is sent is derived from the recorded
-    #: decision alone (``engine.core.dispatch``), so nothing can be sent that the log does not hold,
-    #: nor recorded and left unsent (a second list once let a cascade's deletes go unpublished).
-    reasons: tuple[NodeReason, ...] = ()
 
 
 def reconcile(
@@ -149,7 +148,7 @@ def reconcile_nodes(
         views.append(NodeView(name=name, eligibility=eligibility, pods=sorted(mine, key=sort_key)))
     plan = manage(ds, views, allows_surge(ds.spec), now)
     _cap(plan)
-    result = _finish(state, ds, now, plan, ds.status, [], [], scope=tuple(v.name for v in views))
+    result = finish(state, ds, now, plan, ds.status, [], [], scope=tuple(v.name for v in views))
     return result
 
 
@@ -201,7 +200,7 @@ def _reconcile(
         plan.requeue(expectations.seconds_until_expiry(in_flight, now))
         status = compute_status(ds, seen, now, ds.observed_generation)
         plan.requeue(availability_timer(ds, seen, now))
-        return _finish(state, ds, now, plan, status, claim.adopted, claim.released)
+        return finish(state, ds, now, plan, status, claim.adopted, claim.released)
 
     surge = allows_surge(ds.spec)
     plan = manage(ds, views, surge, now)
@@ -217,7 +216,7 @@ def _reconcile(
     seen = with_extra_pods(views, created)
     status = compute_status(ds, seen, now, ds.generation)
     plan.requeue(availability_timer(ds, seen, now))
-    return _finish(state, ds, now, plan, status, claim.adopted, claim.released)
+    return finish(state, ds, now, plan, status, claim.adopted, claim.released)
 
 
 def _cap(plan: Plan) -> None:
@@ -230,191 +229,6 @@ def _cap(plan: Plan) -> None:
         plan.notes.append(Note(late.node, "wait", BURST_LIMIT, message, late.pod.name))
     del plan.creates[BURST_REPLICAS:]
     del plan.deletes[BURST_REPLICAS:]
-
-
-def assign_pod_names(state: ClusterState, ds: DaemonSetState, plan: Plan) -> None:
-    """Name each pod to create, never reusing a name that exists, is in flight, or was just chosen.
-
-    Names are ``<ds>-<5 chars>`` from a hash of (uid, node, state seq): 27^5 names, so at fleet scale
-    two nodes would collide (the birthday bound passes 50% near 4,500 pods). The API server refuses a
-    duplicate generated name and the client retries; here the retry is deterministic: the next
-    attempt number joins the hash until the name is free.
-    """
-    taken: set[str] = set()
-    for create in plan.creates:
-        attempt = 0
-        while True:
-            parts: tuple[str | int, ...] = (ds.uid, create.node, state.seq)
-            name = pod_name(ds.name, *(parts if attempt == 0 else (*parts, attempt)))
-            key = object_key(ds.namespace, name)
-            if name not in taken and key not in state.pods and key not in state.in_flight_by_pod:
-                break
-            attempt += 1
-        taken.add(name)
-        plan.pod_names[create.node] = name
-
-
-def _grace_period(ds: DaemonSetState) -> int | None:
-    try:
-        return scheduling_spec(ds.spec.template).termination_grace_period_seconds
-    except msgspec.ValidationError:
-        return None
-
-
-def _create(
-    state: ClusterState, ds: DaemonSetState, item: PlannedCreate, name: str
-) -> tuple[CreatePod, NodeReason]:
-    command = CreatePod(
-        id=stable_id(ds.uid, item.node, state.seq, "create_pod"),
-        node=item.node,
-        namespace=ds.namespace,
-        pod_name=name,
-        pod_uid=stable_id(ds.uid, item.node, state.seq, "pod"),
-        owner_uid=ds.uid,
-        owner_name=ds.name,
-        revision_hash=ds.template_hash,
-        # recorded by revision: the template travels on the command stream only (engine.core.dispatch)
-        template=None,
-    )
-    reason = NodeReason(
-        node=item.node,
-        action="create",
-        code=item.code,
-        message=item.message,
-        pod=command.pod_name,
-        command_id=command.id,
-    )
-    return command, reason
-
-
-def _delete(
-    state: ClusterState, ds: DaemonSetState, item: PlannedDelete, grace: int | None
-) -> tuple[DeletePod, NodeReason]:
-    pod = item.pod
-    command = DeletePod(
-        id=stable_id(ds.uid, pod.uid or pod.key, state.seq, "delete_pod"),
-        node=pod.node,
-        namespace=pod.namespace,
-        pod_name=pod.name,
-        reason=item.code,
-        grace_period_seconds=grace,
-    )
-    reason = NodeReason(
-        node=item.node,
-        action="delete",
-        code=item.code,
-        message=item.message,
-        pod=pod.name,
-        command_id=command.id,
-    )
-    return command, reason
-
-
-def _finish(
-    state: ClusterState,
-    ds: DaemonSetState,
-    now: float,
-    plan: Plan,
-    status: DaemonSetStatus,
-    adopted: list[PodState],
-    released: list[PodState],
-    scope: tuple[str, ...] = (),
-) -> ReconcileResult:
-    grace = _grace_period(ds)
-    commands: list[AnyCommand] = []
-    by_node: dict[str, list[NodeReason]] = {}
-    if len(plan.pod_names) < len(plan.creates):
-        assign_pod_names(state, ds, plan)
-    for create in plan.creates:
-        made, reason = _create(state, ds, create, plan.pod_names[create.node])
-        commands.append(made)
-        by_node.setdefault(reason.node, []).append(reason)
-    for delete in plan.deletes:
-        removal, reason = _delete(state, ds, delete, grace)
-        commands.append(removal)
-        by_node.setdefault(reason.node, []).append(reason)
-    for note in plan.notes:
-        by_node.setdefault(note.node, []).append(
-            NodeReason(node=note.node, action=note.action, code=note.code, message=note.message, pod=note.pod)
-        )
-    for pod in adopted:
-        message = f"orphan pod {pod.name} matches selector {selectors.describe(ds.spec.selector)}; adopted"
-        by_node.setdefault(pod.node, []).append(
-            NodeReason(node=pod.node, action="adopt", code="Adopted", message=message, pod=pod.name)
-        )
-    for pod in released:
-        message = (
-            f"pod {pod.name} no longer matches selector {selectors.describe(ds.spec.selector)}; released"
-        )
-        by_node.setdefault(pod.node, []).append(
-            NodeReason(node=pod.node, action="release", code="Released", message=message, pod=pod.name)
-        )
-    backoffs = tuple(
-        FailedPodBackoff(
-            node=node,
-            generation=ds.generation,
-            delay_seconds=step.delay_seconds,
-            until=datetime.fromtimestamp(step.until, tz=UTC),
-        )
-        for node, step in sorted(plan.backoffs.items())
-    )
-    reasons = tuple(r for node in sorted(by_node) for r in by_node[node])
-    changed = commands or adopted or released or backoffs or status != ds.status
-    if not changed:
-        return ReconcileResult(None, plan.requeue_after, status, reasons)
-    decision = DecisionRecorded(
-        namespace=ds.namespace,
-        name=ds.name,
-        uid=ds.uid,
-        generation=ds.generation,
-        now=datetime.fromtimestamp(now, tz=UTC),
-        state_seq=state.seq,
-        template_hash=ds.template_hash,
-        commands=tuple(commands),
-        reasons=compact_reasons(reasons),
-        status=status,
-        requeue_after_seconds=plan.requeue_after,
-        backoffs=backoffs,
-        adopted=tuple(p.key for p in adopted),
-        released=tuple(p.key for p in released),
-        scope=scope,
-    )
-    return ReconcileResult(decision, plan.requeue_after, status, reasons)
-
-
-#: a group of nodes sharing one routine reason is summarised in the recorded decision above this size
-SUMMARY_THRESHOLD = 20
-_ACTING = frozenset({"create", "delete", "evict", "adopt", "release"})
-
-
-def compact_reasons(reasons: tuple[NodeReason, ...]) -> tuple[NodeReason, ...]:
-    """The reasons a decision records: every node something was done to, and every other node too,
-    except that a group of more than ``SUMMARY_THRESHOLD`` nodes sharing one action and code (4,750
-    nodes "over the burst limit", 1,000 "taint not tolerated") becomes one summary (``node`` empty,
-    the count and the first nodes in the message). A fleet-wide decision otherwise outgrows the
-    server's message size (a 5,000-node one measured 787 KB); ``explain`` recomputes the full list.
-    """
-    groups: dict[tuple[str, str], list[NodeReason]] = {}
-    for r in reasons:
-        if r.action not in _ACTING and r.node:
-            groups.setdefault((r.action, r.code), []).append(r)
-    big = {k for k, v in groups.items() if len(v) > SUMMARY_THRESHOLD}
-    if not big:
-        return reasons
-    kept = tuple(r for r in reasons if not (r.node and r.action not in _ACTING and (r.action, r.code) in big))
-    summaries = []
-    for action, code in sorted(big):
-        members = groups[(action, code)]
-        first = ", ".join(r.node for r in members[:5])
-        summaries.append(
-            NodeReason(
-                node="",
-                action=members[0].action,
-                code=code,
-                message=f"{len(members)} nodes ({first}, ...): {members[0].message}",
-            )
-        )
-    return kept + tuple(summaries)
 
 
 def _cascade(state: ClusterState, ds: DaemonSetState, now: float, status: DaemonSetStatus) -> ReconcileResult:
@@ -441,7 +255,7 @@ def _cascade(state: ClusterState, ds: DaemonSetState, now: float, status: Daemon
     _cap(plan)
     if not plan.deletes:
         return ReconcileResult(None, plan.requeue_after, status)
-    return _finish(state, ds, now, plan, status, [], [])
+    return finish(state, ds, now, plan, status, [], [])
 
 
 def _selecting_all(state: ClusterState, ds: DaemonSetState, now: float) -> ReconcileResult:
