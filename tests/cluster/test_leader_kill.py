@@ -16,21 +16,16 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
-import msgspec
 import pytest
 
-from engine.cli.verify import VerifyReport, verify
 from engine.store.embedded_cluster import EmbeddedCluster
-from engine.store.jetstream_store import JetStreamEventStore
-from engine.store.port import AppendResult
 from engine.store.streams import EVENTS_STREAM
-from events.envelope import Envelope
 from projections.model import ClusterState
-from projections.replay import replay
+from tests.cluster import checks
+from tests.cluster.checks import AckLedger, Audit, read_log
 from tests.cluster.conftest import LEASE_TTL, REPLICAS
 from tests.e2e.harness import Cluster, describe, nodes_yaml, pods_of
 from tests.e2e.test_rollouts import DS
@@ -54,61 +49,8 @@ def ds(version: str) -> str:
     )
 
 
-class AckLedger:
-    """Every append the store acknowledged, as (seq, message id): what the cluster promised to keep.
-
-    Observes the one store object the engine, the executor, the applier and the node operations all
-    append through, by wrapping its append methods on the instance (behaviour unchanged)."""
-
-    def __init__(self, store: JetStreamEventStore) -> None:
-        self.acked: dict[int, str] = {}
-        for name in ("append", "append_many", "append_many_settled", "append_raw"):
-            method = getattr(store, name, None)
-            if method is not None:
-                setattr(store, name, self._wrap(name, method))
-
-    def _wrap(self, name: str, method: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
-        async def recorded(*args: Any, **kwargs: Any) -> Any:
-            result = await method(*args, **kwargs)
-            if name == "append":
-                self._note(result, args[0].id)
-            elif name == "append_raw":
-                self._note(result, kwargs.get("msg_id") or "")
-            else:
-                for envelope, outcome in zip(args[0], result, strict=True):
-                    self._note(outcome, envelope.id)
-            return result
-
-        return recorded
-
-    def _note(self, result: Any, msg_id: str) -> None:
-        if isinstance(result, AppendResult):
-            self.acked[result.seq] = msg_id
-
-
-async def read_log(store: JetStreamEventStore) -> list[tuple[int, Envelope]]:
-    """The whole event log as it is now, in order (an ordered consumer, bounded by the store's stall
-    timeout)."""
-    return [(e.seq, e.envelope) async for e in store.read()]
-
-
 def rollout_done(state: ClusterState) -> bool:
-    ds_state = state.daemonsets.get(DS_KEY)
-    if ds_state is None:
-        return False
-    pods = pods_of(state, "agent")
-    return (
-        sorted(p.node for p in pods) == NODES
-        and all(p.revision_hash == ds_state.template_hash and p.ready for p in pods)
-        and all(p.deletion_timestamp is None for p in pods)
-    )
-
-
-def orphan_fields(report: VerifyReport) -> dict[str, Any]:
-    """Fields an effects audit may add to the verify report (orphan commands and the like)."""
-    return {
-        f.name: getattr(report, f.name) for f in msgspec.structs.fields(report) if "orphan" in f.name.lower()
-    }
+    return checks.rollout_done(state, DS_KEY, NODES)
 
 
 @pytest.fixture
@@ -184,33 +126,11 @@ async def test_a_rollout_survives_a_sigkill_of_the_event_log_leader(
         await nats_cluster.wait_for_stream_leader(EVENTS_STREAM, timeout=20, all_current=True, nc=cluster_nc)
     except Exception as err:
         problems.append(f"{victim}, restarted on its store, did not catch up on DSE_EVENTS: {err}")
-    log = await read_log(c.store)
-    after = {seq: env.id for seq, env in log}
-    lost_before = {seq: i for seq, i in before.items() if after.get(seq) != i}
-    lost_acked = {seq: i for seq, i in ledger.acked.items() if after.get(seq) != i}
-    if lost_before:
-        problems.append(
-            f"{len(lost_before)} events in the log before the kill are gone or changed: {lost_before}"
-        )
-    if lost_acked:
-        problems.append(f"{len(lost_acked)} acknowledged appends are missing from the log: {lost_acked}")
-    doubled = sorted(i for i, n in Counter(after.values()).items() if n > 1)
-    if doubled:
-        problems.append(f"event ids stored twice (a retry not deduplicated): {doubled}")
-    replayed = replay(log)
-    if not rollout_error and not rollout_done(replayed):
-        problems.append("the live state says the rollout completed, but a replay of the log does not")
-
-    report = await verify(c.store)
-    if report.mismatches:
-        problems.append(f"replay verify: {len(report.mismatches)} mismatches: {report.mismatches[:5]}")
-    for field, value in orphan_fields(report).items():
-        if value:
-            problems.append(f"replay verify: {field} = {value}")
-
+    audit = Audit(ledger, before)
+    problems += await audit.run(c.store, cluster_nc, ds_key=DS_KEY, nodes=NODES, live_done=not rollout_error)
     assert not problems, (
         f"run {run}: after SIGKILL of {victim} (DSE_EVENTS leader) mid-rollout:\n- "
         + "\n- ".join(problems)
-        + f"\nacknowledged appends: {len(ledger.acked)}, log: {len(after)} events, "
-        f"verify checked {report.checked} decisions\n" + (rollout_error or describe(c.state))
+        + f"\n{audit.summary()}\n"
+        + (rollout_error or describe(c.state))
     )

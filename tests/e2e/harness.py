@@ -54,6 +54,8 @@ class Cluster:
         self.store = JetStreamEventStore(nc, heartbeat=0.5)
         self.engine: Engine | None = None
         self._tasks: list[asyncio.Task[Any]] = []
+        #: the stores of engines added with ``add_engine`` (closed by ``stop``)
+        self._stores: list[JetStreamEventStore] = []
         self.applier = Applier(self.store, source="test")
         self.nodes = NodeOps(self.store, source="test")
         self.observers: list[Callable[[ClusterState], None]] = []
@@ -89,12 +91,24 @@ class Cluster:
             await asyncio.wait_for(ready.wait(), timeout=10)
         return self
 
+    async def add_engine(self, nc: Any, identity: str) -> tuple[Engine, JetStreamEventStore]:
+        """A further engine on its own connection and store (what a second ``dsctl engine run`` is):
+        it follows the log and waits for the leader lease, for failover tests. Stopped by ``stop``."""
+        store = JetStreamEventStore(nc, heartbeat=0.5)
+        engine = Engine(nc, identity=identity, lease_ttl=self.lease_ttl, store=store)
+        await engine.start()
+        self._tasks.append(asyncio.ensure_future(engine.run()))
+        self._stores.append(store)
+        return engine, store
+
     async def stop(self) -> None:
         for task in reversed(self._tasks):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._tasks.clear()
+        for store in self._stores:
+            await store.close()
         await self.store.close()
 
     async def apply(self, text: str, namespace: str | None = None) -> list[str]:
