@@ -44,8 +44,10 @@ async def run_client(args: argparse.Namespace, settings: NatsSettings) -> int:
             await retry_transient("read the event log", store.last_seq, Deadline(DEFAULT_DEADLINE))
         except NotFound as err:
             where = ", ".join(settings.redacted_servers())
+            # the CLI only checks the store; creating it is the engine's (engine/store/setup.py)
             raise NotFound(
-                f"no dsctl event log on {where}: start one with `dsctl up` (or `dsctl engine run`)"
+                f"no dsctl event log on {where}: start one with `dsctl up` (or `dsctl engine run`), or "
+                "create the streams with `dsctl admin streams`"
             ) from err
         return await _dispatch(args, nc, store, out)
     except TransientError:

@@ -18,7 +18,7 @@ from pathlib import Path
 import msgspec
 
 from engine.store import settings as nats_settings
-from events.errors import DsctlError
+from events.errors import DsctlError, InvalidInput
 
 
 class _Parser(argparse.ArgumentParser):
@@ -58,6 +58,56 @@ def _port(text: str) -> int:
     return value
 
 
+#: replicas for every stream, bucket and object store when ``--replicas`` is not given
+REPLICAS_ENV = "DSCTL_REPLICAS"
+#: JetStream keeps at most five copies of a stream
+MAX_REPLICAS = 5
+
+
+def _replicas(text: str, where: str = "--replicas") -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= MAX_REPLICAS:
+        raise argparse.ArgumentTypeError(
+            f"{where} {text!r} is not a replica count (1 to {MAX_REPLICAS}: JetStream keeps at most "
+            f"{MAX_REPLICAS} copies)"
+        )
+    return value
+
+
+def replicas_from(args: argparse.Namespace, env: dict[str, str] | None = None) -> int | None:
+    """``--replicas``, else ``$DSCTL_REPLICAS``, else None (the store's own count, 1 when fresh)."""
+    flag: int | None = getattr(args, "replicas", None)
+    if flag is not None:
+        return flag
+    text = (os.environ if env is None else env).get(REPLICAS_ENV, "").strip()
+    if not text:
+        return None
+    try:
+        return _replicas(text, REPLICAS_ENV)
+    except argparse.ArgumentTypeError as err:
+        raise InvalidInput(str(err)) from None
+
+
+def _store_flags(p: argparse.ArgumentParser, *, lease_ttl_help: str) -> None:
+    """The flags of the commands that set the store up (``engine/store/setup.py``: ``ensure``)."""
+    p.add_argument(
+        "--replicas",
+        type=_replicas,
+        metavar="N",
+        help=f"copies of every stream, bucket and object store; raised, never lowered (needs a JetStream "
+        f"cluster of at least N servers) [${REPLICAS_ENV}, else what the store has, 1 when fresh]",
+    )
+    p.add_argument("--lease-ttl", type=_positive, metavar="SECONDS", help=lease_ttl_help)
+
+
+_LEASE_TTL_HELP = (
+    "leader lease TTL, written to the dse_leader bucket [the bucket's own; 5 when it is created]"
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
     # SUPPRESS: an absent flag sets nothing, so `dsctl --nats URL get pods` keeps the URL given before
     # the subcommand (argparse would otherwise overwrite it with the subparser's default)
@@ -84,9 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--store", default=".dsctl/nats", metavar="DIR", help="embedded server store [.dsctl/nats]"
     )
     up.add_argument("--demo", action="store_true", help="register three nodes and apply the seed manifests")
-    up.add_argument(
-        "--lease-ttl", type=_positive, default=5.0, metavar="SECONDS", help="leader lease TTL [5]"
-    )
+    _store_flags(up, lease_ttl_help=_LEASE_TTL_HELP)
     up.add_argument(
         "--metrics-port", type=_port, metavar="PORT", help="serve Prometheus metrics on this port"
     )
@@ -106,9 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     eng.add_argument("action", nargs="?", choices=["run"], default="run")
     eng.add_argument("--identity", help="this engine's name in the lease and the log [host-pid]")
-    eng.add_argument(
-        "--lease-ttl", type=_positive, default=5.0, metavar="SECONDS", help="leader lease TTL [5]"
-    )
+    _store_flags(eng, lease_ttl_help=_LEASE_TTL_HELP)
     eng.add_argument(
         "--metrics-port", type=_port, metavar="PORT", help="serve Prometheus metrics on this port"
     )
@@ -149,6 +195,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="if another executor serves the node, wait this long for it to go, then exit with an error "
         "[the lease TTL + 1]",
     )
+    adm = sub.add_parser(
+        "admin",
+        parents=[common],
+        help="store administration: create or update the streams and buckets",
+        description="Create or update every stream, bucket and the snapshot object store as the engine's "
+        "start-up does, and print what was done to each (created, updated field: old → new, unchanged, "
+        "kept as the operator set it, drift that cannot be fixed). Executors, ingest and the CLI never "
+        "do this; they only check.",
+    )
+    adm.add_argument("action", choices=["streams"])
+    _store_flags(adm, lease_ttl_help="set the leader lease TTL [keep the bucket's; 5 when created]")
+    adm.add_argument("--dry-run", action="store_true", help="only say what would be done; change nothing")
     _client_commands(sub, common)
     return parser
 
@@ -282,6 +340,7 @@ def _run(args: argparse.Namespace) -> int:
                         metrics_port=args.metrics_port,
                         ready_after=args.ready_after,
                         demo_setup=setup_demo,
+                        replicas=replicas_from(args),
                     )
                 )
         case "engine":
@@ -293,6 +352,7 @@ def _run(args: argparse.Namespace) -> int:
                     identity=args.identity,
                     metrics_port=args.metrics_port,
                     workers=args.workers,
+                    replicas=replicas_from(args),
                 )
             )
         case "executor":
@@ -320,6 +380,20 @@ def _run(args: argparse.Namespace) -> int:
 
             sys.stdout.write(schema_text(args.output))
             return 0
+        case "admin":
+            from engine.cli.admin import streams
+
+            logs.configure(level="error" if "DSCTL_LOG_LEVEL" not in os.environ else None)
+            return asyncio.run(
+                streams(
+                    settings,
+                    replicas=replicas_from(args),
+                    lease_ttl=args.lease_ttl,
+                    dry_run=args.dry_run,
+                    out=sys.stdout,
+                    err=sys.stderr,
+                )
+            )
         case "ingest":
             logs.configure()
             from engine.ingest.service import run_ingest

@@ -23,11 +23,12 @@ from engine.executor.drivers.base import Driver
 from engine.executor.drivers.process import ProcessDriver
 from engine.executor.drivers.sim import SimDriver
 from engine.executor.run import log_dir, run_executor, state_dir
-from engine.reconciler.engine import Engine, prepare
+from engine.reconciler.engine import Engine
 from engine.runtime.metrics import Metrics, serve
 from engine.store.connection import connect
 from engine.store.embedded import EmbeddedNats
 from engine.store.settings import NatsSettings
+from engine.store.setup import ensure
 
 log = structlog.get_logger("dsctl.up")
 
@@ -66,11 +67,14 @@ async def up(
     port: int,
     store_dir: str,
     demo: bool,
-    lease_ttl: float,
+    lease_ttl: float | None,
     metrics_port: int | None,
     ready_after: float,
     demo_setup: Callable[[Engine], Awaitable[None]] | None = None,
+    replicas: int | None = None,
 ) -> int:
+    """``lease_ttl`` None keeps the leader bucket's TTL (the file's on a fresh store); ``replicas`` is
+    applied to every stream, bucket and the object store (``engine.store.setup.ensure``)."""
     server: EmbeddedNats | None = None
     if settings is None:
         Path(store_dir).mkdir(parents=True, exist_ok=True)
@@ -84,9 +88,10 @@ async def up(
     try:
         nc = await connect(settings)
         try:
-            await prepare(nc, lease_ttl=lease_ttl)
+            # `up` runs an engine, so it sets the store up (a fresh one, or one an engine left)
+            ttl = (await ensure(nc, replicas=replicas, lease_ttl=lease_ttl)).lease_ttl
             metrics = Metrics()
-            engine = Engine(nc, lease_ttl=lease_ttl, metrics=metrics)
+            engine = Engine(nc, lease_ttl=ttl, metrics=metrics)
             projector = await engine.start()
             activity = Activity()
             projector.listen(activity.before, activity.after)
@@ -116,7 +121,7 @@ async def up(
                 )
                 view_task = None
                 try:
-                    await asyncio.wait_for(engine.leading.wait(), timeout=lease_ttl * 3)
+                    await asyncio.wait_for(engine.leading.wait(), timeout=ttl * 3)
                     # the fleet may wait for its lease (another fleet on this NATS) and then fail:
                     # its error, not a timeout, is what the user must see
                     ready_wait = asyncio.ensure_future(executor_ready.wait())
@@ -157,13 +162,22 @@ async def up(
 
 
 async def engine_run(
-    settings: NatsSettings, *, lease_ttl: float, identity: str | None, metrics_port: int | None, workers: int
+    settings: NatsSettings,
+    *,
+    lease_ttl: float | None,
+    identity: str | None,
+    metrics_port: int | None,
+    workers: int,
+    replicas: int | None = None,
 ) -> int:
+    """``dsctl engine run``: ensure the store (only an engine or ``dsctl admin streams`` writes stream
+    definitions), then run the engine with the lease TTL the store has."""
     nc = await connect(settings)
     try:
-        await prepare(nc, lease_ttl=lease_ttl)
+        setup = await ensure(nc, replicas=replicas, lease_ttl=lease_ttl)
+        log.info("engine.store_ready", replicas=setup.replicas, lease_ttl=setup.lease_ttl)
         metrics = Metrics()
-        engine = Engine(nc, identity=identity, lease_ttl=lease_ttl, metrics=metrics, workers=workers)
+        engine = Engine(nc, identity=identity, lease_ttl=setup.lease_ttl, metrics=metrics, workers=workers)
         await engine.start()
         if metrics_port is not None:
             await serve(metrics, "0.0.0.0", metrics_port)
@@ -196,7 +210,7 @@ async def executor_run(
     (``stop_pods_on_exit`` stops them) and the next executor for the node re-attaches to them."""
     nc = await connect(settings)
     try:
-        await prepare(nc)
+        # no set-up here: run_executor checks the streams it needs and names the missing ones
         drv = make_driver(driver, ready_after=ready_after, pod_logs=pod_logs, state=state)
 
         async def main(stop: asyncio.Event) -> None:

@@ -52,7 +52,8 @@ from engine.store.jetstream_store import JetStreamEventStore
 from engine.store.lease import FLEET_KEY, NODE_LEASE_BUCKET, ExecutorLease, LeaseLost
 from engine.store.port import EventStore
 from engine.store.projector import Projector
-from events.errors import DsctlError, PermanentError, TransientError
+from engine.store.setup import EXECUTOR_NEEDS, MissingStreams, check
+from events.errors import DsctlError, TransientError
 from events.subjects import pod_reports
 from events.types import PodEvent
 from projections.model import ClusterState
@@ -87,10 +88,7 @@ async def node_lease(nc: Client, node: str | None, holder: str | None = None) ->
     try:
         kv = await js.key_value(NODE_LEASE_BUCKET)
     except BucketNotFoundError:
-        raise PermanentError(
-            f"bucket {NODE_LEASE_BUCKET} is missing: apply the stream definitions first (any dsctl "
-            "long-running command does, e.g. dsctl executor run)"
-        ) from None
+        raise MissingStreams([f"KV_{NODE_LEASE_BUCKET}"]) from None
     status = await kv.status()
     ttl = float(status.ttl or 5.0)
     return ExecutorLease(kv, FLEET_KEY if node is None else node, holder or default_holder(), ttl)
@@ -114,6 +112,8 @@ async def run_executor(
     Raises ``LeaseHeld`` when another executor keeps the node past ``lease_wait`` seconds (None: the
     lease TTL plus a second), and ``LeaseLost`` when another executor takes it over.
     """
+    # an executor only checks the store (engine/store/setup.py): the engine owns its shape
+    await check(nc, needs=EXECUTOR_NEEDS)
     lease = await node_lease(nc, node, holder)
     await lease.acquire(lease.ttl + 1.0 if lease_wait is None else lease_wait)
     # renewed from now on: rebuilding a long log or stopping strays may well outlast the TTL

@@ -32,7 +32,8 @@ once and answered with the original sequence. Without an ``id`` every request is
 What is accepted and how a refusal is worded are decided by pure code (``engine.core.admission``,
 ``engine.core.event_validation``, ``engine.core.refusals``) on the wire shapes of ``events.ingest_wire``;
 this module is the effects around them: the micro service, appending within a budget, recording refused
-input, and the ``dsctl ingest run`` process (which creates the two streams it writes to if missing).
+input, and the ``dsctl ingest run`` process (which checks that the two streams it writes to exist and
+exits naming the missing ones: the engine, or ``dsctl admin streams``, creates them).
 
 Requests on one endpoint are handled one at a time (nats-py runs a subscription's callbacks in order),
 which keeps the append order equal to the arrival order for a publisher that does not wait for replies;
@@ -71,11 +72,11 @@ from engine.store.event_store import (
     append_within,
     retry_transient,
 )
-from engine.store.jetstream_api import check_error, stream_info, translate_errors
+from engine.store.jetstream_api import check_error, translate_errors
 from engine.store.settings import NatsSettings
-from engine.store.streams import apply_definitions, load_definitions
+from engine.store.setup import INGEST_NEEDS, check
 from events.envelope import Envelope
-from events.errors import DsctlError, InvalidInput, NotFound, TransientError
+from events.errors import DsctlError, InvalidInput, TransientError
 from events.ingest_wire import (
     FAILED,
     INTERNAL,
@@ -87,7 +88,6 @@ from events.ingest_wire import (
     IngestReply,
 )
 from events.subjects import (
-    EVENTS_STREAM,
     INGEST_BATCH_SUBJECT,
     INGEST_EVENT_SUBJECT,
     REJECTED_STREAM,
@@ -398,24 +398,12 @@ async def serve_ingest(
     return service
 
 
-async def _create_missing_streams(nc: Client) -> None:
-    """Create the two streams ingest writes to if they are missing, so an ingest started before the
-    engine does not answer every request with 503; existing ones are left exactly as they are (their
-    configuration, e.g. replicas in a cluster, belongs to whoever set up the engine)."""
-    for definition in load_definitions():
-        if definition.name not in (EVENTS_STREAM, REJECTED_STREAM):
-            continue
-        try:
-            await stream_info(nc, definition.name)
-        except NotFound:
-            await apply_definitions(nc, [definition])
-
-
 async def run_ingest(settings: NatsSettings) -> int:
     """``dsctl ingest run``: serve until SIGINT/SIGTERM."""
     nc = await connect(settings)
     try:
-        await _create_missing_streams(nc)
+        # the engine owns the streams (engine/store/setup.py): ingest only checks they are there
+        await check(nc, needs=INGEST_NEEDS)
         store = JetStreamEventStore(nc)
         service = await serve_ingest(nc, store)
         stop = asyncio.Event()

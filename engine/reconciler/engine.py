@@ -3,6 +3,9 @@
 ``Engine.run`` loops forever: wait for the lease, lead (fence, reconcile) while renewing it, and go back
 to waiting when the lease or the fencing says another engine leads. The projection keeps following the
 log the whole time, so a follower that takes over starts from a warm state.
+
+Setting the store up is the store's (``engine.store.setup.ensure``: only an engine or ``dsctl admin
+streams`` creates or changes definitions); ``prepare`` is the engine's start-up call of it.
 """
 
 from __future__ import annotations
@@ -15,8 +18,6 @@ import socket
 
 import structlog
 from nats.aio.client import Client
-from nats.js.api import ObjectStoreConfig
-from nats.js.errors import BucketNotFoundError
 
 from engine.reconciler.controller import Controller, DecisionWriter
 from engine.reconciler.relay import CommandRelay, JetStreamCommandSink
@@ -25,14 +26,8 @@ from engine.runtime.metrics import Metrics
 from engine.store.event_store import EventStore, JetStreamEventStore
 from engine.store.lease import LeaderLease
 from engine.store.projector import ObjectSnapshots, Projector
-from engine.store.streams import (
-    LEADER_BUCKET,
-    SNAPSHOTS_BUCKET,
-    apply_definitions,
-    load_definitions,
-    with_kv_ttl,
-    with_replicas,
-)
+from engine.store.setup import SetupReport, ensure
+from engine.store.streams import LEADER_BUCKET, SNAPSHOTS_BUCKET
 from events.errors import DsctlError
 
 log = structlog.get_logger("dsctl.runtime")
@@ -42,22 +37,11 @@ def default_identity() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
 
-async def prepare(nc: Client, *, lease_ttl: float | None = None, replicas: int | None = None) -> None:
-    """Apply the stream, bucket and object-store definitions (idempotent); ``replicas`` for a cluster."""
-    defs = load_definitions()
-    if lease_ttl is not None:
-        defs = with_kv_ttl(defs, LEADER_BUCKET, lease_ttl)
-    if replicas is not None:
-        defs = with_replicas(defs, replicas)
-    await apply_definitions(nc, defs)
-    js = nc.jetstream()
-    try:
-        await js.object_store(SNAPSHOTS_BUCKET)
-    except BucketNotFoundError:
-        await js.create_object_store(
-            SNAPSHOTS_BUCKET,
-            config=ObjectStoreConfig(description="dsctl projection snapshots", replicas=replicas or 1),
-        )
+async def prepare(nc: Client, *, lease_ttl: float | None = None, replicas: int | None = None) -> SetupReport:
+    """Set the store up as an engine does before ``Engine.start``: ``ensure`` (create, repair ours,
+    keep the operator's). Run the engine with the ``lease_ttl`` of the report: without an explicit
+    ``lease_ttl`` the leader bucket keeps the TTL it has."""
+    return await ensure(nc, replicas=replicas, lease_ttl=lease_ttl)
 
 
 def tune_gc() -> None:

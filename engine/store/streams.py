@@ -1,4 +1,5 @@
-"""Streams and KV buckets as data (``ops/streams/*.json``), applied idempotently at start-up.
+"""Streams and KV buckets as data (``ops/streams/*.json``), applied idempotently by the engine's
+start-up and ``dsctl admin streams`` (``engine/store/setup.py``), only checked by every other process.
 
 Each file is one resource: ``{"kind": "stream", "config": {...}}`` holds the server's own stream JSON
 (durations in nanoseconds, as ``nats stream info --json`` prints them), so the files can be fed to the
@@ -28,22 +29,39 @@ Why the command stream uses limits retention, not a work queue (``docs/design.md
   duplicate, while a publisher's immediate retry still is. ``max_age`` (24 h) bounds the history; the
   decisions in the event log keep it forever.
 
-Replicas are a floor, never a ceiling. Every process applies the definitions at start-up, and most of them
-(an executor, a CLI command, ``dsctl up``) do not know how the store was deployed: the files say
-``num_replicas: 1`` and only ``prepare(replicas=3)`` asks for more. Had a differing ``num_replicas``
-counted as drift to repair, the first executor to start would have scaled every R3 stream of a cluster
-down to R1, silently giving up the copies that survive a server loss. So a stream (or a bucket's
-``KV_*`` stream) with more replicas than its definition is left as it is and not reported; one with
-fewer is raised to the definition's count (a definition that asks for 3 is the only way to get there);
-scaling down is an operator's explicit act (``nats stream edit --replicas``), not a start-up side effect.
-Other fields, TTLs and limits included, are still compared and repaired as before.
+Who owns which field. Only the engine and ``dsctl admin streams`` create or change definitions
+(``engine/store/setup.py``: ``ensure``); executors, ingest and the CLI only read them (``check``). Even
+``ensure`` changes only the fields that are *ours*, the ones the code relies on; the others are the
+operator's once the stream exists:
+
+- **ours, enforced** (repaired in place when the server allows, reported when it does not): subjects,
+  retention, storage, discard, duplicate_window, deny_delete, deny_purge, allow_rollup_hdrs,
+  allow_msg_ttl, allow_direct, max_msgs_per_subject (a bucket's history), subject_delete_marker_ttl,
+  description; and ``num_replicas`` as a floor.
+- **the operator's, kept** (``OPERATOR_LIMITS``: max_age, max_bytes, max_msgs, max_msg_size,
+  max_consumers; a bucket's TTL is its max_age; replicas above the definition's): a stream is created
+  with the definition's values, and a different value found later is reported under ``kept`` and left
+  alone, because it was set by someone (``nats stream edit``, an engine's ``--lease-ttl``) for a reason
+  a start-up cannot know. A value the caller asks for explicitly (``pinned``, e.g. the leader bucket's
+  max_age for ``--lease-ttl``) is enforced.
+- **except on the event log** (``LIMITS_ENFORCED_ON``): ``DSE_EVENTS`` having no limits is part of the
+  log contract (README); an aged-out or discarded event makes every fold from the start wrong and every
+  ``replay verify`` fail, so its limits are ours.
+
+Replicas are a floor, never a ceiling. Most processes do not know how the store was deployed (the files
+say ``num_replicas: 1``; only ``--replicas N`` asks for more). Had a differing ``num_replicas`` counted as
+drift to repair, the first engine started without the flag would have scaled every R3 stream of a
+cluster down to R1, silently giving up the copies that survive a server loss. So a stream (or a bucket's
+``KV_*`` stream) with more replicas than asked is kept (listed under ``kept``); one with fewer is raised
+to the count asked for; scaling down is an operator's explicit act (``nats stream edit --replicas``),
+not a start-up side effect.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -79,6 +97,15 @@ _CONTRACT: dict[str, tuple[str, ...]] = {
 #: fields whose change the server refuses (one-way switches, or storage layout)
 _ONE_WAY_TRUE = frozenset({"deny_delete", "deny_purge", "allow_msg_ttl"})
 _IMMUTABLE = frozenset({"name", "storage", "retention"})
+#: limits that are the operator's once a stream exists (module docstring): found different, kept
+OPERATOR_LIMITS = frozenset({"max_age", "max_bytes", "max_msgs", "max_msg_size", "max_consumers"})
+#: resources whose limits are ours all the same: the event log must never lose an event
+LIMITS_ENFORCED_ON = frozenset({EVENTS_STREAM})
+#: fields holding nanoseconds, shown in seconds
+_DURATIONS = frozenset({"max_age", "duplicate_window", "subject_delete_marker_ttl"})
+#: the server's refusals of a placement: "replicas > 1 not supported in non-clustered mode" (10074) and
+#: "no suitable peers for placement" (10005)
+_NO_PLACEMENT = frozenset({10074, 10005})
 
 _NS = 1_000_000_000
 #: JetStream's "stream name already in use with a different configuration"
@@ -150,6 +177,26 @@ class KvDefinition(msgspec.Struct, frozen=True, kw_only=True, tag="kv", tag_fiel
 
 
 Definition = StreamDefinition | KvDefinition
+
+#: The snapshot object store's stream, laid out the way nats-py 2.16 ``create_object_store`` lays it
+#: out (so ``js.object_store(SNAPSHOTS_BUCKET)`` binds to it). Defined here rather than in
+#: ``ops/streams``: its shape is nats-py's, not ours to tune; what ``setup.ensure`` adds is its replicas.
+SNAPSHOT_STORE = StreamDefinition(
+    config={
+        "name": f"OBJ_{SNAPSHOTS_BUCKET}",
+        "description": "dsctl projection snapshots",
+        "subjects": [f"$O.{SNAPSHOTS_BUCKET}.C.>", f"$O.{SNAPSHOTS_BUCKET}.M.>"],
+        "retention": "limits",
+        "storage": "file",
+        "num_replicas": 1,
+        "discard": "new",
+        "max_age": 0,
+        "max_bytes": -1,
+        "allow_rollup_hdrs": True,
+        "allow_direct": True,
+    },
+    notes="Projection snapshots (engine/store/projector.py ObjectSnapshots), chunked by nats-py.",
+)
 _definition_decoder = msgspec.json.Decoder(Definition)
 
 
@@ -161,17 +208,32 @@ class Drift(msgspec.Struct, frozen=True, kw_only=True):
     fixed: bool
     reason: str = ""
 
-    def describe(self) -> str:
-        state = "fixed" if self.fixed else "NOT fixable"
-        text = f"{self.resource}.{self.field}: want {self.want!r}, have {self.have!r} ({state})"
+    def describe(self, state: str | None = None) -> str:
+        state = state or ("fixed" if self.fixed else "NOT fixable")
+        want, have = show(self.field, self.want), show(self.field, self.have)
+        text = f"{self.resource}.{self.field}: want {want}, have {have} ({state})"
         return f"{text}: {self.reason}" if self.reason else text
 
 
+def show(field: str, value: Any) -> str:
+    """A field's value for people: durations in seconds (the server's JSON has nanoseconds)."""
+    if field in _DURATIONS and isinstance(value, int) and value:
+        return f"{value / _NS:g}s"
+    return repr(value)
+
+
 class ApplyReport(msgspec.Struct, kw_only=True):
+    """What applying (or, with ``dry_run``, planning) did: ``drift`` is ours (fixed or not fixable),
+    ``kept`` the operator's differences left alone; a dry run lists ``missing`` resources and the
+    ``pending`` fixes it would make instead of making them."""
+
     created: list[str] = msgspec.field(default_factory=list)
     updated: list[str] = msgspec.field(default_factory=list)
     unchanged: list[str] = msgspec.field(default_factory=list)
     drift: list[Drift] = msgspec.field(default_factory=list)
+    kept: list[Drift] = msgspec.field(default_factory=list)
+    missing: list[str] = msgspec.field(default_factory=list)
+    pending: list[Drift] = msgspec.field(default_factory=list)
 
     @property
     def unfixable(self) -> list[Drift]:
@@ -183,8 +245,23 @@ class ApplyReport(msgspec.Struct, kw_only=True):
             f"updated {', '.join(self.updated) or '-'}",
             f"unchanged {', '.join(self.unchanged) or '-'}",
         ]
+        if self.missing:
+            parts.append(f"missing {', '.join(self.missing)}")
         lines = ["; ".join(parts)] + [d.describe() for d in self.drift]
+        lines += [d.describe("would fix") for d in self.pending]
+        lines += [d.describe("kept") for d in self.kept]
         return "\n".join(lines)
+
+
+class ReplicasUnavailable(InvalidInput):
+    """More replicas asked for than the JetStream cluster has servers to place them on."""
+
+    def __init__(self, replicas: int, servers: int | None, detail: str = "") -> None:
+        have = f"this one has {servers}" if servers is not None else "the server refused the placement"
+        text = f"--replicas {replicas} needs a JetStream cluster of at least {replicas} servers; {have}"
+        super().__init__(f"{text} ({detail})" if detail else text)
+        self.replicas = replicas
+        self.servers = servers
 
 
 class StreamDriftError(PermanentError):
@@ -264,7 +341,8 @@ def _same(field: str, want: Any, have: Any) -> bool:
     return bool(want == have)
 
 
-def _for_update(current: dict[str, Any], desired: dict[str, Any]) -> dict[str, Any]:
+def for_update(current: dict[str, Any], desired: dict[str, Any]) -> dict[str, Any]:
+    """A ``STREAM.UPDATE`` body: the server's configuration with ``desired`` fields changed."""
     merged = {**current, **desired}
     # the server adds its own _nats.* metadata; sending it back is refused by the strict API
     meta = {k: v for k, v in (merged.get("metadata") or {}).items() if not k.startswith("_nats.")}
@@ -284,24 +362,62 @@ def _replicas_kept(desired: dict[str, Any], current: dict[str, Any]) -> int | No
     return None
 
 
-async def _apply_one(nc: Client, d: Definition, report: ApplyReport, timeout: float) -> None:
-    desired = d.stream_config()
+def _operators(name: str, field: str, pinned: Collection[str]) -> bool:
+    """Whether a differing field is the operator's to keep (module docstring: who owns which field)."""
+    return field in OPERATOR_LIMITS and name not in LIMITS_ENFORCED_ON and f"{name}.{field}" not in pinned
+
+
+def _with_current_ttl(d: Definition, current: dict[str, Any], pinned: Collection[str]) -> Definition:
+    """A bucket's definition with the TTL the server has, unless the caller pinned it: the TTL is the
+    operator's (an engine started with ``--lease-ttl 2`` set it), and the duplicate window is derived
+    from it, so it must be re-derived from the kept TTL, not compared with the file's."""
+    have = current.get("max_age")
+    if not isinstance(d, KvDefinition) or f"{d.name}.max_age" in pinned or not isinstance(have, int):
+        return d
+    return msgspec.structs.replace(d, ttl=have / _NS)
+
+
+async def _apply_one(
+    nc: Client,
+    d: Definition,
+    report: ApplyReport,
+    timeout: float,
+    *,
+    dry_run: bool = False,
+    pinned: Collection[str] = (),
+) -> None:
     name = d.name
+    desired = d.stream_config()
     try:
         current = (await stream_info(nc, name, timeout=timeout)).config
     except NotFound:
+        if dry_run:
+            report.missing.append(name)
+            return
         try:
             await api_request(nc, f"STREAM.CREATE.{name}", desired, timeout=timeout)
         except JetStreamRefused as err:
+            replicas = desired.get("num_replicas") or 1
+            if err.err_code in _NO_PLACEMENT and replicas > 1:
+                raise ReplicasUnavailable(replicas, None, f"creating {name}: {err}") from err
             if err.err_code != STREAM_NAME_IN_USE:
                 raise
-            # another process (an engine and an executor starting together) created it first, with
-            # its own settings: treat it as existing, like any stream found at start-up
+            # another process (two engines starting together) created it first, with its own
+            # settings: treat it as existing, like any stream found at start-up
             current = (await stream_info(nc, name, timeout=timeout)).config
         else:
             report.created.append(name)
-            log.info("streams.created", stream=name)
+            log.info("streams.created", stream=name, replicas=desired.get("num_replicas"))
             return
+    adopted = _with_current_ttl(d, current, pinned)
+    if adopted is not d:
+        if isinstance(d, KvDefinition) and isinstance(adopted, KvDefinition) and adopted.ttl != d.ttl:
+            reason = "the bucket's TTL is the operator's"
+            report.kept.append(
+                Drift(resource=name, field="max_age", want=desired["max_age"], have=current["max_age"],
+                      fixed=False, reason=reason)
+            )  # fmt: skip
+        desired = adopted.stream_config()
     differing = {
         field: (want, current.get(field))
         for field, want in desired.items()
@@ -311,12 +427,18 @@ async def _apply_one(nc: Client, d: Definition, report: ApplyReport, timeout: fl
     if kept is not None:
         # replicas are a floor (module docstring): more copies on the server than asked is not drift
         differing.pop("num_replicas", None)
-        log.debug("streams.replicas_kept", stream=name, have=kept, definition=desired.get("num_replicas"))
-    if not differing:
-        report.unchanged.append(name)
-        return
+        report.kept.append(
+            Drift(resource=name, field="num_replicas", want=desired.get("num_replicas"), have=kept,
+                  fixed=False, reason="replicas are a floor")
+        )  # fmt: skip
     fixable: dict[str, Any] = {}
     for field, (want, have) in differing.items():
+        if _operators(name, field, pinned):
+            report.kept.append(
+                Drift(resource=name, field=field, want=want, have=have, fixed=False,
+                      reason="a limit is the operator's")
+            )  # fmt: skip
+            continue
         if field in _IMMUTABLE:
             reason = "the server cannot change this on an existing stream"
         elif field in _ONE_WAY_TRUE and have and not want:
@@ -328,10 +450,17 @@ async def _apply_one(nc: Client, d: Definition, report: ApplyReport, timeout: fl
             Drift(resource=name, field=field, want=want, have=have, fixed=False, reason=reason)
         )
     if not fixable:
+        report.unchanged.append(name)
+        return
+    if dry_run:
+        report.pending.extend(
+            Drift(resource=name, field=f, want=w, have=current.get(f), fixed=False)
+            for f, w in fixable.items()
+        )
         return
     try:
         # refused one-way fields keep their current values, so the rest can still be fixed
-        await api_request(nc, f"STREAM.UPDATE.{name}", _for_update(current, fixable), timeout=timeout)
+        await api_request(nc, f"STREAM.UPDATE.{name}", for_update(current, fixable), timeout=timeout)
     except DsctlError as err:
         for field, want in fixable.items():
             report.drift.append(
@@ -357,15 +486,27 @@ async def apply_definitions(
     *,
     strict: bool = True,
     timeout: float = 5.0,
+    dry_run: bool = False,
+    pinned: Collection[str] = (),
 ) -> ApplyReport:
-    """Create or update every stream and bucket; raise ``StreamDriftError`` on unfixable drift if strict."""
+    """Create or update every stream and bucket; raise ``StreamDriftError`` on unfixable drift if strict.
+
+    ``dry_run`` reads only: what is missing and what would be fixed are listed, nothing is written.
+    ``pinned`` names operator fields the caller asked for explicitly (``"KV_dse_leader.max_age"``),
+    which are then enforced like ours. Callers other than the engine and ``dsctl admin streams`` go
+    through ``engine.store.setup.check`` instead (dry run, never raising on drift).
+    """
     report = ApplyReport()
     for d in load_definitions() if defs is None else defs:
-        await _apply_one(nc, d, report, timeout)
+        await _apply_one(nc, d, report, timeout, dry_run=dry_run, pinned=pinned)
+    if dry_run:
+        return report  # the caller says what it found, at the level its role calls for
     for drift in report.unfixable:
         log.error(
             "streams.drift", resource=drift.resource, field=drift.field, want=drift.want, have=drift.have
         )
+    for kept in report.kept:
+        log.info("streams.kept", resource=kept.resource, field=kept.field, have=kept.have, reason=kept.reason)
     if strict and report.unfixable:
         raise StreamDriftError(report)
     return report

@@ -10,6 +10,8 @@ import pytest
 from engine.reconciler.engine import prepare
 from engine.store.embedded_cluster import EmbeddedCluster
 from engine.store.jetstream_api import api_request
+from engine.store.lease import NODE_LEASE_BUCKET
+from engine.store.setup import check
 from engine.store.streams import (
     EVENTS_STREAM,
     LEADER_BUCKET,
@@ -58,25 +60,29 @@ async def test_replicas_are_a_floor_on_a_cluster(nats_cluster: EmbeddedCluster, 
     assert not failures, "\n".join(failures)
 
 
-async def test_an_executor_start_up_keeps_r3_and_still_repairs_other_drift(
+async def test_a_check_repairs_nothing_and_an_engine_restart_keeps_r3(
     nats_cluster: EmbeddedCluster, cluster_nc: Any, r3_streams: Any
 ) -> None:
-    """What ``dsctl executor run`` does at start-up (``prepare`` without replicas) on a store an engine
-    prepared at R3: every stream and bucket stays at 3 copies; a drifted field is still repaired."""
+    """On a store an engine set up at R3: what an executor does at start-up (``check``) reports a
+    drifted field and changes nothing; an engine restarted without ``--replicas`` (``ensure()``)
+    keeps every stream, bucket and the object store at 3 copies, repairs the field, and creates a
+    missing bucket at the store's 3 copies, not the file's 1."""
     events = next(d for d in r3_streams if d.name == EVENTS_STREAM).stream_config()
     info = await api_request(cluster_nc, f"STREAM.INFO.{EVENTS_STREAM}")
     await api_request(
-        cluster_nc,
-        f"STREAM.UPDATE.{EVENTS_STREAM}",
-        {**info["config"], "duplicate_window": 10 * _NS, "num_replicas": 3},
+        cluster_nc, f"STREAM.UPDATE.{EVENTS_STREAM}", {**info["config"], "duplicate_window": 10 * _NS}
     )
-    # exactly what executor_run does; it also resets the leader bucket's TTL to the file's (a TTL
-    # question left to the later issue on TTLs and limits), which is why only replicas are checked below
-    await prepare(cluster_nc)
-    for d in r3_streams:
-        config = (await api_request(cluster_nc, f"STREAM.INFO.{d.name}"))["config"]
-        assert config["num_replicas"] == 3, d.name
-    assert (await api_request(cluster_nc, "STREAM.INFO.OBJ_dse_snapshots"))["config"]["num_replicas"] == 3
+    checked = await check(cluster_nc)
+    assert [(d.resource, d.field) for d in checked.pending] == [(EVENTS_STREAM, "duplicate_window")]
+    config = (await api_request(cluster_nc, f"STREAM.INFO.{EVENTS_STREAM}"))["config"]
+    assert config["duplicate_window"] == 10 * _NS
+
+    await delete_streams(cluster_nc, [d for d in r3_streams if d.name == f"KV_{NODE_LEASE_BUCKET}"])
+    setup = await prepare(cluster_nc)
+    assert setup.replicas == 3 and setup.streams.created == [f"KV_{NODE_LEASE_BUCKET}"]
+    for name in [d.name for d in r3_streams] + ["OBJ_dse_snapshots"]:
+        config = (await api_request(cluster_nc, f"STREAM.INFO.{name}"))["config"]
+        assert config["num_replicas"] == 3, name
     repaired = (await api_request(cluster_nc, f"STREAM.INFO.{EVENTS_STREAM}"))["config"]
     assert repaired["duplicate_window"] == events["duplicate_window"]
     assert [d for d in (await apply_definitions(cluster_nc)).drift if d.field == "num_replicas"] == []

@@ -1,5 +1,5 @@
-"""``run_ingest`` as ``dsctl ingest run`` will run it: a separate process that creates the streams it
-writes to, answers discovery, and exits 0 on SIGTERM."""
+"""``run_ingest`` as ``dsctl ingest run`` will run it: a separate process that finds the streams it
+writes to (an engine created them; ingest only checks), answers discovery, and exits 0 on SIGTERM."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ sys.exit(asyncio.run(run_ingest(NatsSettings(servers=[sys.argv[1]], name="dsctl-
 """
 
 
-async def test_run_ingest_serves_until_sigterm(nats_server: TestServer, nc: Any) -> None:
+async def test_run_ingest_serves_until_sigterm(nats_server: TestServer, nc: Any, streams: Any) -> None:
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-c", SCRIPT, nats_server.url, stdout=asyncio.subprocess.DEVNULL
     )

@@ -12,6 +12,7 @@ import msgspec
 import pytest
 
 from engine.store.jetstream_api import api_request, stream_info, translate_errors
+from engine.store.setup import MissingStreams, check, ensure
 from engine.store.streams import (
     COMMANDS_STREAM,
     EVENTS_STREAM,
@@ -232,3 +233,46 @@ async def test_stream_info_reads_config_state_and_a_missing_stream(nc: Any) -> N
     assert info.cluster is None or info.cluster.replicas == ()  # a single server: no peers
     with pytest.raises(NotFound):
         await stream_info(nc, "DSE_NO_SUCH_STREAM")
+
+
+@pytest.mark.integration
+async def test_check_reports_drift_and_fixes_nothing(nc: Any) -> None:
+    """What executors, ingest and the CLI do: read, say, never write (``engine/store/setup.py``)."""
+    await ensure(nc)
+    events = (await stream_info(nc, EVENTS_STREAM)).config
+    await api_request(nc, f"STREAM.UPDATE.{EVENTS_STREAM}", {**events, "duplicate_window": 10 * _NS})
+    report = await check(nc)
+    assert [(d.resource, d.field, d.have) for d in report.pending] == [
+        (EVENTS_STREAM, "duplicate_window", 10 * _NS)
+    ]
+    assert (await stream_info(nc, EVENTS_STREAM)).config["duplicate_window"] == 10 * _NS
+    await api_request(nc, f"STREAM.DELETE.{COMMANDS_STREAM}")
+    with pytest.raises(MissingStreams, match=r"stream DSE_COMMANDS\. Only the engine creates them"):
+        await check(nc, needs=[COMMANDS_STREAM, EVENTS_STREAM])
+    assert (await check(nc, needs=[EVENTS_STREAM])).missing == []
+
+
+@pytest.mark.integration
+async def test_the_leader_ttl_is_kept_unless_asked_for(nc: Any) -> None:
+    first = await ensure(nc, lease_ttl=2.0)
+    assert first.lease_ttl == 2.0
+    again = await ensure(nc)
+    assert again.lease_ttl == 2.0 and not again.streams.updated
+    assert [(d.field, d.have) for d in again.streams.kept if d.resource == "KV_dse_leader"] == [
+        ("max_age", 2 * _NS)
+    ]
+    info = (await stream_info(nc, "KV_dse_leader")).config
+    assert (info["max_age"], info["duplicate_window"]) == (2 * _NS, 2 * _NS)
+    asked = await ensure(nc, lease_ttl=4.0)
+    assert asked.lease_ttl == 4.0 and asked.streams.updated == ["KV_dse_leader"]
+    assert (await stream_info(nc, "KV_dse_leader")).config["max_age"] == 4 * _NS
+
+
+@pytest.mark.integration
+async def test_ensure_creates_the_snapshot_object_store_nats_py_binds_to(nc: Any) -> None:
+    setup = await ensure(nc)
+    assert "OBJ_dse_snapshots" in setup.streams.created
+    store = await nc.jetstream().object_store("dse_snapshots")
+    await store.put("projection", b"x" * 300_000)
+    assert (await store.get("projection")).data == b"x" * 300_000
+    assert (await ensure(nc)).streams.drift == []
