@@ -210,3 +210,17 @@ async def test_dry_run_lists_the_differences_and_changes_nothing(nats_server: Te
     assert (await _config(nc, EVENTS_STREAM))["duplicate_window"] == 120 * _NS
     assert (await _config(nc, "KV_dse_leader"))["max_age"] == 3 * _NS
     assert (await _config(nc, COMMANDS_STREAM))["max_bytes"] == 2 * 1024**3
+
+
+async def test_drift_the_server_cannot_fix_is_printed_and_fails(nats_server: TestServer, nc: Any) -> None:
+    await ensure(nc)
+    rejected = await _config(nc, REJECTED_STREAM)
+    await api_request(nc, f"STREAM.DELETE.{REJECTED_STREAM}")
+    await api_request(nc, f"STREAM.CREATE.{REJECTED_STREAM}", {**rejected, "storage": "memory"})
+    r = dsctl(nats_server.url, "admin", "streams")
+    assert r.returncode == 1
+    assert (
+        "cannot fix stream DSE_REJECTED: storage 'memory' → 'file' refused: the server cannot change "
+        "this on an existing stream"
+    ) in r.stdout.splitlines()
+    assert "error: drift the server cannot fix in place" in r.stderr
