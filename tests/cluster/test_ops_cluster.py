@@ -1,0 +1,158 @@
+"""``ops/cluster``: the committed server configs are what ``up`` runs, pid files are never trusted
+blindly, and the whole script, run as a user runs it, gives a working cluster that ``down`` removes.
+
+The end-to-end test starts the real script on free ports (``DSCTL_CLUSTER_PORTS=auto``) in a temporary
+directory (``DSCTL_CLUSTER_DIR``), so it never meets a developer's cluster on the default ports. The
+processes it starts are detached (their own sessions), so the test reads every pid file right after
+``up`` and, whatever happens, SIGKILLs any of them still alive after ``down``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+
+from engine.cli.cluster import ROOT, PidRecord, Workspace, alive, default_layout, server_config, start_time
+
+SCRIPT = ROOT / "ops" / "cluster"
+DSCTL = Path(sys.executable).parent / "dsctl"
+DEMO = ROOT / "ops" / "demo"
+
+
+def test_committed_configs_are_what_up_renders() -> None:
+    layout = default_layout()
+    for i in range(3):
+        committed = (ROOT / "ops" / "nats" / f"cluster-n{i + 1}.conf").read_text()
+        assert committed == server_config(layout, i, ".dsctl/cluster"), f"cluster-n{i + 1}.conf"
+
+
+def test_a_recycled_pid_is_not_ours(tmp_path: Path) -> None:
+    ws = Workspace(tmp_path)
+    ws.run.mkdir(parents=True)
+    me = os.getpid()
+    real = start_time(me)
+    assert real is not None
+    ws.pid_file("engine-1").write_bytes(msgspec.json.encode(PidRecord(pid=me, start=real, argv=[])))
+    rec = ws.record("engine-1")
+    assert rec is not None and alive(rec)
+    # the same pid with another start time: the kernel gave our pid to someone else; never signal it
+    ws.pid_file("engine-1").write_bytes(msgspec.json.encode(PidRecord(pid=me, start=real + 1, argv=[])))
+    assert ws.record("engine-1") is None
+    assert not ws.pid_file("engine-1").exists()
+    ws.pid_file("ingest").write_text("not json")
+    assert ws.record("ingest") is None
+
+
+def _run(argv: list[str], env: dict[str, str], timeout: float) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        argv, env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+def _records(ws: Workspace) -> dict[str, PidRecord]:
+    out = {}
+    for path in sorted(ws.run.glob("*.pid")) if ws.run.exists() else []:
+        out[path.stem] = msgspec.json.decode(path.read_bytes(), type=PidRecord)
+    return out
+
+
+@pytest.fixture
+def cluster_env(tmp_path: Path) -> Iterator[tuple[dict[str, str], Workspace, dict[str, PidRecord]]]:
+    """The environment for ``ops/cluster``; on the way out ``down``, then SIGKILL whatever is left."""
+    base = tmp_path / "cluster"
+    env = {**os.environ, "DSCTL_CLUSTER_DIR": str(base), "DSCTL_CLUSTER_PORTS": "auto"}
+    env.pop("NATS_URL", None)
+    ws = Workspace(base)
+    seen: dict[str, PidRecord] = {}
+    try:
+        yield env, ws, seen
+    finally:
+        seen.update(_records(ws))
+        try:
+            _run([str(SCRIPT), "down"], env, timeout=40)
+        finally:
+            for rec in seen.values():
+                if alive(rec):
+                    os.kill(rec.pid, signal.SIGKILL)
+
+
+def _pods(url: str, env: dict[str, str]) -> list[tuple[str, str]]:
+    out = _run([str(DSCTL), "get", "pods", "-A", "-o", "json", "--nats", url], env, timeout=20)
+    assert out.returncode == 0, out.stderr
+    items: list[dict[str, Any]] = json.loads(out.stdout)["items"]
+    labels = [p["metadata"]["labels"] for p in items]
+    return sorted(
+        (lab.get("app") or lab["name"], p["spec"]["nodeName"]) for lab, p in zip(labels, items, strict=True)
+    )
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_up_apply_status_down(cluster_env: tuple[dict[str, str], Workspace, dict[str, PidRecord]]) -> None:
+    env, ws, seen = cluster_env
+    up = _run([str(SCRIPT), "up"], env, timeout=60)
+    seen.update(_records(ws))
+    assert up.returncode == 0, up.stdout + up.stderr
+    assert set(seen) == {
+        "dsctl-n1",
+        "dsctl-n2",
+        "dsctl-n3",
+        "engine-1",
+        "engine-2",
+        "executor-fleet",
+        "ingest",
+    }
+    url = next(
+        line.split("=", 1)[1] for line in up.stdout.splitlines() if line.startswith("export NATS_URL=")
+    )
+    assert len(url.split(",")) == 3
+
+    # up again: everything is found running, nothing is started twice
+    again = _run([str(SCRIPT), "up"], env, timeout=60)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert again.stdout.count("already running") == 7, again.stdout
+    assert _records(ws) == seen
+
+    for manifest in ("000-nodes.yaml", "003-fluentd-elasticsearch.yaml", "004-fluentd.yaml"):
+        applied = _run([str(DSCTL), "apply", "-f", str(DEMO / manifest), "--nats", url], env, timeout=20)
+        assert applied.returncode == 0, applied.stderr
+    # one pod per eligible node: fluentd-elasticsearch tolerates node1's master taint, fluentd does not
+    want = [("fluentd", "node2"), ("fluentd", "node3")] + [
+        ("fluentd-elasticsearch", f"node{i}") for i in (1, 2, 3)
+    ]
+    deadline = time.monotonic() + 20
+    while (pods := _pods(url, env)) != want and time.monotonic() < deadline:
+        time.sleep(0.3)
+    assert pods == want
+
+    status = _run([str(SCRIPT), "status"], env, timeout=30)
+    assert status.returncode == 0, status.stdout + status.stderr
+    servers = [line.split() for line in status.stdout.splitlines() if line.startswith("dsctl-n")]
+    assert [s[:2] for s in servers] == [["dsctl-n1", "up"], ["dsctl-n2", "up"], ["dsctl-n3", "up"]]
+    assert "leading engine: engine-" in status.stdout
+    assert "_fleet by " in status.stdout
+    streams = {
+        line.split()[0]: line.split()
+        for line in status.stdout.splitlines()
+        if line.startswith(("DSE_", "KV_"))
+    }
+    assert set(streams) == {"DSE_EVENTS", "DSE_COMMANDS", "KV_dse_leader"}
+    assert all(row[2] == "3" for row in streams.values()), streams  # R3
+
+    down = _run([str(SCRIPT), "down"], env, timeout=40)
+    assert down.returncode == 0, down.stdout + down.stderr
+    assert not [name for name, rec in seen.items() if alive(rec)]
+    assert _records(ws) == {}
+    after = _run([str(SCRIPT), "status"], env, timeout=30)
+    assert after.returncode == 1
