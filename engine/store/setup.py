@@ -27,7 +27,9 @@ server's own refusal of the placement is turned into the same error.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from typing import Any
 
 import msgspec
@@ -51,7 +53,7 @@ from engine.store.streams import (
     with_kv_ttl,
     with_replicas,
 )
-from events.errors import InvalidInput, NotFound
+from events.errors import InvalidInput, NotFound, TransientError
 
 log = structlog.get_logger("dsctl.streams")
 
@@ -147,6 +149,10 @@ async def _leader_ttl(nc: Client, defs: Sequence[Definition], timeout: float) ->
     return ttl
 
 
+#: how long a cluster that refuses a placement gets to finish forming (peers still joining)
+PLACEMENT_GRACE = 10.0
+
+
 async def ensure(
     nc: Client,
     *,
@@ -155,12 +161,15 @@ async def ensure(
     dry_run: bool = False,
     strict: bool = True,
     timeout: float = 5.0,
+    placement_grace: float = PLACEMENT_GRACE,
 ) -> SetupReport:
     """Create and repair every stream, bucket and the snapshot object store (module docstring).
 
-    Raises ``ReplicasUnavailable`` before writing anything when what must be created or raised needs
-    more servers than the cluster has, and (``strict``) ``StreamDriftError`` on drift the server cannot
-    fix. ``dry_run`` plans only: the report lists what is missing and what would change.
+    Raises ``ReplicasUnavailable`` when what must be created or raised needs more servers than the
+    cluster has: at once on a single server, after ``placement_grace`` seconds of refusals on a
+    cluster (one still forming refuses for a moment too); and (``strict``) ``StreamDriftError`` on
+    drift the server cannot fix. ``dry_run`` plans only: the report lists what is missing and what
+    would change.
     """
     if lease_ttl is not None and lease_ttl <= 0:
         raise InvalidInput(f"{lease_ttl} must be greater than 0", "--lease-ttl")
@@ -173,16 +182,42 @@ async def ensure(
     defs = with_replicas(defs, count)
     plan = await apply_definitions(nc, defs, strict=False, dry_run=True, pinned=pinned, timeout=timeout)
     placing = bool(plan.missing) or any(d.field == "num_replicas" for d in plan.pending)
-    if count > 1 and placing:
-        servers = cluster_size(nc)
-        if servers is not None and servers < count:
-            raise ReplicasUnavailable(count, servers)
+    servers = cluster_size(nc) if count > 1 and placing else None
+    if servers == 1 or (dry_run and servers is not None and servers < count):
+        # a single server is definitive; a cluster's INFO is only what it knew when we connected
+        raise ReplicasUnavailable(count, servers)
     if dry_run:
         report = plan
     else:
-        report = await apply_definitions(nc, defs, strict=strict, pinned=pinned, timeout=timeout)
+        report = await _placed(
+            lambda: apply_definitions(nc, defs, strict=strict, pinned=pinned, timeout=timeout),
+            count,
+            servers,
+            placement_grace,
+        )
     ttl = lease_ttl if lease_ttl is not None else await _leader_ttl(nc, defs, timeout)
     return SetupReport(streams=report, replicas=count, lease_ttl=ttl, dry_run=dry_run)
+
+
+async def _placed(
+    apply: Callable[[], Awaitable[ApplyReport]], replicas: int, servers: int | None, grace: float
+) -> ApplyReport:
+    """``apply``, retried while the cluster refuses a placement for a little while: right after a
+    cluster forms, its servers do not all know each other yet (seen: "this one has 2" of 3, and
+    creates timing out), and an engine started with it must not give up on a cluster that is about to
+    be whole. The refusal stands once the grace is over."""
+    deadline = time.monotonic() + grace
+    while True:
+        try:
+            return await apply()
+        except (ReplicasUnavailable, TransientError) as err:
+            if time.monotonic() >= deadline:
+                if isinstance(err, ReplicasUnavailable) and servers is not None:
+                    cause = err.__cause__ if err.__cause__ is not None else err
+                    raise ReplicasUnavailable(replicas, servers, str(cause)) from err
+                raise
+            log.warning("streams.placement_retry", error=str(err))
+            await asyncio.sleep(1.0)
 
 
 async def check(nc: Client, *, needs: Collection[str] | None = None, timeout: float = 5.0) -> ApplyReport:
