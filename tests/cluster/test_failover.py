@@ -8,6 +8,10 @@ a rolling update driven by two engines (one leads, the other waits for the lease
    until every stream has caught up before the next.
 3. A partition: cut the ``DSE_EVENTS`` leader off from the other two servers (``partition.py``: the
    routes pass through a relay the test controls), keep it cut for longer than an election, heal.
+   Twice: with engine A (the first leader) and the executor connected to the server that is cut off,
+   and connected to the majority; engine B is always on the majority, so someone can lead meanwhile.
+   The first variant exposes a product bug (``DUPLICATE_IN_PROCESS``): while it shows that bug and
+   nothing else it is reported as an expected failure.
 
 After each: no acknowledged event is lost, no node ever had two live pods of one DaemonSet in any
 folded state, the rollout converges, and ``replay verify`` with its effects audit is clean
@@ -29,7 +33,7 @@ from pathlib import Path
 import pytest
 from nats.aio.client import Client
 
-from engine.reconciler.engine import Engine
+from engine.reconciler.engine import Engine, prepare
 from engine.store.connection import close, connect
 from engine.store.embedded_cluster import EmbeddedCluster
 from engine.store.jetstream_api import api_request
@@ -119,18 +123,23 @@ class Leadership:
                 return t - at, ",".join(sorted(leaders))
         return None
 
-    def overlaps(self) -> int:
-        return sum(1 for _, leaders in self.changes if len(leaders) > 1)
+    def overlap_seconds(self) -> float:
+        """How long two engines believed they led at once (a deposed leader that has not noticed yet:
+        harmless, its decisions are fenced off, but a measure of how late it notices)."""
+        ends = [t for t, _ in self.changes[1:]] + [time.monotonic()]
+        return sum(end - t for (t, leaders), end in zip(self.changes, ends, strict=True) if len(leaders) > 1)
 
     def timeline(self, since: float) -> str:
-        """Who led from ``since`` on (starting with whoever led at that moment)."""
+        """Who led from ``since`` on (starting with whoever led at that moment), and any overlap."""
         shown = [(t, leaders) for t, leaders in self.changes if t >= since]
         earlier = [(t, leaders) for t, leaders in self.changes if t < since]
         if earlier:
             shown.insert(0, (since, earlier[-1][1]))
-        return " -> ".join(
+        text = " -> ".join(
             f"{t - since:+.1f}s {','.join(sorted(leaders)) or 'nobody'}" for t, leaders in shown
         )
+        overlap = self.overlap_seconds()
+        return text + (f" (two engines believed they led at once for {overlap:.1f}s)" if overlap else "")
 
     async def stop(self) -> None:
         self._task.cancel()
@@ -194,13 +203,16 @@ def on_v2(c: Cluster, new_hash: str) -> int:
     return sum(1 for p in pods_of(c.state, "agent") if p.revision_hash == new_hash and p.ready)
 
 
-async def converge(c: Cluster, problems: list[str], since: float) -> tuple[bool, str]:
+STALLED = f"the rollout did not complete within {ROLLOUT_BOUND:g}s"
+
+
+async def converge(c: Cluster, problems: list[str]) -> tuple[bool, str]:
     """Wait for the rollout to complete; returns (done, the wait's error) and notes a failure."""
     try:
         await c.wait("v2 on every node, ready, one each", rollout_done, timeout=ROLLOUT_BOUND)
         return True, ""
     except AssertionError as err:
-        problems.append(f"the rollout did not complete within {ROLLOUT_BOUND:g}s")
+        problems.append(STALLED)
         return False, str(err)
 
 
@@ -257,7 +269,7 @@ async def test_a_rollout_survives_a_sigkill_of_the_lease_bucket_leader(
         except DsctlError as err:
             successor, election = "-", float("nan")
             problems.append(f"{LEASE_STREAM} elected no new leader within {ELECTION_BOUND:g}s: {err}")
-        done, rollout_error = await converge(c, problems, killed_at)
+        done, rollout_error = await converge(c, problems)
         rollout = time.monotonic() - killed_at
         takeover = s.leadership.takeover_after(killed_at)
         print(
@@ -268,8 +280,6 @@ async def test_a_rollout_survives_a_sigkill_of_the_lease_bucket_leader(
             + f"; rollout {'done' if done else 'NOT done'} {rollout:.1f}s after the kill; "
             f"leaders: {s.leadership.timeline(killed_at)}"
         )
-        if s.leadership.overlaps():
-            print(f"run {run}: two engines believed they led at once {s.leadership.overlaps()} times")
 
         await asyncio.to_thread(nats_cluster.start_server, victim)
         try:
@@ -326,7 +336,7 @@ async def test_a_rollout_survives_a_rolling_restart_of_every_server(
             )
         restarted = time.monotonic() - started
         during = on_v2(c, new_hash) < len(NODES)
-        done, rollout_error = await converge(c, problems, started)
+        done, rollout_error = await converge(c, problems)
         print(
             f"\nrun {run}: rolling restart in {restarted:.1f}s: "
             + "; ".join(steps)
@@ -341,7 +351,8 @@ async def test_a_rollout_survives_a_rolling_restart_of_every_server(
 
 # --- 3. a partition -----------------------------------------------------------------------------
 
-#: the product bug the cut-off variant exposes (see the report of issue 11's failover tests)
+#: the product bug the cut-off variant exposes; that variant is an expected failure while it shows
+#: exactly this (the test calls ``pytest.xfail`` then), and fails on anything else
 DUPLICATE_IN_PROCESS = (
     "product bug: an executor's pod report retried against the cut-off server, which still believes it "
     "leads DSE_EVENTS and holds the first attempt's message id uncommitted, is answered 409 'duplicate "
@@ -350,6 +361,34 @@ DUPLICATE_IN_PROCESS = (
     "never reported ready and the rollout stalls for good. 10158 is transient (the first attempt's "
     "outcome is not known yet) and should be retried."
 )
+
+
+def never_ready(state: ClusterState, new_hash: str, older_than: float = 10.0) -> list[str]:
+    """New-revision pods running for ``older_than`` seconds without a ready report (their simulated
+    readiness delay is under a second): the trace of a report that was dropped."""
+    now = time.time()
+    return [
+        f"{p.name} on {p.node}"
+        for p in pods_of(state, "agent")
+        if p.revision_hash == new_hash
+        and p.phase == "Running"
+        and not p.ready
+        and p.deletion_timestamp is None
+        and now - p.created_at > older_than
+    ]
+
+
+async def all_routes_relayed(cluster: PartitionableCluster, timeout: float = 5.0) -> None:
+    """Every route connection passes through the relay (else a cut would not cut it). Polled: right
+    after start-up a route may be mid-replacement, counted on one side and not yet on the other."""
+    deadline = time.monotonic() + timeout
+    while (extra := await asyncio.to_thread(cluster.bypassing_routes)) != 0:
+        if time.monotonic() > deadline:
+            raise AssertionError(
+                f"{extra} route connections counted by the servers beyond those through the relay "
+                f"({cluster.relay.live} relayed): a cut would not cut them"
+            )
+        await asyncio.sleep(0.1)
 
 
 @pytest.fixture
@@ -366,7 +405,7 @@ def partitionable(tmp_path: Path) -> Iterator[PartitionableCluster]:
 @pytest.mark.parametrize(
     "side",
     [
-        pytest.param("cut-off", marks=pytest.mark.xfail(strict=False, reason=DUPLICATE_IN_PROCESS)),
+        "cut-off",
         "majority",
     ],
 )
@@ -381,8 +420,6 @@ async def test_a_rollout_survives_the_event_log_leader_cut_off_and_healed(
     nc: Client | None = None
     majority_nc: Client | None = None
     try:
-        from engine.reconciler.engine import prepare
-
         await prepare(probe, lease_ttl=LEASE_TTL, replicas=REPLICAS)
         await wait_all_current(cluster, probe, CATCH_UP_BOUND)
         victim = await cluster.wait_for_stream_leader(EVENTS_STREAM, timeout=ELECTION_BOUND, nc=probe)
@@ -392,7 +429,7 @@ async def test_a_rollout_survives_the_event_log_leader_cut_off_and_healed(
         majority_nc = await connect_to(majority, "dsctl-cluster-tests-majority")
         async with two_engines(cluster, nc, majority, ready_after=0.4) as s:
             c = s.c
-            assert cluster.bypassing_routes() == 0, "a route bypasses the relay: a cut would not cut it"
+            await all_routes_relayed(cluster)
             new_hash, before = await roll_out(c, 0.4)
             a_on = server_of(nc)
             victim_url = cluster.server(victim).url
@@ -426,7 +463,7 @@ async def test_a_rollout_survives_the_event_log_leader_cut_off_and_healed(
             except DsctlError as err:
                 caught_up = float("nan")
                 problems.append(f"after the heal, the streams did not catch up: {err}")
-            done, rollout_error = await converge(c, problems, healed_at)
+            done, rollout_error = await converge(c, problems)
             print(
                 f"\nrun {run}: cut off {victim} leading DSE_EVENTS (also leading: {also}) for "
                 f"{healed_at - cut_at:.1f}s with {at_cut}/{len(NODES)} pods ready on v2; engine A and the "
@@ -438,6 +475,11 @@ async def test_a_rollout_survives_the_event_log_leader_cut_off_and_healed(
             )
             audit = Audit(s.ledger, before)
             problems += await audit.run(c.store, nc, ds_key=DS_KEY, nodes=NODES, live_done=done)
+            stuck = never_ready(c.state, new_hash)
+            if side == "cut-off" and problems == [STALLED] and stuck:
+                # the known bug, and nothing else broken: expected to fail until it is fixed (then
+                # this passes, like xfail(strict=False)); every other check stays strict
+                pytest.xfail(f"{DUPLICATE_IN_PROCESS} Seen here: {', '.join(stuck)} never reported ready.")
             fail(
                 run,
                 f"after cutting off {victim} (DSE_EVENTS leader) mid-rollout",
