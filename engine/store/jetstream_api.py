@@ -37,8 +37,10 @@ CONFLICT_CODES = frozenset({10070, 10071})
 NOT_FOUND_CODES = frozenset({10014, 10037, 10059})
 #: answered with code 500 but about the cluster's state, not the request: "JetStream cluster can not
 #: handle request" (10009, a server that lost or never had the leadership), "not assigned to this
-#: server" (10007) and raft errors (10041) all go away once a leader is elected
-TRANSIENT_CODES = frozenset({10007, 10009, 10041})
+#: server" (10007) and raft errors (10041) all go away once a leader is elected; "duplicate message id
+#: is in process" (10158, a 409) means the first attempt's outcome is not known yet (a leader cut off
+#: from its peers cannot commit it): retrying later either stores it or answers "duplicate"
+TRANSIENT_CODES = frozenset({10007, 10009, 10041, 10158})
 
 
 class JetStreamConflict(ConflictError):
