@@ -22,7 +22,8 @@ from typing import Any
 import msgspec
 import pytest
 
-from engine.cli.cluster import ROOT, PidRecord, Workspace, alive, default_layout, server_config, start_time
+from engine.cli.cluster.layout import ROOT, default_layout, server_config
+from engine.cli.cluster.processes import PidRecord, Workspace, alive, start_time
 
 SCRIPT = ROOT / "ops" / "cluster"
 DSCTL = Path(sys.executable).parent / "dsctl"
