@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -31,6 +30,7 @@ from events.envelope import Envelope, wrap
 from events.errors import DeadlineExceeded, TransientError
 from events.types import NodeLabelsChanged, NodeRegistered
 from tests.conftest import TestServer
+from tests.outage import down
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
 
@@ -51,19 +51,6 @@ async def stored(store: JetStreamEventStore) -> list[StoredEvent]:
                     return [e async for e in events]
             except TransientError:
                 await asyncio.sleep(0.1)
-
-
-async def until(what: str, check: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
-
-
-async def down(nats_server: TestServer, nc: Any) -> None:
-    await nats_server.kill()
-    await until("the client to notice", lambda: bool(nc.is_reconnecting))
 
 
 def node(name: str) -> Envelope:

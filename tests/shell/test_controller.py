@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 
 import pytest
@@ -18,6 +18,7 @@ from engine.store.memory_store import MemoryEventStore
 from engine.store.projector import Projector
 from events.types import AnyCommand, CreatePod, DecisionRecorded
 from tests.e2e.harness import nodes_yaml
+from tests.outage import until
 
 DS = """
 apiVersion: apps/v1
@@ -85,14 +86,6 @@ async def rig() -> AsyncIterator[Rig]:
         follower.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await follower
-
-
-async def until(what: str, check: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for: {what}")
-        await asyncio.sleep(0.01)
 
 
 async def _applied(rig: Rig, text: str) -> None:
