@@ -1,10 +1,6 @@
-"""Streams and KV buckets as data (``ops/streams/*.json``), applied idempotently by the engine's
-start-up and ``dsctl admin streams`` (``engine/store/setup.py``), only checked by every other process.
-
-Each file is one resource: ``{"kind": "stream", "config": {...}}`` holds the server's own stream JSON
-(durations in nanoseconds, as ``nats stream info --json`` prints them), so the files can be fed to the
-``nats`` CLI too; ``{"kind": "kv", ...}`` describes a bucket the way nats-py's ``create_key_value`` builds
-its ``KV_<bucket>`` stream.
+"""Applying the definitions (``engine/store/definitions.py``: the streams and buckets as data) to a
+server: done by the engine's start-up and ``dsctl admin streams`` (``engine/store/setup.py``), only
+checked by every other process.
 
 Applying: create what is missing; compare what exists field by field with the definition; update what the
 server lets us change; report, never paper over, what it does not (``deny_delete``/``deny_purge``/
@@ -60,40 +56,54 @@ not a start-up side effect.
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Collection, Sequence
-from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import msgspec
 import structlog
 from nats.aio.client import Client
 
+from engine.store.definitions import (
+    _NS,
+    LEADER_BUCKET,
+    SNAPSHOT_STORE,
+    SNAPSHOTS_BUCKET,
+    Definition,
+    KvDefinition,
+    StreamDefinition,
+    check_contract,
+    default_directory,
+    load_definitions,
+    with_kv_ttl,
+    with_replicas,
+)
 from engine.store.jetstream_api import JetStreamRefused, api_request, stream_info
 from events.errors import DsctlError, InvalidInput, NotFound, PermanentError
 from events.subjects import (
-    COMMAND_SUBJECTS,
     COMMANDS_STREAM,
-    EVENT_SUBJECTS,
     EVENTS_STREAM,
     REJECTED_STREAM,
-    REJECTED_SUBJECTS,
 )
 
 log = structlog.get_logger()
 
 # the stream names are part of the log contract: defined once, in events.subjects (re-exported here)
-__all__ = ["COMMANDS_STREAM", "EVENTS_STREAM", "REJECTED_STREAM"]
-SNAPSHOTS_BUCKET = "dse_snapshots"
-LEADER_BUCKET = "dse_leader"
-
-#: subjects each stream must capture: the code (events.subjects) and the data must agree
-_CONTRACT: dict[str, tuple[str, ...]] = {
-    EVENTS_STREAM: EVENT_SUBJECTS,
-    COMMANDS_STREAM: COMMAND_SUBJECTS,
-    REJECTED_STREAM: REJECTED_SUBJECTS,
-}
-
+__all__ = [
+    "COMMANDS_STREAM",
+    "EVENTS_STREAM",
+    "LEADER_BUCKET",
+    "REJECTED_STREAM",
+    "SNAPSHOTS_BUCKET",
+    "SNAPSHOT_STORE",
+    "Definition",
+    "KvDefinition",
+    "StreamDefinition",
+    "check_contract",
+    "default_directory",
+    "load_definitions",
+    "with_kv_ttl",
+    "with_replicas",
+]
 #: fields whose change the server refuses (one-way switches, or storage layout)
 _ONE_WAY_TRUE = frozenset({"deny_delete", "deny_purge", "allow_msg_ttl"})
 _IMMUTABLE = frozenset({"name", "storage", "retention"})
@@ -107,97 +117,8 @@ _DURATIONS = frozenset({"max_age", "duplicate_window", "subject_delete_marker_tt
 #: "no suitable peers for placement" (10005)
 _NO_PLACEMENT = frozenset({10074, 10005})
 
-_NS = 1_000_000_000
 #: JetStream's "stream name already in use with a different configuration"
 STREAM_NAME_IN_USE = 10058
-
-
-class StreamDefinition(msgspec.Struct, frozen=True, kw_only=True, tag="stream", tag_field="kind"):
-    config: dict[str, Any]
-    notes: str = ""
-
-    @property
-    def name(self) -> str:
-        return str(self.config["name"])
-
-    def stream_config(self) -> dict[str, Any]:
-        return dict(self.config)
-
-
-class KvDefinition(msgspec.Struct, frozen=True, kw_only=True, tag="kv", tag_field="kind"):
-    bucket: str
-    description: str = ""
-    history: int = 1
-    #: seconds; 0 = keep forever
-    ttl: float = 0
-    #: seconds a limit/TTL delete marker lives (0 = no markers); needs nats-server 2.11
-    limit_marker_ttl: float = 0
-    storage: Literal["file", "memory"] = "file"
-    replicas: int = 1
-    max_value_size: int = -1
-    max_bytes: int = -1
-    direct: bool = True
-    notes: str = ""
-
-    @property
-    def name(self) -> str:
-        return f"KV_{self.bucket}"
-
-    def stream_config(self) -> dict[str, Any]:
-        """The backing stream, built the way nats-py 2.16 ``create_key_value`` builds it, so nats-py's
-        ``js.key_value(bucket)`` binds to it unchanged."""
-        duplicate_window = 120.0
-        if self.ttl and self.ttl < duplicate_window:
-            duplicate_window = self.ttl
-        config: dict[str, Any] = {
-            "name": self.name,
-            "subjects": [f"$KV.{self.bucket}.>"],
-            "retention": "limits",
-            "storage": self.storage,
-            "num_replicas": self.replicas,
-            "discard": "new",
-            "max_msgs": -1,
-            "max_bytes": self.max_bytes,
-            "max_age": int(self.ttl * _NS),
-            "max_msgs_per_subject": self.history,
-            "max_msg_size": self.max_value_size,
-            "max_consumers": -1,
-            "duplicate_window": int(duplicate_window * _NS),
-            "deny_delete": True,
-            "deny_purge": False,
-            "allow_rollup_hdrs": True,
-            "allow_msg_ttl": True,
-            "allow_direct": self.direct,
-        }
-        if self.description:
-            config["description"] = self.description
-        if self.limit_marker_ttl:
-            config["subject_delete_marker_ttl"] = int(self.limit_marker_ttl * _NS)
-        return config
-
-
-Definition = StreamDefinition | KvDefinition
-
-#: The snapshot object store's stream, laid out the way nats-py 2.16 ``create_object_store`` lays it
-#: out (so ``js.object_store(SNAPSHOTS_BUCKET)`` binds to it). Defined here rather than in
-#: ``ops/streams``: its shape is nats-py's, not ours to tune; what ``setup.ensure`` adds is its replicas.
-SNAPSHOT_STORE = StreamDefinition(
-    config={
-        "name": f"OBJ_{SNAPSHOTS_BUCKET}",
-        "description": "dsctl projection snapshots",
-        "subjects": [f"$O.{SNAPSHOTS_BUCKET}.C.>", f"$O.{SNAPSHOTS_BUCKET}.M.>"],
-        "retention": "limits",
-        "storage": "file",
-        "num_replicas": 1,
-        "discard": "new",
-        "max_age": 0,
-        "max_bytes": -1,
-        "allow_rollup_hdrs": True,
-        "allow_direct": True,
-    },
-    notes="Projection snapshots (engine/store/projector.py ObjectSnapshots), chunked by nats-py.",
-)
-_definition_decoder = msgspec.json.Decoder(Definition)
 
 
 class Drift(msgspec.Struct, frozen=True, kw_only=True):
@@ -274,63 +195,6 @@ class StreamDriftError(PermanentError):
             f"the definition):\n  {details}"
         )
         self.report = report
-
-
-def default_directory() -> Path:
-    """``$DSCTL_STREAMS_DIR``, else ``ops/streams`` of this checkout."""
-    override = os.environ.get("DSCTL_STREAMS_DIR")
-    if override:
-        return Path(override)
-    return Path(__file__).resolve().parents[2] / "ops" / "streams"
-
-
-def load_definitions(directory: str | Path | None = None) -> list[Definition]:
-    """Every ``*.json`` in the directory, sorted by name, checked against the subject contract."""
-    path = Path(directory) if directory is not None else default_directory()
-    files = sorted(path.glob("*.json"))
-    if not files:
-        raise PermanentError(f"no stream definitions (*.json) in {path}")
-    defs: list[Definition] = []
-    for file in files:
-        try:
-            defs.append(_definition_decoder.decode(file.read_bytes()))
-        except msgspec.DecodeError as err:
-            raise InvalidInput(f"{file}: {err}") from err
-    check_contract(defs)
-    return defs
-
-
-def check_contract(defs: Sequence[Definition]) -> None:
-    names = {d.name: d for d in defs}
-    for stream, subjects in _CONTRACT.items():
-        d = names.get(stream)
-        if d is None:
-            raise InvalidInput(f"stream {stream} has no definition")
-        have = sorted(d.stream_config().get("subjects", []))
-        if have != sorted(subjects):
-            raise InvalidInput(f"{stream} subjects {have} differ from events.subjects {sorted(subjects)}")
-
-
-def with_kv_ttl(defs: Sequence[Definition], bucket: str, ttl: float) -> list[Definition]:
-    """The definitions with one bucket's TTL replaced (the leader lease TTL is a start-up setting)."""
-    out: list[Definition] = []
-    for d in defs:
-        if isinstance(d, KvDefinition) and d.bucket == bucket:
-            d = msgspec.structs.replace(d, ttl=ttl)
-        out.append(d)
-    return out
-
-
-def with_replicas(defs: Sequence[Definition], replicas: int) -> list[Definition]:
-    """The definitions with every stream and bucket at ``replicas`` copies (a clustered deployment)."""
-    out: list[Definition] = []
-    for d in defs:
-        if isinstance(d, KvDefinition):
-            d = msgspec.structs.replace(d, replicas=replicas)
-        else:
-            d = msgspec.structs.replace(d, config={**d.config, "num_replicas": replicas})
-        out.append(d)
-    return out
 
 
 def _same(field: str, want: Any, have: Any) -> bool:
