@@ -208,6 +208,17 @@ async def ordered_messages(
                         await waiter[0]
                 except TimeoutError:
                     log.info("ordered.idle_reset", stream=stream, from_seq=last_seq + 1)
+                    if (
+                        stop_at is not None
+                        and stall_timeout is not None
+                        and time.monotonic() - progress_at > stall_timeout
+                    ):
+                        # a bounded read whose consumer keeps being recreated yet delivers nothing
+                        # (seen once right after a cluster server restarted): say so, never spin
+                        raise TransientError(
+                            f"reading {stream}: no message for {stall_timeout:g}s although "
+                            f"the range is not done (last seq {last_seq}, reading to {stop_at})"
+                        ) from None
                     if await restart(delete=False):
                         return
                     expected_cseq = 1

@@ -195,7 +195,14 @@ class Audit:
                 "the live state says the rollout completed, but a replay of the log does not"
             )
         started = time.monotonic()
-        self.report = report = await verify(store, nc=nc)
+        report = None
+        async with asyncio.timeout(90):
+            while report is None:
+                try:  # a read meeting a cluster still settling after a restart starts again
+                    report = await verify(store, nc=nc)
+                except TransientError:
+                    await asyncio.sleep(0.5)
+        self.report = report
         self.verify_seconds = time.monotonic() - started
         self.problems.extend(verify_problems(report))
         return self.problems

@@ -69,7 +69,11 @@ class Cluster:
         await prepare(self.nc, lease_ttl=self.lease_ttl, replicas=self.replicas)
         self.engine = Engine(self.nc, identity=self.identity, lease_ttl=self.lease_ttl, store=self.store)
         projector = await self.engine.start()
-        projector.listen(lambda s, e: None, lambda s, e, c: [obs(s) for obs in self.observers])
+        def observe(state: ClusterState, event: object, ctx: object) -> None:
+            for obs in self.observers:
+                obs(state)
+
+        projector.listen(lambda s, e: None, observe)
         if engine:
             self._tasks.append(asyncio.ensure_future(self.engine.run()))
             await asyncio.wait_for(self.engine.leading.wait(), timeout=self.lease_ttl * 4)
