@@ -1,19 +1,21 @@
 """Executors: the kubelet's role. Carry out commands for one node (or a simulated fleet) and report
 what happens to each pod as events.
 
-Commands arrive on ``dse.cmd.<node>`` through a durable pull consumer with explicit acks (one per node,
-or one for the whole fleet); a command is acked only after its effect has been reported, so a crash in
-between means redelivery, not loss. Redelivery is harmless: a command id already applied, a create for
-a pod that exists, or a delete for a pod that is gone does nothing twice (a delete of an unknown pod is
-still answered with ``pod.deleted`` so the controller's in-flight entry clears). Every report is
+Commands arrive on ``dse.cmd.<node>``, read from ``DSE_COMMANDS`` by a ``CommandFeed`` (batched direct
+gets from the node's checkpoint; see ``command_feed``); a command is settled only after its effect has
+been reported, so a crash in between means it is read again, not lost. Reading again is harmless: a
+command id already applied, a create for a pod that exists, or a delete for a pod that is gone does
+nothing twice (a delete of an unknown pod is still answered with ``pod.deleted`` so the controller's
+in-flight entry clears), and a command the log showed answered at start is skipped. Every report is
 appended with a ``Nats-Msg-Id`` derived from the command id, the report type and the pod, so a report
 repeated after a crash is stored once.
 
-On start an executor rebuilds what it knows (its pods and the commands already applied) from the event
-log, then restores them (``restore``): a simulated pod still Pending goes on to Ready; a ``Lasting``
-driver (real processes) re-attaches to the pods still running and reports those that died meanwhile;
-and a pod the log shows Terminating is stopped now, because the delete that started it is already
-counted as applied (its ``pod.terminating`` carries the command id) and would otherwise never finish.
+On start an executor rebuilds what it knows (its pods, and which commands the engine still waits for)
+from the newest snapshot and the log after it, then restores them (``restore``): a simulated pod
+still Pending goes on to Ready; a ``Lasting`` driver (real processes) re-attaches to the pods still
+running and reports those that died meanwhile; and a pod the log shows Terminating is stopped now,
+because the delete that started it is already counted as applied (its ``pod.terminating`` carries the
+command id) and would otherwise never finish.
 
 After a NATS outage the executor reports again the current state of every pod it knows
 (``reassert``), with the same ids as the first reports (tag, pod and the pod's create command id), so a
@@ -57,6 +59,10 @@ class Delivery(msgspec.Struct, kw_only=True):
     #: set when the payload did not decode (the message is terminated, never retried)
     error: str = ""
     redelivered: bool = False
+    #: the sequence of the decision the command comes from (0: unknown)
+    decision_seq: int = 0
+    #: when the command was stored (RFC 3339, the server's clock; "" when unknown)
+    sent_at: str = ""
 
 
 class CommandSource(Protocol):
@@ -107,6 +113,12 @@ class Executor:
         self.excluded: frozenset[str] = frozenset()
         #: times the pods' state was reported again after a reconnect
         self.reasserted = 0
+        #: the log position ``recover`` read (0: none): a command decided at or before it and not in
+        #: flight then had been answered (or given up by the engine) before this executor started
+        self.recovered_seq = 0
+        self.open_commands: frozenset[str] = frozenset()
+        #: commands skipped because the log showed them answered before the start
+        self.skipped_answered = 0
 
     def serves(self, node: str) -> bool:
         if self.nodes is None:
@@ -118,6 +130,8 @@ class Executor:
     def recover(self, state: ClusterState) -> list[LocalPod]:
         """Adopt the pods the log says live on our nodes; returns those whose life must resume."""
         resume: list[LocalPod] = []
+        self.recovered_seq = state.seq
+        self.open_commands = frozenset(state.in_flight)
         for pod in state.pods.values():
             if not self.serves(pod.node):
                 continue
@@ -238,7 +252,7 @@ class Executor:
             return
         cmd = delivery.command
         try:
-            await self.handle(cmd)
+            await self.handle(cmd, decision_seq=delivery.decision_seq)
         except PermanentError as err:
             log.error("executor.refused", command=cmd.id, error=str(err))
             await delivery.term()
@@ -253,8 +267,21 @@ class Executor:
             return
         await delivery.ack()
 
-    async def handle(self, cmd: AnyCommand) -> None:
+    def answered_before_start(self, cmd: AnyCommand, decision_seq: int) -> bool:
+        """The log read at start already had this command's decision and no longer waited for it.
+
+        This replaces reading every pod report of the node at start to learn which commands were
+        carried out: the in-flight set of the recovered state says the same, in memory, at any log
+        length. A command read again after a crash (its checkpoint not yet written) is skipped here.
+        """
+        return 0 < decision_seq <= self.recovered_seq and cmd.id not in self.open_commands
+
+    async def handle(self, cmd: AnyCommand, *, decision_seq: int = 0) -> None:
         if cmd.id in self.applied or not self.serves(cmd.node):
+            return
+        if self.answered_before_start(cmd, decision_seq):
+            self.applied.add(cmd.id)
+            self.skipped_answered += 1
             return
         key = f"{cmd.namespace}/{cmd.pod_name}"
         lock = self._locks.setdefault(key, asyncio.Lock())

@@ -8,19 +8,25 @@ The order matters:
    the bucket TTL plus a second: long enough for a crashed predecessor's key to expire, short enough
    that a second live executor fails soon with an error naming the holder). Rebuilding before holding
    the lease could read a log the predecessor is still writing.
-2. **Rebuild, restore, then serve.** ``Executor.recover`` + ``restore``: re-attach to running
-   processes, report the ones that died while no executor watched, finish interrupted deletes.
+2. **Rebuild, restore, then serve.** The state comes from the newest snapshot plus the log after it
+   (not a full replay); ``Executor.recover`` + ``restore``: re-attach to running processes, report the
+   ones that died while no executor watched, finish interrupted deletes. Commands are read from the
+   node's checkpoint on (``CommandFeed``).
 3. **While serving**, three tasks run beside the command loop: the lease renewal (``keep``; commands are
-   fetched only while the lease is confirmed), a connection watch that, after nats-py reconnects,
-   confirms the lease and then reports every pod's state again (``Executor.reassert``, idempotent by
-   report id), and for a fleet, a poll of the node leases so the fleet leaves alone the nodes that have
-   an executor of their own (otherwise both would act on that node's commands).
+   read only while the lease is confirmed), a reconnect watch that, after nats-py reconnects, confirms
+   the lease, reports every pod's state again (``Executor.reassert``, idempotent by report id) and
+   makes the feed read at once, and for a fleet, a poll of the node leases so the fleet leaves alone
+   the nodes that have an executor of their own (otherwise both would act on that node's commands).
 4. **At a stop** the pods keep running (``stop_pods_on_exit`` stops them and reports them failed);
    reports are flushed, then the lease is released last, so a successor starts at once and reads a
    complete log. A lease lost to another executor stops this one with ``LeaseLost`` and never stops
    the pods: the new holder may already have re-attached to them.
 
-**A fleet beside node executors.** A fleet's durable sees every node's commands, so for a node that has
+**Many executors in one process** (the fan-out bench, a host serving several simulated nodes) share an
+``ExecutorContext``: the store checked once, the buckets opened once, one reconnect watch per
+connection, and optionally the state read at start.
+
+**A fleet beside node executors.** A fleet's feed reads every node's commands, so for a node that has
 an executor of its own both would act. The fleet therefore polls the node leases (every second) and
 leaves alone every node it has seen leased, for the rest of its life: a node executor that restarts
 leaves its real processes running, and a fleet taking the node over meanwhile would report simulated
@@ -36,51 +42,120 @@ import contextlib
 import os
 import socket
 import time
-from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import structlog
 from nats.aio.client import Client
 from nats.js.errors import BucketNotFoundError
+from nats.js.kv import KeyValue
 
-from engine.executor.command_source import JetStreamCommandSource
+from engine.executor.command_feed import CommandFeed
 from engine.executor.drivers.base import Driver
 from engine.executor.executor import Executor, LogReporter
 from engine.executor.reports import BatchingAppender
+from engine.store.checkpoints import KvCheckpoints
+from engine.store.definitions import CHECKPOINT_BUCKET, SNAPSHOTS_BUCKET
 from engine.store.jetstream_store import JetStreamEventStore
 from engine.store.lease import FLEET_KEY, NODE_LEASE_BUCKET, ExecutorLease, LeaseLost
 from engine.store.port import EventStore
-from engine.store.projector import Projector
+from engine.store.projector import ObjectSnapshots, Projector
 from engine.store.setup import EXECUTOR_NEEDS, MissingStreams, check
-from events.errors import DsctlError, TransientError
-from events.subjects import pod_reports
-from events.types import PodEvent
+from events.errors import DsctlError, NotFound, TransientError
 from projections.model import ClusterState
 
 log = structlog.get_logger("dsctl.executor")
 
-#: how often the connection watch looks at nats-py's reconnect count
+#: how often the reconnect watch looks at nats-py's reconnect count
 RECONNECT_POLL_SECONDS = 0.5
 #: how often a fleet re-reads which nodes have an executor of their own
 FLEET_EXCLUSION_POLL_SECONDS = 1.0
 
 
-async def applied_commands(store: EventStore, nodes: Sequence[str] | None) -> set[str]:
-    """Every command id the log shows was carried out on these nodes (all nodes if None)."""
-    subjects = [pod_reports()] if nodes is None else [pod_reports(n) for n in nodes]
-    ids: set[str] = set()
-    async with contextlib.aclosing(store.read(subjects=subjects)) as events:
-        async for stored in events:
-            data = stored.envelope.data
-            if isinstance(data, PodEvent) and data.command_id:
-                ids.add(data.command_id)
-    return ids
-
-
 def default_holder() -> str:
     """How an executor names itself in its lease (and so in the second executor's error)."""
     return f"{socket.gethostname()}-{os.getpid()}"
+
+
+class ReconnectWatch:
+    """One per connection: polls nats-py's reconnect count (independent of the callbacks the connection
+    was opened with) and wakes every executor waiting on it. One poller for any number of executors:
+    10,000 executors polling on their own would wake the loop 20,000 times a second."""
+
+    def __init__(self, nc: Client) -> None:
+        self._nc = nc
+        self.count: int = nc.stats["reconnects"]
+        self._changed = asyncio.Event()
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(RECONNECT_POLL_SECONDS)
+            count = self._nc.stats["reconnects"]
+            if count != self.count and self._nc.is_connected:
+                self.count = count
+                changed, self._changed = self._changed, asyncio.Event()
+                changed.set()
+
+    async def after(self, seen: int) -> int:
+        """Wait until the connection has reconnected (again) since ``seen``; returns the new count."""
+        while self.count == seen:
+            await self._changed.wait()
+        return self.count
+
+
+@dataclass
+class ExecutorContext:
+    """What the executors of one process share (see the module notes)."""
+
+    nc: Client
+    store: EventStore
+    leases: KeyValue
+    lease_ttl: float
+    checkpoints: KvCheckpoints
+    watch: ReconnectWatch
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    async def close(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        for task in self.tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+
+async def executor_context(nc: Client, store: EventStore | None = None) -> ExecutorContext:
+    """Check the store (an executor never creates or repairs it: the engine owns its shape) and open
+    the buckets every executor needs; starts the reconnect watch (stopped by ``close``)."""
+    await check(nc, needs=EXECUTOR_NEEDS)
+    js = nc.jetstream()
+    try:
+        leases = await js.key_value(NODE_LEASE_BUCKET)
+    except BucketNotFoundError:
+        raise MissingStreams([f"KV_{NODE_LEASE_BUCKET}"]) from None
+    status = await leases.status()
+    try:
+        checkpoints = await KvCheckpoints.open(js)
+    except NotFound:
+        raise MissingStreams([f"KV_{CHECKPOINT_BUCKET}"]) from None
+    watch = ReconnectWatch(nc)
+    context = ExecutorContext(
+        nc=nc,
+        store=store or JetStreamEventStore(nc),
+        leases=leases,
+        lease_ttl=float(status.ttl or 5.0),
+        checkpoints=checkpoints,
+        watch=watch,
+    )
+    task = asyncio.ensure_future(watch.run())
+    task.add_done_callback(_watch_done)
+    context.tasks.append(task)
+    return context
+
+
+def _watch_done(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("executor.reconnect_watch_failed", error=repr(task.exception()))
 
 
 async def node_lease(nc: Client, node: str | None, holder: str | None = None) -> ExecutorLease:
@@ -92,6 +167,18 @@ async def node_lease(nc: Client, node: str | None, holder: str | None = None) ->
     status = await kv.status()
     ttl = float(status.ttl or 5.0)
     return ExecutorLease(kv, FLEET_KEY if node is None else node, holder or default_holder(), ttl)
+
+
+async def start_state(nc: Client, store: EventStore) -> ClusterState:
+    """The newest snapshot plus the log after it (the whole log when there is no snapshot)."""
+    snapshots: ObjectSnapshots | None = None
+    try:
+        snapshots = ObjectSnapshots(await nc.jetstream().object_store(SNAPSHOTS_BUCKET))
+    except Exception as err:  # no object store (or no right to read it): replay the log instead
+        log.warning("executor.no_snapshot_store", error=str(err))
+    projector = Projector(store, snapshots)
+    await projector.load(use_snapshot=snapshots is not None)
+    return projector.state
 
 
 async def run_executor(
@@ -106,22 +193,62 @@ async def run_executor(
     stop_pods_on_exit: bool = False,
     lease_wait: float | None = None,
     holder: str | None = None,
+    context: ExecutorContext | None = None,
+    poll_seconds: float = 30.0,
+    feeds: dict[str, CommandFeed] | None = None,
 ) -> None:
     """Serve one node (or the fleet, ``node=None``) until cancelled.
 
     Raises ``LeaseHeld`` when another executor keeps the node past ``lease_wait`` seconds (None: the
-    lease TTL plus a second), and ``LeaseLost`` when another executor takes it over.
+    lease TTL plus a second), and ``LeaseLost`` when another executor takes it over. ``context`` is
+    shared by executors of one process (made and closed here when None); ``state``, when given, is the
+    state read at start (else read here); ``feeds``, when given, receives this executor's feed under
+    its node (the fan-out bench watches them).
     """
-    # an executor only checks the store (engine/store/setup.py): the engine owns its shape
-    await check(nc, needs=EXECUTOR_NEEDS)
-    lease = await node_lease(nc, node, holder)
+    own_context = context is None
+    ctx = context or await executor_context(nc, store)
+    try:
+        await _run(
+            ctx,
+            driver,
+            node=node,
+            state=state,
+            source_name=source_name,
+            ready=ready,
+            stop_pods_on_exit=stop_pods_on_exit,
+            lease_wait=lease_wait,
+            holder=holder,
+            poll_seconds=poll_seconds,
+            feeds=feeds,
+        )
+    finally:
+        if own_context:
+            await ctx.close()
+
+
+async def _run(
+    ctx: ExecutorContext,
+    driver: Driver,
+    *,
+    node: str | None,
+    state: ClusterState | None,
+    source_name: str | None,
+    ready: asyncio.Event | None,
+    stop_pods_on_exit: bool,
+    lease_wait: float | None,
+    holder: str | None,
+    poll_seconds: float,
+    feeds: dict[str, CommandFeed] | None,
+) -> None:
+    lease = ExecutorLease(
+        ctx.leases, FLEET_KEY if node is None else node, holder or default_holder(), ctx.lease_ttl
+    )
     await lease.acquire(lease.ttl + 1.0 if lease_wait is None else lease_wait)
     # renewed from now on: rebuilding a long log or stopping strays may well outlast the TTL
     keeper = asyncio.ensure_future(lease.keep())
     lost = False
     try:
-        store = store or JetStreamEventStore(nc)
-        appender = BatchingAppender(store, source_name or f"executor/{node or 'fleet'}")
+        appender = BatchingAppender(ctx.store, source_name or f"executor/{node or 'fleet'}")
         executor = Executor(
             driver,
             LogReporter(appender, appender.source),
@@ -134,13 +261,19 @@ async def run_executor(
                 log.info("executor.waiting_for_fleet", node=node, seconds=2 * FLEET_EXCLUSION_POLL_SECONDS)
                 await asyncio.sleep(2 * FLEET_EXCLUSION_POLL_SECONDS)
             if state is None:
-                projector = Projector(store)
-                await projector.load()
-                state = projector.state
+                state = await start_state(ctx.nc, ctx.store)
             resume = executor.recover(state)
-            executor.applied |= await applied_commands(store, None if node is None else [node])
-            source = JetStreamCommandSource(nc, node=node, gate=lease.held)
-            await source.ensure_consumer()
+            feed = CommandFeed(
+                ctx.nc,
+                ctx.checkpoints,
+                node=node,
+                holder=lease.holder,
+                gate=lease.held,
+                poll_seconds=poll_seconds,
+            )
+            checkpoint = await feed.start_position()
+            if feeds is not None:
+                feeds[feed.key] = feed
             started = time.monotonic()
             log.info(
                 "executor.started",
@@ -148,22 +281,25 @@ async def run_executor(
                 holder=lease.holder,
                 pods=len(executor.pods),
                 resumed=len(resume),
+                log_seq=state.seq,
+                checkpoint=checkpoint,
             )
             try:
                 await executor.restore(resume)
                 if ready is not None:
                     ready.set()
-                await _serve(nc, executor, source, lease, keeper)
+                await _serve(ctx, executor, feed, lease, keeper)
             except LeaseLost as err:
                 lost = True
                 log.error("executor.lease_lost", key=lease.key, error=str(err))
                 raise
             finally:
-                await source.close()
+                await feed.close()
                 log.info(
                     "executor.stopped",
                     node=node or "fleet",
                     handled=executor.handled,
+                    checkpoint=feed.checkpoint,
                     seconds=round(time.monotonic() - started, 1),
                     pods_stopped=stop_pods_on_exit and not lost,
                 )
@@ -179,18 +315,18 @@ async def run_executor(
 
 
 async def _serve(
-    nc: Client,
+    ctx: ExecutorContext,
     executor: Executor,
-    source: JetStreamCommandSource,
+    feed: CommandFeed,
     lease: ExecutorLease,
     keeper: asyncio.Task[None],
 ) -> None:
     """Run the command loop and its companions until cancelled or one of them fails (LeaseLost);
     ``keeper`` (the lease renewal) was started before the rebuild."""
     tasks: list[asyncio.Task[Any]] = [
-        asyncio.ensure_future(executor.run(source)),
+        asyncio.ensure_future(executor.run(feed)),
         keeper,
-        asyncio.ensure_future(_reassert_after_reconnects(nc, executor, lease)),
+        asyncio.ensure_future(_reassert_after_reconnects(ctx.watch, executor, lease, feed)),
     ]
     if executor.nodes is None:
         tasks.append(asyncio.ensure_future(_poll_exclusions(lease, executor)))
@@ -208,25 +344,23 @@ async def _serve(
             raise err
 
 
-async def _reassert_after_reconnects(nc: Client, executor: Executor, lease: ExecutorLease) -> None:
-    """After each reconnect: confirm the lease (raises LeaseLost), then report every pod's state again.
-
-    nats-py counts reconnects in ``nc.stats``; polling it keeps this independent of the callbacks the
-    connection was opened with. A confirmation that fails for a transient reason is retried on the next
-    poll.
-    """
-    seen = nc.stats["reconnects"]
+async def _reassert_after_reconnects(
+    watch: ReconnectWatch, executor: Executor, lease: ExecutorLease, feed: CommandFeed
+) -> None:
+    """After each reconnect: confirm the lease (raises LeaseLost), report every pod's state again and
+    make the feed read at once (wake-ups sent while disconnected were lost). A confirmation that fails
+    for a transient reason is retried a moment later."""
+    seen = watch.count
     while True:
-        await asyncio.sleep(RECONNECT_POLL_SECONDS)
-        count = nc.stats["reconnects"]
-        if count == seen or not nc.is_connected:
-            continue
+        count = await watch.after(seen)
         try:
             await lease.confirm()
         except TransientError as err:
             log.warning("executor.reconnect_unconfirmed", error=str(err))
+            await asyncio.sleep(RECONNECT_POLL_SECONDS)
             continue
         seen = count
+        feed.kick()
         pods = await executor.reassert()
         log.info("executor.reasserted", pods=pods, reconnects=count)
 

@@ -28,6 +28,7 @@ from events.subjects import (
 
 SNAPSHOTS_BUCKET = "dse_snapshots"
 LEADER_BUCKET = "dse_leader"
+CHECKPOINT_BUCKET = "dse_executor_checkpoints"
 
 #: subjects each stream must capture: the code (events.subjects) and the data must agree
 _CONTRACT: dict[str, tuple[str, ...]] = {

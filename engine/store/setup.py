@@ -36,6 +36,7 @@ import msgspec
 import structlog
 from nats.aio.client import Client
 
+from engine.store.definitions import CHECKPOINT_BUCKET
 from engine.store.jetstream_api import stream_info
 from engine.store.lease import NODE_LEASE_BUCKET
 from engine.store.streams import (
@@ -60,8 +61,8 @@ log = structlog.get_logger("dsctl.streams")
 #: JetStream keeps at most five copies of a stream
 MAX_REPLICAS = 5
 LEADER_STREAM = f"KV_{LEADER_BUCKET}"
-#: what an executor reads and writes: the log, its commands, its lease
-EXECUTOR_NEEDS = (EVENTS_STREAM, COMMANDS_STREAM, f"KV_{NODE_LEASE_BUCKET}")
+#: what an executor reads and writes: the log, its commands, its lease, its checkpoint
+EXECUTOR_NEEDS = (EVENTS_STREAM, COMMANDS_STREAM, f"KV_{NODE_LEASE_BUCKET}", f"KV_{CHECKPOINT_BUCKET}")
 #: what the ingest service appends to
 INGEST_NEEDS = (EVENTS_STREAM, REJECTED_STREAM)
 _NS = 1_000_000_000

@@ -116,6 +116,7 @@ async def test_an_executor_on_a_fresh_server_names_what_is_missing(nats_server: 
     assert r.returncode == 1, r.stderr
     assert (
         "error: missing in NATS: stream DSE_COMMANDS, stream DSE_EVENTS, "
+        "bucket dse_executor_checkpoints (stream KV_dse_executor_checkpoints), "
         "bucket dse_node_leases (stream KV_dse_node_leases)"
     ) in r.stderr
     assert "dsctl engine run" in r.stderr and "dsctl admin streams" in r.stderr

@@ -1,0 +1,109 @@
+"""Batched direct gets: read the messages of one subject (or subject tree) from a stream sequence on,
+with no consumer on the server.
+
+Why: a JetStream consumer per reader costs the cluster memory and CPU for as long as the reader lives
+(10,000 ephemeral pull consumers, R1 in memory, held about 235 MB per server of a 3-node cluster; see
+docs/jetstream.md §6). A batched direct get (nats-server 2.11) is a request: the server answers with up
+to ``batch`` messages at or after ``seq`` on ``next_by_subj``, then a ``204 EOB`` status carrying how many
+are left (``Nats-Num-Pending``); ``404`` means none. Between requests the server keeps nothing.
+
+Replicas answer direct gets too (``allow_direct``), so a read right after a write may not see it yet:
+callers that know a message exists retry after a moment. nats-py 2.16 has no batched direct get; this
+is the raw request (``docs/jetstream.md §2``).
+"""
+
+from __future__ import annotations
+
+import msgspec
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+
+from engine.store.jetstream_api import API_PREFIX, translate_errors
+from events.errors import PermanentError, TransientError
+
+#: how many messages one request asks for at most
+DEFAULT_BATCH = 256
+
+
+class RawMessage(msgspec.Struct, frozen=True, kw_only=True):
+    seq: int
+    subject: str
+    headers: dict[str, str]
+    data: bytes
+    #: when the server stored it (RFC 3339, the server's clock)
+    stored_at: str
+
+
+class DirectBatch(msgspec.Struct, frozen=True, kw_only=True):
+    messages: list[RawMessage]
+    #: messages on the subject after the last one returned
+    pending: int
+
+    @property
+    def last_seq(self) -> int | None:
+        return self.messages[-1].seq if self.messages else None
+
+
+def _request(seq: int, subject: str, batch: int) -> bytes:
+    return msgspec.json.encode({"seq": seq, "next_by_subj": subject, "batch": batch})
+
+
+def _header(headers: dict[str, str], name: str) -> str:
+    """nats-py keys some headers by its ``Header`` enum, whose hash is not its text's."""
+    for key, value in headers.items():
+        if str(getattr(key, "value", key)) == name:
+            return value
+    return ""
+
+
+def _status(msg: Msg) -> str:
+    return _header(msg.headers or {}, "Status")
+
+
+async def read_after(
+    nc: Client,
+    stream: str,
+    subject: str,
+    seq: int,
+    *,
+    batch: int = DEFAULT_BATCH,
+    timeout: float = 2.0,
+) -> DirectBatch:
+    """Up to ``batch`` messages on ``subject`` (wildcards allowed) at or after ``seq``, in order.
+
+    Raises TransientError when no server answers (no stream leader yet, a connection down) or the
+    answer stops half-way; PermanentError when the server refuses the request itself.
+    """
+    context = f"direct get on {stream} ({subject} from {seq})"
+    inbox = nc.new_inbox()
+    with translate_errors(context):
+        sub = await nc.subscribe(inbox)
+    messages: list[RawMessage] = []
+    try:
+        with translate_errors(context):
+            await nc.publish(f"{API_PREFIX}.DIRECT.GET.{stream}", _request(seq, subject, batch), reply=inbox)
+            while True:
+                msg = await sub.next_msg(timeout=timeout)
+                status = _status(msg)
+                headers = msg.headers or {}
+                if status == "204":
+                    return DirectBatch(messages=messages, pending=int(headers.get("Nats-Num-Pending", 0)))
+                if status == "404":
+                    return DirectBatch(messages=messages, pending=0)
+                if status == "503":
+                    raise TransientError(f"{context}: no responders (no stream leader, or direct gets off)")
+                if status:
+                    description = _header(headers, "Description")
+                    raise PermanentError(f"{context}: the server answered {status} {description}".rstrip())
+                messages.append(
+                    RawMessage(
+                        seq=int(headers["Nats-Sequence"]),
+                        subject=headers.get("Nats-Subject", ""),
+                        headers=dict(headers),
+                        data=msg.data,
+                        stored_at=headers.get("Nats-Time-Stamp", ""),
+                    )
+                )
+    finally:
+        with translate_errors(context):
+            await sub.unsubscribe()
