@@ -26,6 +26,8 @@ from engine.store.streams import EVENTS_STREAM, StreamDefinition, load_definitio
 
 RAW_STREAM = "BENCH_RAW"
 RAW_PREFIX = "bench."
+#: where the fan-out bench asks its worker processes (engine/bench/fanout_worker.py) for figures
+FANOUT_CONTROL = "_bench.fanout"
 
 Op = Literal[">=", "<="]
 

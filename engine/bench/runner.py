@@ -16,6 +16,7 @@ from typing import Any, Literal, TextIO
 import structlog
 
 from engine.bench.common import Row, fmt
+from engine.bench.fanout import fanout
 from engine.bench.live import convergence, latency
 from engine.bench.memory import memory
 from engine.bench.pure import fold, scaling
@@ -38,6 +39,7 @@ SCENARIOS: dict[str, Scenario] = {
     "restart": restart,
     "memory": memory,
     "scaling": scaling,
+    "fanout": fanout,
 }
 
 

@@ -59,13 +59,21 @@ async def streams(
     replicas: int | None,
     lease_ttl: float | None,
     dry_run: bool,
+    node_lease_ttl: float | None = None,
     out: IO[str],
     err: IO[str],
 ) -> int:
     """Exit 1 when drift the server cannot fix remains (printed with the rest), else 0."""
     nc = await connect(settings)
     try:
-        setup = await ensure(nc, replicas=replicas, lease_ttl=lease_ttl, dry_run=dry_run, strict=False)
+        setup = await ensure(
+            nc,
+            replicas=replicas,
+            lease_ttl=lease_ttl,
+            node_lease_ttl=node_lease_ttl,
+            dry_run=dry_run,
+            strict=False,
+        )
     finally:
         with contextlib.suppress(Exception):
             await close(nc)

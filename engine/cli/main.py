@@ -206,6 +206,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     adm.add_argument("action", choices=["streams"])
     _store_flags(adm, lease_ttl_help="set the leader lease TTL [keep the bucket's; 5 when created]")
+    adm.add_argument(
+        "--node-lease-ttl",
+        type=_positive,
+        metavar="SECONDS",
+        help="set the executors' node lease TTL; each executor renews every third of it, so a fleet of "
+        "thousands of nodes wants 30-40 [keep the bucket's; 5 when created]",
+    )
     adm.add_argument("--dry-run", action="store_true", help="only say what would be done; change nothing")
     _client_commands(sub, common)
     return parser
@@ -309,7 +316,7 @@ def _client_commands(sub: argparse._SubParsersAction[_Parser], common: _Parser) 
 
     be = sub.add_parser("bench", help="benchmarks against raw NATS baselines (starts its own nats-server)")
     be.add_argument("scenarios", nargs="*", metavar="SCENARIO", help="ingest rebuild fold convergence "
-                    "latency restart memory scaling [all]")  # fmt: skip
+                    "latency restart memory scaling fanout [all]")  # fmt: skip
     be.add_argument("--quick", action="store_true", help="every scenario small (under a minute)")
     be.add_argument("-o", "--output", default="table", choices=["table", "json"])
 
@@ -389,6 +396,7 @@ def _run(args: argparse.Namespace) -> int:
                     settings,
                     replicas=replicas_from(args),
                     lease_ttl=args.lease_ttl,
+                    node_lease_ttl=args.node_lease_ttl,
                     dry_run=args.dry_run,
                     out=sys.stdout,
                     err=sys.stderr,

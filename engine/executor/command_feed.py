@@ -37,7 +37,7 @@ import contextlib
 import random
 import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Protocol
 
 import msgspec
@@ -87,8 +87,12 @@ class CommandFeed:
         poll_seconds: float = 30.0,
         save_every: float = 2.0,
         gate: asyncio.Event | None = None,
+        observe: Callable[[Delivery], None] | None = None,
     ) -> None:
+        """``observe`` is told of each command when it is first handed out (the fan-out bench times
+        delivery with it)."""
         self._nc = nc
+        self._observe = observe
         self._checkpoints = checkpoints
         self.node = node
         self.key = checkpoint_key(node)
@@ -116,6 +120,11 @@ class CommandFeed:
         #: reads answered since start (for the fan-out bench: proof the feed is live)
         self.reads = 0
         self.last_read_at = 0.0
+
+    @property
+    def allowed(self) -> bool:
+        """Reading is allowed now (no gate, or the node's lease is confirmed)."""
+        return self._gate is None or self._gate.is_set()
 
     # --- signals --------------------------------------------------------------------------------------
 
@@ -208,7 +217,10 @@ class CommandFeed:
                 if msg_id:
                     self._announced.pop(msg_id, None)
                 self._unsettled.add(raw.seq)
-                yield self._delivery(raw)
+                delivery = self._delivery(raw)
+                if self._observe is not None:
+                    self._observe(delivery)
+                yield delivery
             if batch.pending > 0 or len(batch.messages) >= self.batch:
                 continue  # more are stored: read on at once
             if self._lagging():

@@ -42,6 +42,7 @@ import contextlib
 import os
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,7 +54,7 @@ from nats.js.kv import KeyValue
 
 from engine.executor.command_feed import CommandFeed
 from engine.executor.drivers.base import Driver
-from engine.executor.executor import Executor, LogReporter
+from engine.executor.executor import Delivery, Executor, LogReporter
 from engine.executor.reports import BatchingAppender
 from engine.store.checkpoints import KvCheckpoints
 from engine.store.definitions import CHECKPOINT_BUCKET, SNAPSHOTS_BUCKET
@@ -196,6 +197,7 @@ async def run_executor(
     context: ExecutorContext | None = None,
     poll_seconds: float = 30.0,
     feeds: dict[str, CommandFeed] | None = None,
+    observe: Callable[[Delivery], None] | None = None,
 ) -> None:
     """Serve one node (or the fleet, ``node=None``) until cancelled.
 
@@ -203,7 +205,7 @@ async def run_executor(
     lease TTL plus a second), and ``LeaseLost`` when another executor takes it over. ``context`` is
     shared by executors of one process (made and closed here when None); ``state``, when given, is the
     state read at start (else read here); ``feeds``, when given, receives this executor's feed under
-    its node (the fan-out bench watches them).
+    its node, and ``observe`` is told of each command as it is first read (the fan-out bench uses both).
     """
     own_context = context is None
     ctx = context or await executor_context(nc, store)
@@ -220,6 +222,7 @@ async def run_executor(
             holder=holder,
             poll_seconds=poll_seconds,
             feeds=feeds,
+            observe=observe,
         )
     finally:
         if own_context:
@@ -239,6 +242,7 @@ async def _run(
     holder: str | None,
     poll_seconds: float,
     feeds: dict[str, CommandFeed] | None,
+    observe: Callable[[Delivery], None] | None,
 ) -> None:
     lease = ExecutorLease(
         ctx.leases, FLEET_KEY if node is None else node, holder or default_holder(), ctx.lease_ttl
@@ -257,7 +261,7 @@ async def _run(
         try:
             if node is None:
                 await _exclude_leased_nodes(lease, executor)
-            elif FLEET_KEY in await lease.keys():
+            elif await lease.is_held(FLEET_KEY):
                 log.info("executor.waiting_for_fleet", node=node, seconds=2 * FLEET_EXCLUSION_POLL_SECONDS)
                 await asyncio.sleep(2 * FLEET_EXCLUSION_POLL_SECONDS)
             if state is None:
@@ -270,6 +274,7 @@ async def _run(
                 holder=lease.holder,
                 gate=lease.held,
                 poll_seconds=poll_seconds,
+                observe=observe,
             )
             checkpoint = await feed.start_position()
             if feeds is not None:

@@ -213,6 +213,19 @@ async def test_dry_run_lists_the_differences_and_changes_nothing(nats_server: Te
     assert (await _config(nc, COMMANDS_STREAM))["max_bytes"] == 2 * 1024**3
 
 
+async def test_the_node_lease_ttl_is_set_by_admin_and_kept_by_later_starts(
+    nats_server: TestServer, nc: Any
+) -> None:
+    await ensure(nc)
+    r = dsctl(nats_server.url, "admin", "streams", "--node-lease-ttl", "30")
+    assert r.returncode == 0, r.stderr
+    assert "updated bucket dse_node_leases (stream KV_dse_node_leases): max_age 5s → 30s" in r.stdout
+    await ensure(nc)  # an engine start without the flag keeps what the operator set
+    assert (await _config(nc, "KV_dse_node_leases"))["max_age"] == 30 * _NS
+    r = dsctl(nats_server.url, "admin", "streams", "--node-lease-ttl", "0")
+    assert r.returncode != 0 and "--node-lease-ttl" in r.stderr
+
+
 async def test_drift_the_server_cannot_fix_is_printed_and_fails(nats_server: TestServer, nc: Any) -> None:
     await ensure(nc)
     rejected = await _config(nc, REJECTED_STREAM)
