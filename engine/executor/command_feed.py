@@ -4,7 +4,7 @@ a plain subscription. No consumer on the server.
 Why not a consumer per node: measured on a 3-node loopback cluster, 2,000 replicated durables cost
 313-343 MB and a fifth of a core per server while idle, and 10,000 ephemeral pull consumers (R1, in
 memory) still 235 MB per server; 10,000 plain subscriptions cost about 10 MB and nothing while idle
-(docs/jetstream.md §6, docs/design.md). So:
+(docs/jetstream.md §7, docs/design.md). So:
 
 - **Wake-up.** The relay publishes each command on ``dse.cmd.<node>``; the stream stores it, and a plain
   subscription on the same subject receives it like any subscriber. The feed uses that delivery only as a

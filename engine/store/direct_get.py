@@ -3,13 +3,13 @@ with no consumer on the server.
 
 Why: a JetStream consumer per reader costs the cluster memory and CPU for as long as the reader lives
 (10,000 ephemeral pull consumers, R1 in memory, held about 235 MB per server of a 3-node cluster; see
-docs/jetstream.md §6). A batched direct get (nats-server 2.11) is a request: the server answers with up
+docs/jetstream.md §7). A batched direct get (nats-server 2.11) is a request: the server answers with up
 to ``batch`` messages at or after ``seq`` on ``next_by_subj``, then a ``204 EOB`` status carrying how many
 are left (``Nats-Num-Pending``); ``404`` means none. Between requests the server keeps nothing.
 
 Replicas answer direct gets too (``allow_direct``), so a read right after a write may not see it yet:
 callers that know a message exists retry after a moment. nats-py 2.16 has no batched direct get; this
-is the raw request (``docs/jetstream.md §2``).
+is the raw request (``docs/jetstream.md §0.2``).
 """
 
 from __future__ import annotations

@@ -11,16 +11,14 @@ log would silently break the audit promise.
 Why the command stream uses limits retention, not a work queue (``docs/design.md``, "Commands"):
 
 - A work queue allows one consumer per subject partition, so a per-node executor fleet would need one
-  durable per node. nats-server 2.15 refuses the 1,001st consumer by default, and durables are expensive
-  (about 430 MB and 30% of a core per server for 3,000 R3 durables, idle), and a WQ stream on R3 refuses
-  R1 consumers.
-- With limits retention a handful of durable pull consumers serve every executor
-  (``engine/executor/command_source.py``): ``exec-<node>`` filtering ``dse.cmd.<node>`` for a node
-  executor, one ``exec-fleet`` on ``dse.cmd.>`` for a simulated fleet; ``max_consumers`` (16,384) leaves
-  room for one per node.
-- A command is acked only after its effect is reported in ``DSE_EVENTS`` (keyed by command id, which the
-  projection tracks as "in flight"); a redelivery is harmless because executors apply each command id
-  once, and a command never answered is re-decided after a timeout.
+  consumer per node, and consumers are expensive at fleet scale whatever their kind (docs/jetstream.md
+  §7): 2,000 R3 durables cost 313-343 MB and a fifth of a core per server, idle; 10,000 ephemeral R1
+  pull consumers 235 MB per server.
+- With limits retention nobody has to consume: executors read their node's subject with batched direct
+  gets from a checkpoint of their own, woken by a plain subscription (``engine/executor/command_feed.py``).
+- A command counts as done once its effect is reported in ``DSE_EVENTS`` (keyed by command id, which the
+  projection tracks as "in flight"); reading one again is harmless because executors apply each command
+  id once, and a command never answered is re-decided after a timeout.
 - The duplicate window is short (30 s), so a re-issue after the in-flight timeout is not dropped as a
   duplicate, while a publisher's immediate retry still is. ``max_age`` (24 h) bounds the history; the
   decisions in the event log keep it forever.
