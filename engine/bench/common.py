@@ -112,6 +112,8 @@ def fmt(value: float | None, unit: str) -> str:
         return f"{value:.0f} MB"
     if unit == "x":
         return f"{value:.2f}x"
+    if unit == "%":
+        return f"{value:.1f} %"
     return f"{value:g} {unit}".strip()
 
 

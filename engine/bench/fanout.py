@@ -49,6 +49,7 @@ from events.types import DaemonSetDeleted, NodeRegistered
 
 WORKERS = 2
 NODE_LEASE_TTL = 30.0
+POLL_SECONDS = 60.0
 SELECT_LABEL = "bench.dsctl.io/fanout"
 PREFIX = "fan"
 
@@ -68,7 +69,7 @@ def _rss_mb(pid: int) -> float:
 
 
 async def _idle(cluster: EmbeddedCluster, window: float) -> tuple[float, float]:
-    """(highest RSS MB, highest CPU % of a core) over the servers, across ``window`` seconds."""
+    """(highest RSS MB at the end, highest CPU % of a core over the window) of the servers."""
     pids = [s.pid for s in cluster.servers if s.pid is not None]
     before = [_cpu_seconds(p) for p in pids]
     t0 = time.monotonic()
@@ -118,26 +119,14 @@ class Workers:
         for i, name in enumerate(self.names):
             first = i * per
             count = min(per, self.nodes - first)
+            args = [
+                "--urls", ",".join(self.urls), "--name", name, "--first", str(first),
+                "--count", str(count), "--prefix", PREFIX, "--connections", str(self.connections),
+                "--start-timeout", str(timeout), "--poll-seconds", str(POLL_SECONDS),
+            ]  # fmt: skip
             self.procs.append(
                 await asyncio.create_subprocess_exec(
-                    sys.executable,
-                    "-m",
-                    "engine.bench.fanout_worker",
-                    "--urls",
-                    ",".join(self.urls),
-                    "--name",
-                    name,
-                    "--first",
-                    str(first),
-                    "--count",
-                    str(count),
-                    "--prefix",
-                    PREFIX,
-                    "--connections",
-                    str(self.connections),
-                    "--start-timeout",
-                    str(timeout),
-                    stdout=asyncio.subprocess.PIPE,
+                    sys.executable, "-m", "engine.bench.fanout_worker", *args, stdout=asyncio.subprocess.PIPE
                 )
             )
         reports = []
@@ -290,14 +279,29 @@ async def fanout(quick: bool) -> list[Row]:
 
             deliveries = Deliveries(nc, workers)
             await deliveries.collect()
-            deliveries.received.clear()
             ds, uid = _daemonset()
-            t_apply = time.time()
-            await store.append_many([ds])
-            last = await deliveries.wait("CreatePod", selected, 120)
+            deleted = _envelope(DaemonSetDeleted(namespace="kube-system", name="agent-00", uid=uid), "delete")
+
+            async def cycle(
+                kind: str, envelope: Envelope, restart: bool = False
+            ) -> tuple[float | None, float]:
+                """Append ``envelope``; seconds until every executor read its command of ``kind``."""
+                deliveries.received.clear()
+                t0 = time.time()
+                stopping = (
+                    asyncio.ensure_future(asyncio.to_thread(cluster.restart, target)) if restart else None
+                )
+                await store.append_many([envelope])
+                restarted = 0.0
+                if stopping is not None:
+                    await stopping
+                    restarted = time.time() - t0
+                last = await deliveries.wait(kind, selected, 180)
+                return (None if last is None else last - t0), restarted
+
+            await cycle("CreatePod", ds)
             raw = await _raw_baseline(nc, selected)
             lat = await deliveries.latencies("CreatePod")
-            creates_all = None if last is None else last - t_apply
             got = deliveries.count("CreatePod")
             for q, name in ((50, "p50"), (99, "p99")):
                 rows.append(Row("fanout", f"decision -> executor {name}, {selected:,} creates at once",
@@ -305,21 +309,15 @@ async def fanout(quick: bool) -> list[Row]:
                                 percentile(raw, q) if raw else None, "ms",
                                 f"raw JetStream publish -> subscriber {name}, {selected:,} messages, R3",
                                 note=f"{got:,} of {selected:,} read"))  # fmt: skip
-
-            # resume: stop the DSE_COMMANDS leader, delete the DaemonSet at once, start the server again
-            deliveries.received.clear()
-            t_stop = time.time()
-            stop = asyncio.ensure_future(asyncio.to_thread(cluster.restart, target))
-            await store.append_many(
-                [_envelope(DaemonSetDeleted(namespace="kube-system", name="agent-00", uid=uid), "delete")]
+            calm, _ = await cycle("DeletePod", deleted)
+            # again, now stopping the DSE_COMMANDS leader as the deletes are decided, then starting it
+            await cycle("CreatePod", _envelope(ds.data, "ds-again"))
+            resume, restarted = await cycle(
+                "DeletePod", _envelope(deleted.data, "delete-again"), restart=True
             )
-            await stop
-            restarted = time.time() - t_stop
-            last = await deliveries.wait("DeletePod", selected, 180)
-            resume = None if last is None else last - t_stop
-            rows.append(Row("fanout", f"every executor resumed: all {selected:,} deletes read after a "
-                            "server restart", resume, "s", creates_all, "s",
-                            f"all {selected:,} creates read, no restart",
+            rows.append(Row("fanout", f"every executor resumed: all {selected:,} deletes read, one server "
+                            "restarted meanwhile", resume, "s", calm, "s",
+                            f"the same {selected:,} deletes, no restart",
                             note=f"restarted {target} (the DSE_COMMANDS leader) in {restarted:.1f} s; "
                                  f"{deliveries.count('DeletePod'):,} of {selected:,} read"))  # fmt: skip
         finally:

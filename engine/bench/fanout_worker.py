@@ -39,8 +39,9 @@ CONTROL_PREFIX = FANOUT_CONTROL
 
 
 class Worker:
-    def __init__(self, name: str, nodes: list[str], connections: list[Client]) -> None:
+    def __init__(self, name: str, nodes: list[str], connections: list[Client], poll_seconds: float) -> None:
         self.name = name
+        self.poll_seconds = poll_seconds
         self.nodes = nodes
         self.connections = connections
         self.contexts: list[ExecutorContext] = []
@@ -80,6 +81,7 @@ class Worker:
                     feeds=self.feeds,
                     observe=self.observe,
                     source_name=f"executor/{node}",
+                    poll_seconds=self.poll_seconds,
                 )
             )
             task.add_done_callback(functools.partial(self._done, node))
@@ -134,7 +136,7 @@ async def _main(args: argparse.Namespace) -> int:
         settings = NatsSettings(servers=rotated, name=f"bench-fanout-{args.name}-{i}")
         connections.append(await connect(settings))
     control = await connect(NatsSettings(servers=urls, name=f"bench-fanout-{args.name}-control"))
-    worker = Worker(args.name, nodes, connections)
+    worker = Worker(args.name, nodes, connections, args.poll_seconds)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -165,6 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--prefix", default="fan", help="node name prefix [fan]")
     parser.add_argument("--connections", type=int, default=4, help="NATS connections shared [4]")
     parser.add_argument("--start-timeout", type=float, default=300.0)
+    parser.add_argument("--poll-seconds", type=float, default=60.0, help="the feeds' safety-net poll [60]")
     args = parser.parse_args(argv)
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(40))
     return asyncio.run(_main(args))

@@ -47,7 +47,7 @@ from nats.aio.msg import Msg
 
 from engine.executor.executor import Delivery
 from engine.runtime.retry import Backoff
-from engine.store.direct_get import DEFAULT_BATCH, RawMessage, read_after
+from engine.store.direct_get import DEFAULT_BATCH, DirectReader, RawMessage
 from events import codec
 from events.errors import DsctlError, MalformedEvent
 from events.subjects import COMMAND_SUBJECTS, COMMANDS_STREAM, command_subject
@@ -84,14 +84,17 @@ class CommandFeed:
         holder: str = "",
         stream: str = COMMANDS_STREAM,
         batch: int = DEFAULT_BATCH,
-        poll_seconds: float = 30.0,
+        poll_seconds: float = 60.0,
         save_every: float = 2.0,
         gate: asyncio.Event | None = None,
         observe: Callable[[Delivery], None] | None = None,
+        reader: DirectReader | None = None,
     ) -> None:
         """``observe`` is told of each command when it is first handed out (the fan-out bench times
-        delivery with it)."""
+        delivery with it); ``reader`` is shared by the feeds on one connection (else one of its own)."""
         self._nc = nc
+        self._own_reader = reader is None
+        self._reader = reader or DirectReader(nc)
         self._observe = observe
         self._checkpoints = checkpoints
         self.node = node
@@ -185,7 +188,9 @@ class CommandFeed:
                 continue
             self._kick.clear()
             try:
-                batch = await read_after(self._nc, self.stream, self.subject, self.next_seq, batch=self.batch)
+                batch = await self._reader.read_after(
+                    self.stream, self.subject, self.next_seq, batch=self.batch
+                )
             except DsctlError as err:
                 failures += 1
                 now = time.monotonic()
@@ -327,6 +332,9 @@ class CommandFeed:
                 await self._save_task
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self._save(), timeout=2.0)
+        if self._own_reader:
+            with contextlib.suppress(DsctlError):
+                await self._reader.close()
 
 
 def _read_exception(task: asyncio.Task[None]) -> None:

@@ -58,6 +58,7 @@ from engine.executor.executor import Delivery, Executor, LogReporter
 from engine.executor.reports import BatchingAppender
 from engine.store.checkpoints import KvCheckpoints
 from engine.store.definitions import CHECKPOINT_BUCKET, SNAPSHOTS_BUCKET
+from engine.store.direct_get import DirectReader
 from engine.store.jetstream_store import JetStreamEventStore
 from engine.store.lease import FLEET_KEY, NODE_LEASE_BUCKET, ExecutorLease, LeaseLost
 from engine.store.port import EventStore
@@ -115,9 +116,12 @@ class ExecutorContext:
     lease_ttl: float
     checkpoints: KvCheckpoints
     watch: ReconnectWatch
+    reader: DirectReader
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     async def close(self) -> None:
+        with contextlib.suppress(DsctlError):
+            await self.reader.close()
         for task in self.tasks:
             task.cancel()
         for task in self.tasks:
@@ -147,6 +151,7 @@ async def executor_context(nc: Client, store: EventStore | None = None) -> Execu
         lease_ttl=float(status.ttl or 5.0),
         checkpoints=checkpoints,
         watch=watch,
+        reader=DirectReader(nc),
     )
     task = asyncio.ensure_future(watch.run())
     task.add_done_callback(_watch_done)
@@ -195,7 +200,7 @@ async def run_executor(
     lease_wait: float | None = None,
     holder: str | None = None,
     context: ExecutorContext | None = None,
-    poll_seconds: float = 30.0,
+    poll_seconds: float = 60.0,
     feeds: dict[str, CommandFeed] | None = None,
     observe: Callable[[Delivery], None] | None = None,
 ) -> None:
@@ -275,6 +280,7 @@ async def _run(
                 gate=lease.held,
                 poll_seconds=poll_seconds,
                 observe=observe,
+                reader=ctx.reader,
             )
             checkpoint = await feed.start_position()
             if feeds is not None:

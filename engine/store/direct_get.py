@@ -14,12 +14,16 @@ is the raw request (``docs/jetstream.md §0.2``).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+
 import msgspec
 from nats.aio.client import Client
 from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 
 from engine.store.jetstream_api import API_PREFIX, translate_errors
-from events.errors import PermanentError, TransientError
+from events.errors import DsctlError, PermanentError, TransientError
 
 #: how many messages one request asks for at most
 DEFAULT_BATCH = 256
@@ -60,6 +64,87 @@ def _status(msg: Msg) -> str:
     return _header(msg.headers or {}, "Status")
 
 
+class DirectReader:
+    """Batched direct gets over one connection, all answered on one wildcard inbox subscription.
+
+    A subscription per request would mean a SUB and an UNSUB per read, which every server of a cluster
+    hears about (interest is propagated over the routes): 10,000 executors polling would keep all three
+    busy with it. One reader per connection, shared by every executor on it, subscribes once (nats-py
+    re-subscribes after a reconnect) and routes each answer by the last token of its reply subject.
+    """
+
+    def __init__(self, nc: Client) -> None:
+        self._nc = nc
+        self._prefix = nc.new_inbox()
+        self._sub: Subscription | None = None
+        self._waiting: dict[str, asyncio.Queue[Msg]] = {}
+        self._next = 0
+
+    async def _route(self, msg: Msg) -> None:
+        queue = self._waiting.get(msg.subject.rsplit(".", 1)[-1])
+        if queue is not None:  # else a late answer to a read that timed out
+            queue.put_nowait(msg)
+
+    async def read_after(
+        self, stream: str, subject: str, seq: int, *, batch: int = DEFAULT_BATCH, timeout: float = 2.0
+    ) -> DirectBatch:
+        """Up to ``batch`` messages on ``subject`` (wildcards allowed) at or after ``seq``, in order.
+
+        Raises TransientError when no server answers (no stream leader yet, a connection down) or the
+        answer stops half-way; PermanentError when the server refuses the request itself.
+        """
+        context = f"direct get on {stream} ({subject} from {seq})"
+        if self._sub is None:
+            with translate_errors(context):
+                self._sub = await self._nc.subscribe(f"{self._prefix}.*", cb=self._route)
+        self._next += 1
+        token = str(self._next)
+        queue: asyncio.Queue[Msg] = asyncio.Queue()
+        self._waiting[token] = queue
+        messages: list[RawMessage] = []
+        try:
+            with translate_errors(context):
+                await self._nc.publish(
+                    f"{API_PREFIX}.DIRECT.GET.{stream}",
+                    _request(seq, subject, batch),
+                    reply=f"{self._prefix}.{token}",
+                )
+                while True:
+                    msg = await asyncio.wait_for(queue.get(), timeout)
+                    status = _status(msg)
+                    headers = msg.headers or {}
+                    if status == "204":
+                        return DirectBatch(messages=messages, pending=int(headers.get("Nats-Num-Pending", 0)))
+                    if status == "404":
+                        return DirectBatch(messages=messages, pending=0)
+                    if status == "503":
+                        raise TransientError(
+                            f"{context}: no responders (no stream leader, or direct gets off)"
+                        )
+                    if status:
+                        description = _header(headers, "Description")
+                        raise PermanentError(
+                            f"{context}: the server answered {status} {description}".rstrip()
+                        )
+                    messages.append(
+                        RawMessage(
+                            seq=int(headers["Nats-Sequence"]),
+                            subject=headers.get("Nats-Subject", ""),
+                            headers=dict(headers),
+                            data=msg.data,
+                            stored_at=headers.get("Nats-Time-Stamp", ""),
+                        )
+                    )
+        finally:
+            del self._waiting[token]
+
+    async def close(self) -> None:
+        if self._sub is not None:
+            with translate_errors("direct get reader"):
+                await self._sub.unsubscribe()
+            self._sub = None
+
+
 async def read_after(
     nc: Client,
     stream: str,
@@ -69,41 +154,10 @@ async def read_after(
     batch: int = DEFAULT_BATCH,
     timeout: float = 2.0,
 ) -> DirectBatch:
-    """Up to ``batch`` messages on ``subject`` (wildcards allowed) at or after ``seq``, in order.
-
-    Raises TransientError when no server answers (no stream leader yet, a connection down) or the
-    answer stops half-way; PermanentError when the server refuses the request itself.
-    """
-    context = f"direct get on {stream} ({subject} from {seq})"
-    inbox = nc.new_inbox()
-    with translate_errors(context):
-        sub = await nc.subscribe(inbox)
-    messages: list[RawMessage] = []
+    """One read with a reader of its own (for one-off reads; executors share a ``DirectReader``)."""
+    reader = DirectReader(nc)
     try:
-        with translate_errors(context):
-            await nc.publish(f"{API_PREFIX}.DIRECT.GET.{stream}", _request(seq, subject, batch), reply=inbox)
-            while True:
-                msg = await sub.next_msg(timeout=timeout)
-                status = _status(msg)
-                headers = msg.headers or {}
-                if status == "204":
-                    return DirectBatch(messages=messages, pending=int(headers.get("Nats-Num-Pending", 0)))
-                if status == "404":
-                    return DirectBatch(messages=messages, pending=0)
-                if status == "503":
-                    raise TransientError(f"{context}: no responders (no stream leader, or direct gets off)")
-                if status:
-                    description = _header(headers, "Description")
-                    raise PermanentError(f"{context}: the server answered {status} {description}".rstrip())
-                messages.append(
-                    RawMessage(
-                        seq=int(headers["Nats-Sequence"]),
-                        subject=headers.get("Nats-Subject", ""),
-                        headers=dict(headers),
-                        data=msg.data,
-                        stored_at=headers.get("Nats-Time-Stamp", ""),
-                    )
-                )
+        return await reader.read_after(stream, subject, seq, batch=batch, timeout=timeout)
     finally:
-        with translate_errors(context):
-            await sub.unsubscribe()
+        with contextlib.suppress(DsctlError):
+            await reader.close()

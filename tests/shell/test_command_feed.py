@@ -91,7 +91,7 @@ async def test_a_node_gets_its_commands_and_the_next_feed_starts_at_its_checkpoi
         for d in first:
             await d.ack()
         later = await _publish(nc, _delete(4))
-        fourth = (await _take(got, 1))[0]  # woken: the poll period is 30 s
+        fourth = (await _take(got, 1))[0]  # woken: the poll period is 60 s
         assert fourth.command is not None and fourth.command.id == "cmd-4"
         await fourth.ack()
     assert await checkpoints.load("node-a") == later
