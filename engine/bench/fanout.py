@@ -299,7 +299,13 @@ async def fanout(quick: bool) -> list[Row]:
                 last = await deliveries.wait(kind, selected, 180)
                 return (None if last is None else last - t0), restarted
 
+            cpu_before = [w["cpu_seconds"] for w in await workers.ask(nc, "status")]
+            own_before, wall_before = time.process_time(), time.monotonic()
             await cycle("CreatePod", ds)
+            wall = time.monotonic() - wall_before
+            own = time.process_time() - own_before
+            cpu_after = [w["cpu_seconds"] for w in await workers.ask(nc, "status")]
+            busy = ", ".join(f"{a - b:.1f}" for a, b in zip(cpu_after, cpu_before, strict=True))
             raw = await _raw_baseline(nc, selected)
             lat = await deliveries.latencies("CreatePod")
             got = deliveries.count("CreatePod")
@@ -308,7 +314,9 @@ async def fanout(quick: bool) -> list[Row]:
                                 percentile(lat, q) if lat else None, "ms",
                                 percentile(raw, q) if raw else None, "ms",
                                 f"raw JetStream publish -> subscriber {name}, {selected:,} messages, R3",
-                                note=f"{got:,} of {selected:,} read"))  # fmt: skip
+                                note=f"{got:,} of {selected:,} read; in those {wall:.1f} s the worker "
+                                     f"processes used {busy} s of CPU, the engine's {own:.1f} s "
+                                     "(2 cores, shared with the 3 servers)"))  # fmt: skip
             calm, _ = await cycle("DeletePod", deleted)
             # again, now stopping the DSE_COMMANDS leader as the deletes are decided, then starting it
             await cycle("CreatePod", _envelope(ds.data, "ds-again"))

@@ -104,6 +104,7 @@ class Worker:
             "read_since": sum(1 for f in self.feeds.values() if f.last_read_at >= since),
             "connected": sum(1 for nc in self.connections if nc.is_connected),
             "failed": len(self.failed),
+            "cpu_seconds": time.process_time(),
             "failures": dict(list(self.failed.items())[:5]),
         }
 

@@ -15,7 +15,7 @@ from engine.bench.runner import render_table
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(200)
 async def test_quick_bench_reports_every_scenario() -> None:
     out = io.StringIO()
     rc = await run_bench(list(SCENARIOS), quick=True, output="json", out=out)
