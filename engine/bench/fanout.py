@@ -166,11 +166,16 @@ class Deliveries:
         self.nc = nc
         self.workers = workers
         self.received: list[tuple[int, str, float]] = []
+        #: per command read: seconds from its decision's store time to its own store time
+        self.relayed: list[tuple[int, str, float]] = []
         self._decided: dict[int, float] = {}
 
     async def collect(self) -> None:
-        for batch in await self.workers.ask(self.nc, "deliveries"):
-            self.received.extend((int(s), str(k), float(t)) for s, k, t in batch)
+        for batch in await self.workers.ask(self.nc, "deliveries"):  # [seq, kind, read at, stored at]
+            for s, k, t, stored in batch:
+                self.received.append((int(s), str(k), float(t)))
+                if stored:
+                    self.relayed.append((int(s), str(k), _stored_at(stored)))
 
     def count(self, kind: str) -> int:
         return sum(1 for _, k, _ in self.received if k == kind)
@@ -194,6 +199,10 @@ class Deliveries:
         return [
             (t - self._decided[s]) * 1000 for s, k, t in self.received if k == kind and s in self._decided
         ]
+
+    def relay_latencies(self, kind: str) -> list[float]:
+        """ms from each command's decision to the command stored on DSE_COMMANDS (the relay's part)."""
+        return [(t - self._decided[s]) * 1000 for s, k, t in self.relayed if k == kind and s in self._decided]
 
 
 async def _raw_baseline(nc: Client, count: int) -> list[float]:
@@ -287,6 +296,7 @@ async def fanout(quick: bool) -> list[Row]:
             ) -> tuple[float | None, float]:
                 """Append ``envelope``; seconds until every executor read its command of ``kind``."""
                 deliveries.received.clear()
+                deliveries.relayed.clear()
                 t0 = time.time()
                 stopping = (
                     asyncio.ensure_future(asyncio.to_thread(cluster.restart, target)) if restart else None
@@ -308,13 +318,16 @@ async def fanout(quick: bool) -> list[Row]:
             busy = ", ".join(f"{a - b:.1f}" for a, b in zip(cpu_after, cpu_before, strict=True))
             raw = await _raw_baseline(nc, selected)
             lat = await deliveries.latencies("CreatePod")
+            relay = deliveries.relay_latencies("CreatePod")
             got = deliveries.count("CreatePod")
             for q, name in ((50, "p50"), (99, "p99")):
                 rows.append(Row("fanout", f"decision -> executor {name}, {selected:,} creates at once",
                                 percentile(lat, q) if lat else None, "ms",
                                 percentile(raw, q) if raw else None, "ms",
                                 f"raw JetStream publish -> subscriber {name}, {selected:,} messages, R3",
-                                note=f"{got:,} of {selected:,} read; in those {wall:.1f} s the worker "
+                                note=f"{got:,} of {selected:,} read; of which decision -> command stored "
+                                     f"{percentile(relay, q) if relay else float('nan'):.1f} ms (the relay); "
+                                     f"in those {wall:.1f} s the worker "
                                      f"processes used {busy} s of CPU, the engine's {own:.1f} s "
                                      "(2 cores, shared with the 3 servers)"))  # fmt: skip
             calm, _ = await cycle("DeletePod", deleted)

@@ -6,7 +6,8 @@ only the driver is simulated. The bench talks to this process over plain NATS re
 ``_bench.fanout.<worker>.<verb>``:
 
 - ``status``: how many executors run, hold their lease, and have read since a given time;
-- ``deliveries``: every command first read since the last call, as ``[decision_seq, kind, wall time]``.
+- ``deliveries``: every command first read since the last call, as ``[decision_seq, kind, wall time,
+  the command's store time]``.
 
 Stdout gets one JSON line when every executor has started (or failed to).
 """
@@ -49,11 +50,11 @@ class Worker:
         self.started: dict[str, asyncio.Event] = {}
         self.tasks: dict[str, asyncio.Task[None]] = {}
         self.failed: dict[str, str] = {}
-        self.seen: list[tuple[int, str, float]] = []
+        self.seen: list[tuple[int, str, float, str]] = []
 
     def observe(self, delivery: Delivery) -> None:
         kind = type(delivery.command).__name__ if delivery.command is not None else "malformed"
-        self.seen.append((delivery.decision_seq, kind, time.time()))
+        self.seen.append((delivery.decision_seq, kind, time.time(), delivery.sent_at))
 
     def _done(self, node: str, task: asyncio.Task[None]) -> None:
         if task.cancelled():
