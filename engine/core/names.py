@@ -1,5 +1,9 @@
 """Kubernetes name and label syntax (apimachinery ``validation``), so manifests are refused for the same
-reasons the API server would refuse them. Each check returns the problems as sentences, empty when valid."""
+reasons the API server would refuse them. Each check returns the problems as sentences, empty when valid.
+
+Every pattern is applied with ``fullmatch``: ``match`` with a trailing ``$`` also accepts the value
+followed by a newline, and a name ``"node-1\n"`` then became a NATS subject token (the publish failed)
+or a label value the API server would refuse."""
 
 from __future__ import annotations
 
@@ -15,7 +19,7 @@ def dns1123_label(value: str) -> list[str]:
     problems = []
     if len(value) > 63:
         problems.append("must be no more than 63 characters")
-    if not _DNS1123_LABEL.match(value):
+    if not _DNS1123_LABEL.fullmatch(value):
         problems.append(
             "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', "
             "and must start and end with an alphanumeric character"
@@ -27,7 +31,7 @@ def dns1123_subdomain(value: str) -> list[str]:
     problems = []
     if len(value) > 253:
         problems.append("must be no more than 253 characters")
-    if not _DNS1123_SUBDOMAIN.match(value):
+    if not _DNS1123_SUBDOMAIN.fullmatch(value):
         problems.append(
             "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', "
             "and must start and end with an alphanumeric character"
@@ -48,7 +52,7 @@ def qualified_name(value: str) -> list[str]:
         problems.append("name part must be non-empty")
     elif len(name) > 63:
         problems.append("name part must be no more than 63 characters")
-    elif not _QUALIFIED_NAME.match(name):
+    elif not _QUALIFIED_NAME.fullmatch(name):
         problems.append(
             "name part must consist of alphanumeric characters, '-', '_' or '.', "
             "and must start and end with an alphanumeric character"
@@ -60,7 +64,7 @@ def label_value(value: str) -> list[str]:
     problems = []
     if len(value) > 63:
         problems.append("must be no more than 63 characters")
-    if not _LABEL_VALUE.match(value):
+    if not _LABEL_VALUE.fullmatch(value):
         problems.append(
             "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', "
             "and must start and end with an alphanumeric character"

@@ -21,7 +21,7 @@ def parse_int_or_percent(value: int | str | None) -> tuple[int, bool]:
         raise BadIntOrPercent(f"{value!r} is not an integer or percentage")
     if isinstance(value, int):
         return value, False
-    match = _PERCENT.match(value) if isinstance(value, str) else None
+    match = _PERCENT.fullmatch(value) if isinstance(value, str) else None
     if match is None:
         raise BadIntOrPercent(f"{value!r} is not an integer or percentage (e.g. 1 or '25%')")
     return int(match.group(1)), True
