@@ -7,6 +7,8 @@ through the upcasters first). Every decoding error becomes ``MalformedEvent`` na
 
 from __future__ import annotations
 
+import json
+import re
 from datetime import datetime
 from typing import Any
 
@@ -37,14 +39,34 @@ _payload_decoders: dict[str, msgspec.json.Decoder[Any]] = {
 _command_decoder = msgspec.json.Decoder(AnyCommand)
 
 
+#: msgspec's messages that name a field of the object at the path, not the object itself
+_NAMES_A_FIELD = re.compile(r"Object (?:contains unknown|missing required) field `(.*)`", re.DOTALL)
+_PLAIN_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def child_path(path: str, name: str) -> str:
+    """``$.data`` + ``name`` -> ``$.data.name``; a name that is not a plain word is quoted
+    (``$["a b"]``), so the path stays one unambiguous JSONPath whatever the caller sent."""
+    if _PLAIN_NAME.fullmatch(name):
+        return f"{path}.{name}"
+    return f"{path}[{json.dumps(name)}]"
+
+
+def named_field(reason: str, path: str) -> str:
+    """The path of the field a decode error is about: an unknown or missing field is named by its own
+    path (``$.colour``), not by the object holding it (``$``)."""
+    m = _NAMES_A_FIELD.fullmatch(reason)
+    return child_path(path, m.group(1)) if m else path
+
+
 def _field_of(err: Exception, prefix: str) -> tuple[str, str]:
     """Split msgspec's "... - at `$.x.y`" into (reason, path) with our own prefix."""
     text = str(err)
     if " - at `" in text:
         reason, _, rest = text.partition(" - at `")
         path = rest.rstrip("`")
-        return reason, prefix + path[1:]
-    return text, prefix
+        return reason, named_field(reason, prefix + path[1:])
+    return text, named_field(text, prefix)
 
 
 def encode(envelope: Envelope) -> bytes:

@@ -36,20 +36,31 @@ from events.types import (
     NodeTaintsChanged,
     PodCreated,
     PodEvent,
+    PodFailed,
+    PodSucceeded,
+    PodTerminating,
 )
 
-#: an event id: printable ASCII without spaces, because it travels as the ``Nats-Msg-Id`` header
-EVENT_ID: Final = re.compile(r"^[!-~]{1,128}$")
+#: an event id: printable ASCII without spaces, because it travels as the ``Nats-Msg-Id`` header. Always
+#: ``fullmatch``: with ``match`` and ``$`` an id ending in a newline passed, and the header (which loses
+#: the newline) then made it a duplicate of the id without it
+EVENT_ID: Final = re.compile(r"[!-~]{1,128}")
 #: control characters: never in a text that may end up in a header or a log line
 CONTROL: Final = re.compile(r"[\x00-\x1f\x7f]")
 CONDITION_STATUSES: Final = ("True", "False", "Unknown")
 #: the longest ``source``, ``causation_id`` or ``correlation_id`` (a DNS subdomain's length)
 MAX_ENVELOPE_TEXT: Final = 253
+#: a Kubernetes resource quantity (``4``, ``1.5``, ``500m``, ``16Gi``, ``1e3``), without a sign: a node's
+#: capacity is never negative, and ``NaN`` or ``Infinity`` is no quantity at all
+QUANTITY: Final = re.compile(r"(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[KMGTPE]i|[numkMGTPE]|[eE][+-]?[0-9]+)?")
+MAX_QUANTITY_TEXT: Final = 64
+#: Kubernetes' integers (generation, exit codes, seconds) are 64-bit at most
+MAX_INT64: Final = 2**63 - 1
 
 
 def check_envelope_fields(c: Checker, request: IngestRequest) -> None:
     """The envelope fields a caller chose: an id that can be a header, texts without control characters."""
-    if request.id and not EVENT_ID.match(request.id):
+    if request.id and not EVENT_ID.fullmatch(request.id):
         c.invalid("$.id", request.id, "must be 1-128 printable ASCII characters without spaces")
     for path, value in (
         ("$.source", request.source),
@@ -78,6 +89,28 @@ def check_taints(c: Checker, taints: Sequence[Taint], path: str) -> None:
         seen.add((taint.key, taint.effect))
 
 
+def check_capacity(c: Checker, capacity: dict[str, str], path: str) -> None:
+    """Resource names as label keys (``cpu``, ``nvidia.com/gpu``), amounts as non-negative quantities."""
+    for name, amount in capacity.items():
+        for problem in names.qualified_name(name):
+            c.invalid(path, name, problem)
+        p = join(path, name)
+        if amount.startswith("-"):
+            c.invalid(p, amount, "must be greater than or equal to 0")
+        elif len(amount) > MAX_QUANTITY_TEXT or not QUANTITY.fullmatch(amount.removeprefix("+")):
+            c.invalid(p, amount, "must be a quantity such as '4', '1.5', '500m', '16Gi' or '1e3'")
+
+
+def check_count(c: Checker, value: int | None, path: str, *, minimum: int = 0) -> None:
+    """A count, code or number of seconds: at least ``minimum``, and a 64-bit integer as upstream's."""
+    if value is None:
+        return
+    if value < minimum:
+        c.invalid(path, value, f"must be greater than or equal to {minimum}")
+    elif value > MAX_INT64:
+        c.invalid(path, value, f"must be less than or equal to {MAX_INT64}")
+
+
 def check_condition(c: Checker, condition: NodeCondition, path: str) -> None:
     """A condition needs a type, and a status the engine can read (``Ready`` is compared to ``True``)."""
     if not condition.type:
@@ -98,6 +131,7 @@ def check_event(event: Event) -> None:
             check_taints(c, event.taints, "$.data.taints")
             for i, condition in enumerate(event.conditions):
                 check_condition(c, condition, join("$.data.conditions", i))
+            check_capacity(c, event.capacity, "$.data.capacity")
         case NodeLabelsChanged():
             check_labels(c, event.labels, "$.data.labels")
         case NodeTaintsChanged():
@@ -115,8 +149,7 @@ def check_event(event: Event) -> None:
             check_name(c, event.name, "$.data.name")
     match event:
         case DaemonSetApplied():
-            if event.generation < 1:
-                c.invalid("$.data.generation", event.generation, "must be greater than or equal to 1")
+            check_count(c, event.generation, "$.data.generation", minimum=1)
             if not event.template_hash:
                 c.required("$.data.template_hash")
             check_labels(c, event.labels, "$.data.labels")
@@ -129,6 +162,14 @@ def check_event(event: Event) -> None:
             if not event.uid:
                 c.required("$.data.uid")
             check_labels(c, event.labels, "$.data.labels")
+        # pod facts come from executors only (the ingest door refuses them: ``EXECUTOR_ONLY``), but a
+        # fact is checked the same whoever sends it
+        case PodFailed():
+            check_count(c, event.exit_code, "$.data.exit_code")
+        case PodSucceeded():
+            check_count(c, event.exit_code, "$.data.exit_code")
+        case PodTerminating():
+            check_count(c, event.grace_period_seconds, "$.data.grace_period_seconds")
         case _:
             pass
     c.raise_if_any(kind=event.TAG, name=str(getattr(event, "name", "")))

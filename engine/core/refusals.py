@@ -11,13 +11,17 @@ payload whatever arrived.
 from __future__ import annotations
 
 import base64
+import codecs
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Final
 
+import msgspec
+
 from engine.core.validation import ManifestInvalid
+from events.codec import named_field
 from events.errors import InvalidInput, MalformedEvent
-from events.ingest_wire import INVALID, MALFORMED, ErrorDetail, Rejection
+from events.ingest_wire import INVALID, MALFORMED, TOO_LARGE, ErrorDetail, Rejection
 
 #: at most this many problems are listed in one reply or record
 MAX_LISTED_ERRORS: Final = 50
@@ -30,13 +34,27 @@ class Refused(InvalidInput):
     ``errors`` lists every problem found (a batch can have many)."""
 
     def __init__(
-        self, reason_code: str, message: str, field: str, errors: Sequence[ErrorDetail] = ()
+        self,
+        reason_code: str,
+        message: str,
+        field: str,
+        errors: Sequence[ErrorDetail] = (),
+        *,
+        limit: str = "",
     ) -> None:
         super().__init__(message, field)
         if field and field in message:  # already says where: do not repeat it
             self.args = (message,)
         self.reason_code = reason_code
-        self.errors = list(errors) or [ErrorDetail(field=field, reason=message)]
+        self.errors = list(errors) or [ErrorDetail(field=field, reason=message, limit=limit)]
+        #: the limit exceeded ("max_depth 64"), for a ``too_large`` refusal: the first one listed
+        self.limit = limit or next((e.limit for e in self.errors if e.limit), "")
+
+
+def over_limit(name: str, value: int, message: str, field: str = "$") -> Refused:
+    """A refusal for exceeding a limit, naming it the same way everywhere: ``<name> <value>``."""
+    limit = f"{name} {value}"
+    return Refused(TOO_LARGE, f"{message} ({limit})", field, limit=limit)
 
 
 def refusal(err: InvalidInput, *, index: int | None = None, line: int | None = None) -> Refused:
@@ -53,7 +71,9 @@ def refusal(err: InvalidInput, *, index: int | None = None, line: int | None = N
         details = [ErrorDetail(field=field, reason=err.reason)]
     if index is not None:
         details = [
-            ErrorDetail(field=f"$[{index}]{d.field[1:]}", reason=d.reason, index=index, line=line)
+            ErrorDetail(
+                field=f"$[{index}]{d.field[1:]}", reason=d.reason, index=index, line=line, limit=d.limit
+            )
             for d in details
         ]
         field = f"$[{index}]{field[1:]}"
@@ -66,18 +86,44 @@ def refusal(err: InvalidInput, *, index: int | None = None, line: int | None = N
 def clipped(refused: Refused) -> Refused:
     """The same refusal with bounded texts and at most ``MAX_LISTED_ERRORS`` problems."""
     details = [
-        ErrorDetail(field=_clip(d.field, 500), reason=_clip(d.reason), index=d.index, line=d.line)
+        ErrorDetail(
+            field=_clip(d.field, 500), reason=_clip(d.reason), index=d.index, line=d.line, limit=d.limit
+        )
         for d in refused.errors[:MAX_LISTED_ERRORS]
     ]
-    return Refused(refused.reason_code, _clip(refused.reason), _clip(refused.field, 500), details)
+    return Refused(
+        refused.reason_code, _clip(refused.reason), _clip(refused.field, 500), details, limit=refused.limit
+    )
 
 
-def rejection_record(endpoint: str, data: bytes, refused: Refused, *, received_at: datetime) -> Rejection:
+def rejection_record(
+    endpoint: str,
+    data: bytes,
+    refused: Refused,
+    *,
+    received_at: datetime,
+    max_bytes: int | None = None,
+) -> Rejection:
     """What ``DSE_REJECTED`` keeps of a refused request: the reason, and the input (its first
-    ``MAX_KEPT_INPUT`` bytes) as text, or as base64 when it is not UTF-8, so it can be replayed exactly."""
-    kept = data[:MAX_KEPT_INPUT]
+    ``MAX_KEPT_INPUT`` bytes) as text, or as base64 when it is not UTF-8, so it can be replayed exactly.
+
+    With ``max_bytes`` the encoded record is kept under it (the server's max_payload): the input is
+    cut shorter until it fits, because JSON escaping can make text up to six times its size (a control
+    character is written ``\u0001``), and a record that cannot be stored would lose the refusal."""
+    keep = MAX_KEPT_INPUT
+    while True:
+        record = _record(endpoint, data, refused, received_at, keep)
+        if max_bytes is None or keep == 0 or len(msgspec.json.encode(record)) <= max_bytes:
+            return record
+        keep //= 2
+
+
+def _record(endpoint: str, data: bytes, refused: Refused, received_at: datetime, keep: int) -> Rejection:
+    kept = data[:keep]
     try:
-        text, encoding = kept.decode("utf-8"), "utf-8"
+        # a cut through a character leaves its first bytes out rather than making the text base64
+        text = codecs.getincrementaldecoder("utf-8")().decode(kept, final=len(data) <= keep)
+        encoding = "utf-8"
     except UnicodeDecodeError:
         text, encoding = base64.b64encode(kept).decode("ascii"), "base64"
     return Rejection(
@@ -88,16 +134,18 @@ def rejection_record(endpoint: str, data: bytes, refused: Refused, *, received_a
         received_at=received_at,
         input=text,
         input_encoding=encoding,
-        input_truncated=len(data) > MAX_KEPT_INPUT,
+        input_truncated=len(data) > keep,
         errors=refused.errors[:MAX_LISTED_ERRORS],
+        limit=refused.limit,
     )
 
 
 def split_msgspec(err: Exception) -> tuple[str, str]:
-    """msgspec says "reason - at `$.x`"; a refusal wants (reason, path) with the path always set."""
+    """msgspec says "reason - at `$.x`"; a refusal wants (reason, path) with the path always set, and
+    an unknown or missing field named by its own path (``$.colour``, not ``$``)."""
     text = str(err)
     reason, sep, rest = text.partition(" - at `")
-    return (reason, rest.rstrip("`")) if sep else (text, "$")
+    return (reason, named_field(reason, rest.rstrip("`"))) if sep else (text, named_field(text, "$"))
 
 
 def _clip(text: str, limit: int = 2000) -> str:

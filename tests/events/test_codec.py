@@ -79,8 +79,8 @@ def _wire(data: dict[str, object], type_: str = "node.registered", version: int 
     ("data", "field"),
     [
         ({"name": "n1", "labels": {"a": 1}}, "$.data.labels[...]"),
-        ({"labels": {}}, "$.data"),
-        ({"name": "n1", "taints": [{"key": "k"}]}, "$.data.taints[0]"),
+        ({"labels": {}}, "$.data.name"),
+        ({"name": "n1", "taints": [{"key": "k"}]}, "$.data.taints[0].effect"),
         ({"name": "n1", "unschedulable": "yes"}, "$.data.unschedulable"),
     ],
 )

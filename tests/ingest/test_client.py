@@ -18,7 +18,7 @@ from events.envelope import wrap
 from events.errors import InvalidInput, NotFound, TransientError
 from events.k8s import Taint
 from events.subjects import INGEST_EVENT_SUBJECT
-from events.types import DecisionRecorded, NodeCordoned, NodeRegistered, NodeTaintsChanged, PodReady
+from events.types import DecisionRecorded, NodeCordoned, NodeRegistered, NodeTaintsChanged
 from tests.contract.envelopes import T0
 from tests.ingest.samples import body, node_registered
 
@@ -64,11 +64,9 @@ async def test_publish_many_is_one_all_or_nothing_batch(
         await client.publish_many([NodeRegistered(name="a"), NodeCordoned(name="B")])
     assert info.value.field == "$[1].data.name" and [e.index for e in info.value.errors] == [1]
     assert await jetstream_store.last_seq() == 0
-    mine = wrap(
-        PodReady(namespace="default", name="p", node="a"), id="pod-p-ready", occurred_at=T0, source="x"
-    )
+    mine = wrap(NodeCordoned(name="a"), id="node-a-cordoned", occurred_at=T0, source="x")
     replies = await client.publish_many([NodeRegistered(name="a"), mine])
-    assert [r.seq for r in replies] == [1, 2] and replies[1].id == "pod-p-ready"
+    assert [r.seq for r in replies] == [1, 2] and replies[1].id == "node-a-cordoned"
     assert (await jetstream_store.get(2)).envelope == mine
     assert await client.publish_many([]) == []
     raw = await client.publish_many_raw(body(node_registered("c")) + b"\n" + body(node_registered("d")))

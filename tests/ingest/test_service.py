@@ -22,7 +22,7 @@ from events.k8s import NodeCondition
 from events.subjects import INGEST_BATCH_SUBJECT, INGEST_EVENT_SUBJECT, rejected_subject
 from events.types import DaemonSetApplied, NodeConditionChanged, NodeRegistered
 from tests.events.strategies import json_values
-from tests.ingest.samples import body, daemonset_applied, node_registered, pod_ready
+from tests.ingest.samples import body, daemonset_applied, node_registered
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(30)]
 
@@ -55,9 +55,9 @@ async def test_a_valid_node_event_is_appended_and_its_seq_returned(
     assert stored.subject == "dse.node.node-1.registered"
     assert stored.envelope.id == reply["id"] and stored.envelope.source == "ingest"
     assert stored.envelope.data == NodeRegistered(name="node-1", labels={"zone": "a"})
-    code, reply = await ask(nc, body({**pod_ready("node-1"), "source": "kubelet-bridge"}))
+    code, reply = await ask(nc, body({"type": "node.cordoned", "data": {"name": "node-1"}, "source": "cmdb"}))
     assert code is None and reply["seq"] == 2
-    assert (await jetstream_store.get(2)).envelope.source == "kubelet-bridge"
+    assert (await jetstream_store.get(2)).envelope.source == "cmdb"
 
 
 async def test_a_malformed_event_gets_a_400_naming_the_field_and_is_kept_as_rejected(
@@ -163,7 +163,7 @@ async def test_a_batch_is_all_or_nothing(
         body(node_registered("a")),
         body(node_registered("b")),
         body(node_registered("C!")),
-        body(pod_ready("a")),
+        body({"type": "node.cordoned", "data": {"name": "a"}}),
     ]
     code, reply = await ask(nc, b"\n".join(lines), INGEST_BATCH_SUBJECT)
     assert code == "400" and reply["field"] == "$[2].data.name"
@@ -186,7 +186,7 @@ async def test_a_batch_is_all_or_nothing(
         "dse.node.a.registered",
         "dse.node.b.registered",
         "dse.node.c.registered",
-        "dse.pod.a.kube-system.agent-abcde.ready",
+        "dse.node.a.cordoned",
     ]
     code, reply = await ask(nc, body([{**node_registered("c"), "id": "c-1"}]), INGEST_BATCH_SUBJECT)
     assert code is None and reply["results"] == [{"seq": 3, "duplicate": True, "id": "c-1"}]
@@ -239,7 +239,7 @@ _junk = (
     | st.text(max_size=200).map(str.encode)
     | json_values.map(lambda v: json.dumps(v).encode())
     | st.fixed_dictionaries(
-        {"type": st.sampled_from(["node.registered", "pod.ready", "x"]), "data": json_values}
+        {"type": st.sampled_from(["node.registered", "node.cordoned", "pod.ready", "x"]), "data": json_values}
     ).map(lambda v: json.dumps(v).encode())
 )
 
