@@ -12,8 +12,10 @@ memory) still 235 MB per server; 10,000 plain subscriptions cost about 10 MB and
   relay then retries), and it carries no stream sequence to keep order by.
 - **Read.** The feed reads its subject from ``next`` on with batched direct gets and hands out each
   command in stream order with its sequence. A replica may answer before it has the newest message: when
-  a wake-up named a message (its ``Nats-Msg-Id``) that the read did not return, the feed reads again
-  after a short pause (up to ``LAG_PATIENCE`` seconds for that message).
+  a wake-up named a message (its ``Nats-Msg-Id``) that the read did not return, the feed asks the stream
+  leader (``STREAM.MSG.GET``, one message at a time) until it has it, for up to ``LAG_PATIENCE`` seconds.
+  (Waiting for the replica instead, with a doubling pause, put the p99 of 5,000 creates at once near a
+  second; most of it was the pause.)
 - **Safety net.** With no wake-up, the feed still reads every ``poll_seconds`` (jittered), so a wake-up
   lost while disconnected costs at most one poll period. After nats-py reconnects, the executor's
   connection watch calls ``kick`` and the feed reads at once.
@@ -188,9 +190,12 @@ class CommandFeed:
                 continue
             self._kick.clear()
             try:
-                batch = await self._reader.read_after(
-                    self.stream, self.subject, self.next_seq, batch=self.batch
-                )
+                if lag_attempt:  # a replica did not have what a wake-up announced: ask the leader
+                    batch = await self._reader.read_from_leader(self.stream, self.subject, self.next_seq)
+                else:
+                    batch = await self._reader.read_after(
+                        self.stream, self.subject, self.next_seq, batch=self.batch
+                    )
             except DsctlError as err:
                 failures += 1
                 now = time.monotonic()
@@ -230,7 +235,8 @@ class CommandFeed:
                 continue  # more are stored: read on at once
             if self._lagging():
                 lag_attempt += 1
-                await self._wait(min(0.01 * 2**lag_attempt, 1.0))
+                if lag_attempt > 1:  # the leader has not stored it yet either: a publish in flight
+                    await self._wait(min(0.02 * lag_attempt, 0.5))
                 continue
             lag_attempt = 0
             if not self._kick.is_set():

@@ -13,7 +13,7 @@ import pytest
 from engine.executor.command_feed import CommandFeed
 from engine.executor.executor import Delivery
 from engine.store.checkpoints import KvCheckpoints
-from engine.store.direct_get import read_after
+from engine.store.direct_get import DirectReader, read_after
 from engine.store.jetstream_api import api_request
 from events import codec
 from events.errors import TransientError
@@ -75,6 +75,24 @@ async def test_direct_reads_return_one_subject_in_order_with_what_is_left(nc: An
     assert (await read_after(nc, COMMANDS_STREAM, command_subject("node-z"), 1)).messages == []
     with pytest.raises(TransientError, match="no responders"):
         await read_after(nc, "NO_SUCH_STREAM", "x.>", 1)
+
+
+async def test_the_leader_read_returns_one_message_with_its_headers(nc: Any, streams: Any) -> None:
+    reader = DirectReader(nc)
+    try:
+        seqs = [
+            await _publish(nc, _delete(i, "node-a" if i % 2 else "node-b"), decision_seq=7)
+            for i in range(1, 4)
+        ]
+        got = await reader.read_from_leader(COMMANDS_STREAM, command_subject("node-a"), seqs[0] + 1)
+        assert [m.seq for m in got.messages] == [seqs[2]]
+        (msg,) = got.messages
+        assert msg.headers["Nats-Msg-Id"] == "cmd-3" and msg.headers["Dsctl-Decision-Seq"] == "7"
+        assert codec.decode_command(msg.data).id == "cmd-3" and msg.stored_at
+        none = await reader.read_from_leader(COMMANDS_STREAM, command_subject("node-a"), seqs[2] + 1)
+        assert none.messages == [] and none.pending == 0
+    finally:
+        await reader.close()
 
 
 async def test_a_node_gets_its_commands_and_the_next_feed_starts_at_its_checkpoint(
