@@ -19,6 +19,8 @@ from events import schema, subjects
 from events.ingest_wire import (
     DEFAULT_SOURCE,
     ENGINE_ONLY,
+    EXECUTOR_ONLY,
+    REASON_CODES,
     SERVICE_NAME,
     BatchReply,
     ErrorReply,
@@ -48,7 +50,7 @@ _PARAMETER_TEXT = {
     "namespace": "namespace (DNS-1123 label)",
     "name": "DaemonSet name with every '.' written '_'",
     "pod": "pod name with every '.' written '_'",
-    "reason": "reason code: malformed, invalid, engine_only, too_large",
+    "reason": "reason code: " + ", ".join(REASON_CODES),
 }
 
 
@@ -172,14 +174,19 @@ def asyncapi_document(version: str) -> dict[str, Any]:
             "messages": {key: {"$ref": f"#/components/messages/{key}"}},
         }
         engine_writes = tag in ENGINE_ONLY
+        if engine_writes:
+            summary = f"the engine records {tag} (written by the engine only; refused by ingest)"
+        elif tag in EXECUTOR_ONLY:
+            summary = (
+                f"the pod's node executor reports {tag}, appending it to the stream itself (written by "
+                "executors only; refused by ingest)"
+            )
+        else:
+            summary = f"a {tag} fact enters the log (through ingest, or published directly)"
         operations[("send_" if engine_writes else "receive_") + key] = {
             "action": "send" if engine_writes else "receive",
             "channel": {"$ref": f"#/channels/{key}"},
-            "summary": (
-                f"the engine records {tag} (written by the engine only)"
-                if engine_writes
-                else f"a {tag} fact enters the log (through ingest, or published directly)"
-            ),
+            "summary": summary,
             "messages": [{"$ref": f"#/channels/{key}/messages/{key}"}],
         }
 
@@ -253,7 +260,8 @@ def asyncapi_document(version: str) -> dict[str, Any]:
     }
     messages["ingest_error"] = {
         "name": "ingest_error",
-        "title": "a micro service error: 400 invalid (recorded in DSE_REJECTED), 503 retry, 500 bug",
+        "title": "a micro service error: 400 refused (recorded in DSE_REJECTED under its reason code; "
+        "`limit` names a limit exceeded), 503 retry, 500 bug",
         "contentType": "application/json",
         "headers": {
             "type": "object",

@@ -13,7 +13,19 @@ from typing import Any
 import msgspec
 
 from events.envelope import Envelope
-from events.ingest_wire import ENGINE_ONLY, BatchReply, ErrorReply, IngestReply, IngestRequest, Rejection
+from events.ingest_wire import (
+    ENGINE_ONLY,
+    EXECUTOR_ONLY,
+    HEADER_ROOM,
+    MAX_BATCH,
+    MAX_DEPTH,
+    REASON_CODES,
+    BatchReply,
+    ErrorReply,
+    IngestReply,
+    IngestRequest,
+    Rejection,
+)
 from events.types import BY_TAG, AnyCommand
 
 JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
@@ -71,6 +83,12 @@ def json_schema_document(version: str) -> dict[str, Any]:
                 "error": titled(ErrorReply, "ingest error"),
             },
             "rejected": titled(Rejection, "rejected input"),
+            # types the ingest service refuses from publishers (reason codes engine_only, executor_only)
             "engine_only": sorted(ENGINE_ONLY),
+            "executor_only": sorted(EXECUTOR_ONLY),
+            "reason_codes": dict(REASON_CODES),
+            # what a request may be; a refusal over one names it in `limit` ("max_depth 64"); the
+            # request and a stored event are bounded by the server's max_payload (less header_room)
+            "limits": {"max_batch": MAX_BATCH, "max_depth": MAX_DEPTH, "header_room": HEADER_ROOM},
         }
     )

@@ -13,18 +13,23 @@ Endpoints (a nats-py micro service, so ``nats micro ls`` / ``$SRV.PING`` / ``$SR
                        ("ingest") and ``schema_version`` (current; an older one is upcast).
                        Reply ``{"seq": N, "duplicate": bool, "id": "..."}``.
     dse.ingest.batch   JSON lines or a JSON array of the same; every item is validated before any is
-                       appended (all or nothing), then reply ``{"results": [{"seq", "duplicate", "id"}]}``.
+                       appended, then all are appended as one atomic batch (``atomic.py``): all or
+                       nothing. Reply ``{"results": [{"seq", "duplicate", "id"}]}``.
 
 Errors are micro errors (``Nats-Service-Error-Code`` / ``Nats-Service-Error`` headers) with a JSON body
 (``ErrorReply``): 400 for input that will never be accepted (recorded in ``DSE_REJECTED`` under
 ``dse.rejected.<reason_code>``), 503 for a store that is unavailable right now (not recorded: the caller
-knows, and retries; with the same ``id`` the retry dedupes), 500 for a bug (logged).
+knows, and retries; with the same ``id`` the retry dedupes), 500 for a bug (logged). Whatever the
+store would refuse about an event itself (its size against the server's max_payload, its subject) is
+checked by the admission before appending, so no input is answered 500: a fuzz of the endpoints in the
+suite holds it (``tests/ingest/test_fuzz.py``).
 
 A store that is briefly away (a server restart, a stream leader election) is retried within the
 request's budget (``append_budget``, 4 s: under the 5 s a caller such as ``IngestClient`` waits for the
 answer, so the caller hears a 503 naming the cause rather than a timeout); only then is the answer 503.
-A batch retried after a partial failure re-sends only the events not yet stored, so each keeps the
-sequence and ``duplicate`` flag of its own first append.
+A batch is stored as a whole or not at all, so a retry after a failure re-sends all of it; events
+already stored within the duplicate window (a retry after a lost ack, an id sent before) are answered
+as duplicates with their original sequence.
 
 A caller's ``id`` becomes the ``Nats-Msg-Id``, so retries inside the stream's duplicate window are stored
 once and answered with the original sequence. Without an ``id`` every request is a new event.
@@ -34,6 +39,10 @@ What is accepted and how a refusal is worded are decided by pure code (``engine.
 this module is the effects around them: the micro service, appending within a budget, recording refused
 input, and the ``dsctl ingest run`` process (which checks that the two streams it writes to exist and
 exits naming the missing ones: the engine, or ``dsctl admin streams``, creates them).
+
+Limits come from the server the service is connected to (``Limits``: its max_payload), and every
+refusal, of any kind, is kept in ``DSE_REJECTED``: the record is cut to fit the server's max_payload,
+and recording it is retried within ``rejected_timeout`` while the stream is briefly away.
 
 Requests on one endpoint are handled one at a time (nats-py runs a subscription's callbacks in order),
 which keeps the append order equal to the arrival order for a publisher that does not wait for replies;
@@ -59,9 +68,10 @@ from nats.aio.client import Client
 from nats.micro.request import Request
 from nats.micro.service import EndpointStats, Service
 
-from engine.core.admission import envelope_from, envelopes_from_batch
+from engine.core.admission import DEFAULT_LIMITS, Limits, envelope_from, envelopes_from_batch
 from engine.core.event_validation import CONTROL
 from engine.core.refusals import Refused, clipped, refusal, rejection_record
+from engine.ingest.atomic import AtomicBatches, BatchesUnavailable
 from engine.runtime.retry import Deadline
 from engine.store.connection import close, connect
 from engine.store.event_store import (
@@ -79,6 +89,7 @@ from events.envelope import Envelope
 from events.errors import DsctlError, InvalidInput, TransientError
 from events.ingest_wire import (
     FAILED,
+    HEADER_ROOM,
     INTERNAL,
     SERVICE_NAME,
     UNAVAILABLE,
@@ -159,6 +170,14 @@ class IngestService:
         self._idle = asyncio.Event()
         self._idle.set()
         self.counters = _Counters()
+        self.limits = DEFAULT_LIMITS
+        # batches go in atomically on the JetStream store; another store (in memory) appends a validated
+        # batch as a whole anyway
+        self._batches = (
+            AtomicBatches(nc, store, stream=store.stream, clock=clock)
+            if isinstance(store, JetStreamEventStore)
+            else None
+        )
 
     @property
     def id(self) -> str:
@@ -176,6 +195,8 @@ class IngestService:
         return result
 
     async def start(self) -> None:
+        # the server's max_payload bounds a request, and a stored event (with room for its headers)
+        self.limits = Limits(max_request_bytes=self._nc.max_payload, max_payload=self._nc.max_payload)
         self._service = await nats.micro.add_service(
             self._nc,
             name=SERVICE_NAME,
@@ -228,7 +249,7 @@ class IngestService:
         await self._handle(request, INGEST_BATCH_SUBJECT, self._append_batch)
 
     async def _append_one(self, data: bytes) -> bytes:
-        envelope = envelope_from(data, now=self._clock(), new_id=_new_id)
+        envelope = envelope_from(data, now=self._clock(), new_id=_new_id, limits=self.limits)
         result = await append_within(self._store, envelope, Deadline(self._append_budget))
         self._count(result.duplicate)
         log.info(
@@ -237,8 +258,11 @@ class IngestService:
         return _encoder.encode(IngestReply(result.seq, result.duplicate, envelope.id))
 
     async def _append_batch(self, data: bytes) -> bytes:
-        envelopes = envelopes_from_batch(data, now=self._clock(), new_id=_new_id)
-        results = await self._append_all(envelopes)
+        envelopes = envelopes_from_batch(data, now=self._clock(), new_id=_new_id, limits=self.limits)
+        if self._batches is not None:
+            results = await self._batches.append(envelopes, Deadline(self._append_budget))
+        else:
+            results = await self._append_all(envelopes)
         for r in results:
             self._count(r.duplicate)
         log.info(
@@ -255,8 +279,9 @@ class IngestService:
         )
 
     async def _append_all(self, envelopes: list[Envelope]) -> list[AppendResult]:
-        """Every envelope appended, retried within the budget; a retry re-sends only what is not stored
-        yet (when the store says which: ``append_many_settled``), else the rest as a whole."""
+        """For a store other than JetStream's: every envelope appended, retried within the budget; a
+        retry re-sends only what is not stored yet (when the store says which:
+        ``append_many_settled``), else the rest as a whole."""
         results: list[AppendResult | None] = [None] * len(envelopes)
         store = self._store
 
@@ -311,13 +336,19 @@ class IngestService:
                 )
                 await self._keep_rejected(endpoint, data, refused)
                 await self._reply_error(
-                    request, 400, refused.reason_code, str(refused), refused.field, refused.errors
-                )
+                    request, 400, refused.reason_code, str(refused), refused.field, refused.errors,
+                    limit=refused.limit,
+                )  # fmt: skip
                 return
             except TransientError as err:
                 self.counters.unavailable += 1
                 log.warning("ingest.unavailable", endpoint=endpoint, error=str(err))
                 await self._reply_error(request, 503, UNAVAILABLE, f"{err}; retry with the same id", "", [])
+                return
+            except BatchesUnavailable as err:
+                self.counters.unavailable += 1
+                log.error("ingest.batches_unavailable", endpoint=endpoint, error=str(err))
+                await self._reply_error(request, 503, UNAVAILABLE, str(err), "", [])
                 return
             except DsctlError as err:
                 self.counters.failed += 1
@@ -346,9 +377,16 @@ class IngestService:
         description: str,
         field: str,
         errors: list[ErrorDetail],
+        *,
+        limit: str = "",
     ) -> None:
         body = ErrorReply(
-            code=code, reason_code=reason_code, description=description, field=field, errors=errors
+            code=code,
+            reason_code=reason_code,
+            description=description,
+            field=field,
+            errors=errors,
+            limit=limit,
         )
         headers = {"Nats-Service-Error": _header_safe(description), "Nats-Service-Error-Code": str(code)}
         await self._respond(request, _encoder.encode(body), headers)
@@ -363,14 +401,27 @@ class IngestService:
             log.debug("ingest.no_reply_subject")
 
     async def _keep_rejected(self, endpoint: str, data: bytes, refused: Refused) -> None:
-        record = rejection_record(endpoint, data, refused, received_at=self._clock())
+        record = rejection_record(
+            endpoint,
+            data,
+            refused,
+            received_at=self._clock(),
+            max_bytes=self._nc.max_payload - HEADER_ROOM,
+        )
         subject = rejected_subject(refused.reason_code)
-        try:
-            with translate_errors(f"record rejected input on {subject}"):
-                ack = await self._nc.request(subject, _encoder.encode(record), timeout=self._rejected_timeout)
+        payload = _encoder.encode(record)
+        context = f"record rejected input on {subject}"
+
+        async def record_it() -> None:
+            with translate_errors(context):
+                ack = await self._nc.request(subject, payload, timeout=self._rejected_timeout)
             if ack.headers and ack.headers.get("Status") == "503":
                 raise TransientError(f"no stream for {subject} (is {REJECTED_STREAM} there?)")
-            check_error(f"record rejected input on {subject}", ack.data)
+            check_error(context, ack.data)
+
+        try:
+            # a stream briefly away (a leader election) is waited for: the refusal must not be lost
+            await retry_transient(context, record_it, Deadline(self._rejected_timeout))
         except DsctlError as err:
             # the caller still gets its 400, so the input is not dropped silently; the log says the
             # record is missing
