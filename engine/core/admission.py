@@ -110,6 +110,18 @@ def exceeds_depth(data: bytes | bytearray | memoryview, limit: int) -> bool:
     return passes + brackets.count(b"[") > limit
 
 
+def _malformed(err: msgspec.DecodeError, data: bytes | msgspec.Raw, root: str = "$") -> MalformedEvent:
+    """The refusal of bytes that do not decode, naming the field, or where no field can be named (the
+    bytes are not JSON), the byte: msgspec says so for a syntax error, not for invalid UTF-8."""
+    reason, path = split_msgspec(err, root)
+    if reason == "Invalid UTF-8 encoded string":
+        try:
+            bytes(data).decode("utf-8")
+        except UnicodeDecodeError as bad:
+            reason = f"{reason} (byte {bad.start})"
+    return MalformedEvent(reason, path)
+
+
 def check_size_and_depth(data: bytes | msgspec.Raw, limits: Limits, *, depth: int | None = None) -> None:
     """Refuse a request over the byte or nesting limit, before anything decodes it."""
     view = memoryview(data)
@@ -137,7 +149,7 @@ def envelope_from(
     try:
         request = _request_decoder.decode(data)
     except msgspec.DecodeError as err:
-        raise MalformedEvent(*split_msgspec(err)) from err
+        raise _malformed(err, data) from err
     if request.type in ENGINE_ONLY:
         raise Refused(ENGINE_ONLY_CODE, f"{request.type!r} is written by the engine only", "$.type")
     if request.type in EXECUTOR_ONLY:
@@ -154,8 +166,12 @@ def envelope_from(
     version = cls.VERSION if request.schema_version is None else request.schema_version
     payload = decode_payload(request.type, version, request.data)
     if version == cls.VERSION:
-        # older versions go through upcasters, whose input shapes are not the current fields
-        raw = msgspec.json.decode(request.data)
+        # older versions go through upcasters, whose input shapes are not the current fields; this full
+        # decode also finds what the typed one skipped unread (invalid UTF-8 in an unknown nested key)
+        try:
+            raw = msgspec.json.decode(request.data)
+        except msgspec.DecodeError as err:
+            raise _malformed(err, request.data, "$.data") from err
         unknown = sorted(set(raw) - _FIELDS[request.type]) if isinstance(raw, dict) else []
         if unknown:
             raise MalformedEvent(
@@ -206,7 +222,7 @@ def split_batch(data: bytes, limits: Limits = DEFAULT_LIMITS) -> list[tuple[int 
         try:
             items = [(None, item) for item in _array_decoder.decode(body)]
         except msgspec.DecodeError as err:
-            raise MalformedEvent(*split_msgspec(err)) from err
+            raise _malformed(err, body) from err
     else:
         items = [(n, line) for n, line in enumerate(data.split(b"\n"), start=1) if line.strip()]
     if not items:

@@ -140,12 +140,14 @@ def _record(endpoint: str, data: bytes, refused: Refused, received_at: datetime,
     )
 
 
-def split_msgspec(err: Exception) -> tuple[str, str]:
+def split_msgspec(err: Exception, root: str = "$") -> tuple[str, str]:
     """msgspec says "reason - at `$.x`"; a refusal wants (reason, path) with the path always set, and
-    an unknown or missing field named by its own path (``$.colour``, not ``$``)."""
+    an unknown or missing field named by its own path (``$.colour``, not ``$``). ``root`` is where the
+    decoded bytes sit in the request (``$.data`` for a payload)."""
     text = str(err)
     reason, sep, rest = text.partition(" - at `")
-    return (reason, named_field(reason, rest.rstrip("`"))) if sep else (text, named_field(text, "$"))
+    path = root + rest.rstrip("`")[1:] if sep else root
+    return (reason if sep else text), named_field(reason if sep else text, path)
 
 
 def _clip(text: str, limit: int = 2000) -> str:
