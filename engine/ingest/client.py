@@ -37,13 +37,22 @@ __all__ = ["IngestClient", "IngestRefused", "IngestReply"]
 
 class IngestRefused(InvalidInput):
     """The service refused the input (400). ``field`` is the first bad field's JSON path (``$[i]...`` for
-    a batch), ``errors`` every problem, ``reason_code`` the ``dse.rejected.<code>`` it was recorded under."""
+    a batch), ``errors`` every problem, ``reason_code`` the ``dse.rejected.<code>`` it was recorded under,
+    ``limit`` the limit exceeded for a ``too_large`` refusal (``"max_depth 64"``)."""
 
-    def __init__(self, description: str, field: str, reason_code: str, errors: Sequence[ErrorDetail]) -> None:
+    def __init__(
+        self,
+        description: str,
+        field: str,
+        reason_code: str,
+        errors: Sequence[ErrorDetail],
+        limit: str = "",
+    ) -> None:
         super().__init__(description, field)
         self.args = (description,)  # the service's description already names the field
         self.reason_code = reason_code
         self.errors = list(errors)
+        self.limit = limit
 
 
 class _Request(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
@@ -219,7 +228,7 @@ def _raise_for_error(subject: str, msg: Msg) -> None:
         body = ErrorReply(code=_int(code), reason_code="", description=description, field="")
     text = body.description or description or f"error {code}"
     if code == "400":
-        raise IngestRefused(text, body.field, body.reason_code, body.errors)
+        raise IngestRefused(text, body.field, body.reason_code, body.errors, body.limit)
     if code in ("503", "408"):
         raise TransientError(f"{subject}: {text}")
     raise PermanentError(f"{subject}: service error {code}: {text}")

@@ -18,7 +18,7 @@ from events.envelope import wrap
 from events.errors import InvalidInput, NotFound, TransientError
 from events.k8s import Taint
 from events.subjects import INGEST_EVENT_SUBJECT
-from events.types import DecisionRecorded, NodeCordoned, NodeRegistered, NodeTaintsChanged
+from events.types import DecisionRecorded, NodeCordoned, NodeRegistered, NodeTaintsChanged, PodDeleted
 from tests.contract.envelopes import T0
 from tests.ingest.samples import body, node_registered
 
@@ -54,6 +54,13 @@ async def test_a_refusal_is_invalid_input_with_the_field(nc: Any, ingest: Ingest
     with pytest.raises(IngestRefused, match="written by the engine only") as engine_only:
         await client.publish_raw(body({"type": DecisionRecorded.TAG, "data": {}}))
     assert engine_only.value.field == "$.type"
+    with pytest.raises(IngestRefused) as executor_only:
+        await client.publish(PodDeleted(namespace="default", name="p", node="node-1"))
+    assert (executor_only.value.field, executor_only.value.reason_code) == ("$.type", "executor_only")
+    deep = b'{"type": "node.cordoned", "data": {"name": "n", "x": ' + b"[" * 100 + b"]" * 100 + b"}}"
+    with pytest.raises(IngestRefused) as too_deep:
+        await client.publish_raw(deep)
+    assert (too_deep.value.reason_code, too_deep.value.limit) == ("too_large", "max_depth 64")
 
 
 async def test_publish_many_is_one_all_or_nothing_batch(
