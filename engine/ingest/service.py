@@ -21,8 +21,7 @@ Errors are micro errors (``Nats-Service-Error-Code`` / ``Nats-Service-Error`` he
 ``dse.rejected.<reason_code>``), 503 for a store that is unavailable right now (not recorded: the caller
 knows, and retries; with the same ``id`` the retry dedupes), 500 for a bug (logged). Whatever the
 store would refuse about an event itself (its size against the server's max_payload, its subject) is
-checked by the admission before appending, so no input is answered 500: a fuzz of the endpoints in the
-suite holds it (``tests/ingest/test_fuzz.py``).
+checked by the admission before appending, so no input is answered 500 (docs/ingest.md, "Errors").
 
 A store that is briefly away (a server restart, a stream leader election) is retried within the
 request's budget (``append_budget``, 4 s: under the 5 s a caller such as ``IngestClient`` waits for the
