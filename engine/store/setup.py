@@ -37,7 +37,7 @@ import structlog
 from nats.aio.client import Client
 
 from engine.store.definitions import CHECKPOINT_BUCKET
-from engine.store.jetstream_api import stream_info
+from engine.store.jetstream_api import api_request, stream_info
 from engine.store.lease import NODE_LEASE_BUCKET
 from engine.store.streams import (
     COMMANDS_STREAM,
@@ -204,8 +204,40 @@ async def ensure(
             servers,
             placement_grace,
         )
+    if not dry_run:
+        await remove_legacy_consumers(nc, timeout)
     ttl = lease_ttl if lease_ttl is not None else await _leader_ttl(nc, defs, timeout)
     return SetupReport(streams=report, replicas=count, lease_ttl=ttl, dry_run=dry_run)
+
+
+#: what executors before the command feed left on DSE_COMMANDS: one durable per node (``exec-<node>``)
+#: or per fleet (``exec-fleet``), each costing every server memory and CPU while it exists
+LEGACY_CONSUMER_PREFIX = "exec-"
+
+
+async def remove_legacy_consumers(nc: Client, timeout: float = 5.0) -> list[str]:
+    """Delete the durables older executors made on ``DSE_COMMANDS`` (nothing reads them any more:
+    executors read with direct gets now; docs/design.md, "Commands"). Returns their names."""
+    removed: list[str] = []
+    offset = 0
+    while True:
+        page = await api_request(nc, f"CONSUMER.NAMES.{COMMANDS_STREAM}", {"offset": offset}, timeout=timeout)
+        names = page.get("consumers") or []
+        for name in names:
+            if str(name).startswith(LEGACY_CONSUMER_PREFIX):
+                try:
+                    await api_request(nc, f"CONSUMER.DELETE.{COMMANDS_STREAM}.{name}", timeout=timeout)
+                except NotFound:
+                    continue
+                removed.append(str(name))
+        offset += len(names)
+        if not names or offset >= int(page.get("total", 0)):
+            break
+    if removed:
+        log.info(
+            "streams.legacy_consumers_removed", stream=COMMANDS_STREAM, count=len(removed), first=removed[:5]
+        )
+    return removed
 
 
 async def _placed(

@@ -152,22 +152,21 @@ def test_definition_files_are_plain_server_json() -> None:
 
 
 @pytest.mark.integration
-async def test_command_stream_takes_more_than_a_thousand_node_consumers(nc: Any, streams: Any) -> None:
-    """The fleet design: one ordered consumer per node subject, past the server's default of 1,000."""
-    for i in range(1_001):
-        config = {
-            "deliver_subject": f"_INBOX.fleet.{i}",
-            "filter_subject": f"dse.cmd.node-{i}",
-            "ack_policy": "none",
-            "mem_storage": True,
-            "num_replicas": 1,
-            "inactive_threshold": 30 * _NS,
-        }
+async def test_ensure_removes_the_durables_older_executors_left_and_nothing_else(
+    nc: Any, streams: Any
+) -> None:
+    """Executors read with direct gets now; the per-node and fleet durables older ones made cost every
+    server memory and CPU for as long as they exist. A consumer someone else made is kept."""
+    for name in ("exec-fleet", "exec-node-1", "audit-tool"):
+        config = {"durable_name": name, "ack_policy": "explicit", "filter_subject": "dse.cmd.>"}
         await api_request(
-            nc, f"CONSUMER.CREATE.{COMMANDS_STREAM}", {"stream_name": COMMANDS_STREAM, "config": config}
+            nc,
+            f"CONSUMER.CREATE.{COMMANDS_STREAM}.{name}",
+            {"stream_name": COMMANDS_STREAM, "config": config},
         )
-    info = await api_request(nc, f"STREAM.INFO.{COMMANDS_STREAM}")
-    assert info["state"]["consumer_count"] == 1_001
+    await ensure(nc)
+    names = (await api_request(nc, f"CONSUMER.NAMES.{COMMANDS_STREAM}"))["consumers"]
+    assert names == ["audit-tool"]
 
 
 # Replicas are a floor: (replicas the stream has, replicas the definition asks for, replicas after the
