@@ -10,6 +10,9 @@ in for cluster machinery that has no log of its own, and are applied here so eve
 - **Background/foreground cascade.** The DaemonSet leaves ``daemonsets`` (background) or stays marked
   ``deleting`` (foreground) until its last pod is reported gone; the reconciler deletes those pods.
 
+Decisions are taken only from the leader that fenced them (``projections.authority``): a record on
+the decision tree no engine wrote is refused, whoever folds the log.
+
 Events about unknown objects (a label change for a node never registered, a report for a pod never
 created) are ignored rather than raised: the log is immutable, and one bad input must not stop every
 later replay. Ingest validation is where such input is refused.
@@ -27,6 +30,7 @@ from events.types import (
     DeletePod,
     Event,
     EvictPod,
+    LeaderElected,
     NodeConditionChanged,
     NodeCordoned,
     NodeLabelsChanged,
@@ -45,6 +49,7 @@ from events.types import (
     PodSucceeded,
     PodTerminating,
 )
+from projections.authority import judge
 from projections.model import (
     Backoff,
     ClusterState,
@@ -59,11 +64,18 @@ from projections.model import (
 
 
 def apply(state: ClusterState, envelope: Envelope, seq: int) -> ClusterState:
-    """Fold one stored event (at stream sequence ``seq``) into ``state``, in place; returns it."""
-    at = envelope.occurred_at.timestamp()
+    """Fold one stored event (at stream sequence ``seq``) into ``state``, in place; returns it.
+
+    A decision the decision tree's rules refuse (``projections.authority.judge``: not fenced by the
+    current leader) moves only the sequence: its clock, status, ownership and commands are not taken."""
     state.seq = seq
+    state.last_id = envelope.id
+    data = envelope.data
+    if isinstance(data, DecisionRecorded | LeaderElected) and judge(state.authority, envelope, seq):
+        return state
+    at = envelope.occurred_at.timestamp()
     state.last_time = at
-    apply_event(state, envelope.data, seq, at)
+    apply_event(state, data, seq, at)
     return state
 
 

@@ -132,10 +132,29 @@ class InFlight(msgspec.Struct, kw_only=True):
     decision_seq: int
 
 
+class Authority(msgspec.Struct, kw_only=True):
+    """Who may write on the decision tree, as the log has shown it so far (``projections.authority``).
+
+    ``holder``/``epoch``/``marker_seq``: the latest leader marker (empty before the first one). ``head``:
+    the sequence of the last record taken from the tree, the one the leader's next decision must be
+    fenced on. ``refused``: records on the tree (or of its types) that were not taken."""
+
+    holder: str = ""
+    epoch: int = 0
+    marker_seq: int = 0
+    head: int = 0
+    refused: int = 0
+
+
 class ClusterState(msgspec.Struct, kw_only=True):
     """Everything the engine knows at stream sequence ``seq``."""
 
     seq: int = 0
+    #: the envelope id of the event at ``seq``: a snapshot names the record it ends with, so a reader
+    #: can tell that the stream it resumes on is still the one the snapshot was folded from
+    last_id: str = ""
+    #: the decision tree's writer as the log shows it (docs/design.md, "Tamper evidence")
+    authority: Authority = msgspec.field(default_factory=Authority)
     #: the occurred_at of the last folded event (the log's own clock, used by replays)
     last_time: Timestamp = 0.0
     nodes: dict[str, NodeState] = {}

@@ -13,7 +13,7 @@ from events.errors import MalformedEvent
 from projections.model import ClusterState
 
 #: bump when ClusterState changes shape incompatibly; older snapshots are then ignored
-FORMAT = b"dsctl-snap-v2\n"  # v2: the orphan index
+FORMAT = b"dsctl-snap-v3\n"  # v2: the orphan index; v3: the decision tree's authority, last_id
 
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(ClusterState)

@@ -20,6 +20,7 @@ from events.types import (
     DeletePod,
     Event,
     FailedPodBackoff,
+    LeaderElected,
     NodeConditionChanged,
     NodeCordoned,
     NodeLabelsChanged,
@@ -161,6 +162,8 @@ events: st.SearchStrategy[Event] = st.one_of(
     st.builds(PodTerminating, **pod_fields),
     st.builds(PodDeleted, **pod_fields),
     decision(),
+    # the same source as every event here: decisions after it are refused (their ids name no fence)
+    st.builds(LeaderElected, holder=st.just("test"), epoch=st.integers(1, 3)),
 )
 
 
