@@ -253,3 +253,31 @@ async def test_a_client_gives_up_at_its_deadline_with_a_clear_error(nc: Any) -> 
     assert 1.5 < time.monotonic() - started < 5
     assert "not accepted within 2s" in str(caught.value)
     assert "no ingest service answers" in str(caught.value)
+
+
+async def test_a_batch_published_while_the_server_restarts_is_stored_once_and_whole(
+    nats_server: TestServer, nc: Any, streams: Any, jetstream_store: JetStreamEventStore
+) -> None:
+    """The client retries the batch with the same ids until the server is back; the service appends it
+    as one atomic batch, so the log holds every event once, in the batch's order, at consecutive
+    sequences, and never part of it."""
+    service = await serve_ingest(nc, jetstream_store, append_budget=2.0)
+    names = [f"b{i}" for i in range(50)]
+    try:
+        await down(nats_server, nc)
+        client = IngestClient(nc, timeout=1.0, deadline=20)
+        publishing = asyncio.ensure_future(client.publish_many([NodeRegistered(name=n) for n in names]))
+        try:
+            await asyncio.sleep(3.0)
+            assert not publishing.done()
+            await nats_server.start()
+            async with asyncio.timeout(20):
+                replies = await publishing
+        finally:
+            publishing.cancel()
+            await asyncio.gather(publishing, return_exceptions=True)
+    finally:
+        await service.stop()
+    events = await stored(jetstream_store)
+    assert [e.envelope.data.name for e in events] == names  # type: ignore[attr-defined]
+    assert [e.seq for e in events] == [r.seq for r in replies] == list(range(1, len(names) + 1))
