@@ -3,6 +3,11 @@ any point of the log with ``--at``, or followed with ``-w``.
 
 Selecting what to show is shared with ``describe`` (``Query``, ``select``, ``not_found``); how it looks is
 ``engine.cli.present``.
+
+The present is asked of a running engine's query service first (``engine.cli.remote``): the same code
+on its live projection, answered in milliseconds instead of a rebuild from the log; ``--at`` the past,
+no engine answering, or ``DSCTL_QUERY=log`` read the log. ``-w`` lists, then follows the log itself
+(docs/console.md, "The query service").
 """
 
 from __future__ import annotations
@@ -16,7 +21,8 @@ import msgspec
 import yaml
 
 from engine.cli import present
-from engine.cli.queries import load_state
+from engine.cli.queries import answering, load_state
+from engine.cli.remote import via_service
 from engine.core import selectors
 from engine.core.arguments import Kind
 from engine.store.event_store import EventStore
@@ -114,6 +120,11 @@ async def get(
     at: Any = None,
     watch: bool = False,
 ) -> int:
+    if at is None and not watch and not answering():
+        args = {"query": msgspec.to_builtins(q), "fmt": fmt}
+        code = await via_service(nc, store, "get", args, out, err)
+        if code is not None:
+            return code
     state = await load_state(store, nc, at)
     now = state.last_time if at is not None else time.time()
     items = select(state, q)

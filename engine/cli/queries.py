@@ -3,12 +3,18 @@
 ``--at`` accepts a stream sequence (``--at 1234``) or an RFC 3339 time (``--at 2026-11-22T09:00:00Z``):
 the state is rebuilt from the newest snapshot that is not past that point (or from the start) plus the
 events up to it. The log's clock is the time the store accepted each event.
+
+Inside the engine's query service the same verbs run on the live projection instead: ``answering_from``
+marks the task (a context variable, so concurrent tasks are not affected) and ``load_state`` hands back
+that state for the present, which is what makes the service's answer and a rebuild from the log print
+the same (docs/console.md, "The query service").
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Iterator, Sequence
+from contextvars import ContextVar
 from datetime import datetime
 
 from engine.store.event_store import EventStore, MalformedStoredEvent, StoredEvent
@@ -17,6 +23,24 @@ from engine.store.streams import SNAPSHOTS_BUCKET
 from events.errors import InvalidInput
 from projections import snapshot
 from projections.model import ClusterState
+
+#: the live projection's state, while the query service answers in this task
+_LIVE: ContextVar[ClusterState | None] = ContextVar("dsctl_live_state", default=None)
+
+
+@contextlib.contextmanager
+def answering_from(state: ClusterState) -> Iterator[None]:
+    """Within this block (this task), ``load_state`` for the present is ``state``, not a rebuild."""
+    token = _LIVE.set(state)
+    try:
+        yield
+    finally:
+        _LIVE.reset(token)
+
+
+def answering() -> bool:
+    """True inside the query service: the verb must not ask the service again."""
+    return _LIVE.get() is not None
 
 
 async def _snapshot_store(nc: object) -> ObjectSnapshots | None:
@@ -38,6 +62,9 @@ async def seq_at_time(store: EventStore, when: datetime) -> int:
 async def load_state(
     store: EventStore, nc: object | None = None, at: int | datetime | None = None
 ) -> ClusterState:
+    live = _LIVE.get()
+    if live is not None and at is None:
+        return live
     end = await store.last_seq()
     if isinstance(at, datetime):
         end = min(end, await seq_at_time(store, at))

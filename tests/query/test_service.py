@@ -1,0 +1,151 @@
+"""The query service answers get, describe, explain and rollout history from the engine's live
+projection, and prints exactly what a rebuild from the log prints (docs/console.md)."""
+
+from __future__ import annotations
+
+import io
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from engine.cli import get, served
+from engine.cli.remote import MODE_ENV, ask
+from engine.cli.served import Answers
+from engine.core.arguments import parse_label_selector
+from engine.query.protocol import SERVICE_NAME
+from engine.query.service import QueryService, serve_queries
+from events.errors import NotFound
+from projections.model import ClusterState
+from tests.e2e.harness import Cluster, nodes_yaml, running_nodes
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+DS = """
+apiVersion: apps/v1
+kind: DaemonSet
+metadata:
+  name: {name}
+  labels: {{team: obs}}
+spec:
+  selector:
+    matchLabels: {{app: {name}}}
+  template:
+    metadata:
+      labels: {{app: {name}}}
+    spec:
+      {extra}
+      containers:
+      - name: c
+        image: example/{name}:{version}
+"""
+
+
+def _rolled(s: ClusterState) -> bool:
+    want = s.daemonsets["default/agent"].template_hash
+    hashes = {p.revision_hash for p in s.pods.values() if p.owner_name == "agent"}
+    return hashes == {want} and running_nodes(s, "agent") == ["n2", "n3"]
+
+
+@pytest.fixture
+async def served_cluster(nc: Any, streams: Any) -> AsyncIterator[tuple[Cluster, QueryService]]:
+    cluster = await Cluster(nc).start()
+    service = await serve_queries(nc, cluster.engine.projector, Answers(cluster.store, nc).answer)  # type: ignore[union-attr,arg-type]
+    try:
+        await cluster.apply(
+            nodes_yaml("n1", "n2", "n3", taints={"n1": "role:NoSchedule"}, labels={"n2": {"gpu": "true"}})
+        )
+        await cluster.apply(DS.format(name="agent", version=1, extra=""))
+        await cluster.apply(DS.format(name="gpu", version=1, extra='nodeSelector: {gpu: "true"}'))
+        await cluster.wait("agent on n2, n3", lambda s: running_nodes(s, "agent") == ["n2", "n3"])
+        await cluster.apply(DS.format(name="agent", version=2, extra=""))
+        await cluster.wait("agent rolled", _rolled)
+        await cluster.wait("gpu on n2", lambda s: running_nodes(s, "gpu") == ["n2"])
+        await cluster.wait("settled", lambda s: not s.in_flight)
+        yield cluster, service
+    finally:
+        await service.stop()
+        await cluster.stop()
+
+
+async def _both(
+    monkeypatch: pytest.MonkeyPatch, call: Any
+) -> tuple[tuple[str, str, Any], tuple[str, str, Any]]:
+    """The same read through the service, then from the log (``DSCTL_QUERY=log``), at one clock."""
+    frozen = time.time()
+    monkeypatch.setattr(time, "time", lambda: frozen)
+    results = []
+    for mode in ("service", "log"):
+        if mode == "log":
+            monkeypatch.setenv(MODE_ENV, "log")
+        else:
+            monkeypatch.delenv(MODE_ENV, raising=False)
+        out, err = io.StringIO(), io.StringIO()
+        try:
+            outcome: Any = await call(out, err)
+        except NotFound as e:
+            outcome = ("NotFound", str(e))
+        results.append((out.getvalue(), err.getvalue(), outcome))
+    monkeypatch.delenv(MODE_ENV, raising=False)
+    return results[0], results[1]
+
+
+async def test_every_read_prints_the_same_through_the_service_and_from_the_log(
+    served_cluster: tuple[Cluster, QueryService], nc: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cluster, service = served_cluster
+    store = cluster.store
+    pod = sorted(p.name for p in cluster.state.pods.values() if p.owner_name == "agent")[0]
+    reads: list[Any] = []
+    for kind in ("daemonsets", "pods", "nodes"):
+        for fmt in ("table", "wide", "json", "yaml", "name"):
+            for all_ns in (False, True):
+                q = get.Query(kind=kind, all_namespaces=all_ns)  # type: ignore[arg-type]
+                reads.append(lambda o, e, q=q, fmt=fmt: get.get(store, nc, q, fmt, o, e))
+    q = get.Query(kind="daemonsets", selector=parse_label_selector("team=obs"))
+    reads.append(lambda o, e: get.get(store, nc, q, "table", o, e))
+    q = get.Query(kind="pods", name="nope")
+    reads.append(lambda o, e: get.get(store, nc, q, "table", o, e))
+    q = get.Query(kind="pods", name=pod)
+    reads.append(lambda o, e: get.get(store, nc, q, "yaml", o, e))
+    for kind, name in (("daemonsets", "agent"), ("pods", pod), ("nodes", "n2"), ("daemonsets", "nope")):
+        reads.append(lambda o, e, k=kind, n=name: served.describe(store, nc, k, n, "default", o))
+    reads.append(lambda o, e: served.explain_pod(store, nc, pod, "default", o))
+    reads.append(lambda o, e: served.explain_node(store, nc, "n1", "default/agent", o))
+    reads.append(lambda o, e: served.explain_node(store, nc, "n3", "default/gpu", o))
+    reads.append(lambda o, e: served.rollout_history(store, nc, "agent", "default", None, o))
+    reads.append(lambda o, e: served.rollout_history(store, nc, "agent", "default", 1, o))
+    before = service.counters.answered
+    for read in reads:
+        via_service, from_log = await _both(monkeypatch, read)
+        assert via_service == from_log
+    # every one of them was answered by the service (the not-found ones as errors it raised)
+    assert service.counters.answered - before == len(reads)
+    assert "agent" in (await _both(monkeypatch, reads[0]))[0][0]
+
+
+async def test_discoverable_as_a_micro_service_and_absent_means_the_log(
+    served_cluster: tuple[Cluster, QueryService], nc: Any
+) -> None:
+    cluster, service = served_cluster
+    info = await nc.request("$SRV.INFO." + SERVICE_NAME, b"", timeout=2)
+    assert b'"dse.query.get"' in info.data and b'"dse.query.describe"' in info.data
+    reply = await ask(nc, "get", {"query": {"kind": "nodes"}, "fmt": "name"}, await cluster.store.last_seq())
+    assert reply is not None and reply.out == "node/n1\nnode/n2\nnode/n3\n"
+    # a projection that cannot reach what the client saw is not trusted: the client reads the log
+    reply = await ask(nc, "get", {"query": {"kind": "nodes"}, "fmt": "name"}, 10**9, timeout=5)
+    assert reply is not None and reply.unavailable
+    await service.stop()
+    assert await ask(nc, "get", {"query": {"kind": "nodes"}, "fmt": "name"}, 0, timeout=2) is None
+
+
+async def test_a_large_answer_arrives_in_parts(
+    served_cluster: tuple[Cluster, QueryService], nc: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cluster, _ = served_cluster
+    monkeypatch.setattr(type(nc), "max_payload", property(lambda self: 2048))
+    q = get.Query(kind="pods", all_namespaces=True)
+    via_service, from_log = await _both(monkeypatch, lambda o, e: get.get(cluster.store, nc, q, "json", o, e))
+    assert len(via_service[0]) > 2048
+    assert via_service == from_log
