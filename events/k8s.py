@@ -80,8 +80,15 @@ class PodTemplate(msgspec.Struct, frozen=True, rename="camel", omit_defaults=Tru
 
 
 class RollingUpdate(msgspec.Struct, frozen=True, rename="camel", omit_defaults=True):
+    """apps/v1 ``rollingUpdate`` plus the rollout controls of docs/rollout-control.md (OpenKruise's
+    field names): ``partition`` nodes kept on the old revision, ``paused``, and a node ``selector``
+    narrowing which nodes may be updated. All default to "absent", so an apps/v1 spec encodes as before."""
+
     max_unavailable: int | str | None = None
     max_surge: int | str | None = None
+    partition: int | str | None = None
+    paused: bool = False
+    selector: LabelSelector | None = None
 
 
 class UpdateStrategy(msgspec.Struct, frozen=True, rename="camel", omit_defaults=True):
@@ -89,14 +96,26 @@ class UpdateStrategy(msgspec.Struct, frozen=True, rename="camel", omit_defaults=
     rolling_update: RollingUpdate | None = None
 
 
+class RolloutGuard(msgspec.Struct, frozen=True, rename="camel", omit_defaults=True):
+    """The availability guard (docs/rollout-control.md): the rollout pauses itself once
+    ``failure_threshold`` new-revision pods failed or were not Ready within progressDeadlineSeconds;
+    with ``auto_revert`` it also rolls back to the last revision that was fully available."""
+
+    failure_threshold: int | str = 1
+    auto_revert: bool = False
+
+
 class DaemonSetSpec(msgspec.Struct, frozen=True, rename="camel", omit_defaults=True):
-    """apps/v1 DaemonSetSpec after defaulting."""
+    """apps/v1 DaemonSetSpec after defaulting (with the additive rollout controls of
+    docs/rollout-control.md: absent unless set)."""
 
     template: PodTemplate
     selector: LabelSelector | None = None
     update_strategy: UpdateStrategy = UpdateStrategy()
     min_ready_seconds: int = 0
     revision_history_limit: int = 10
+    progress_deadline_seconds: int | None = None
+    rollout_guard: RolloutGuard | None = None
 
 
 class NodeAffinity(msgspec.Struct, frozen=True, rename="camel", omit_defaults=True):

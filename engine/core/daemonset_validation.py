@@ -22,6 +22,8 @@ from engine.core.validation import Checker, join
 from events.k8s import LabelSelector
 
 UPDATE_STRATEGIES = ("RollingUpdate", "OnDelete")
+#: OpenKruise ``rollingUpdate.rollingUpdateType`` values with a meaning here (docs/rollout-control.md)
+KRUISE_ROLLING_TYPES = ("Standard", "Surging")
 
 
 def check_name(c: Checker, value: str, path: str, *, label: bool = False) -> None:
@@ -300,13 +302,94 @@ def check_update_strategy(c: Checker, raw: Any, path: str) -> dict[str, Any]:
             )
         elif unavailable[0] == 0 and surge[0] == 0:
             c.add(join(ru_path, "maxUnavailable"), "Required value: cannot be 0 when maxSurge is 0")
-    return {
-        "type": kind,
-        "rollingUpdate": {
-            "maxUnavailable": rolling.get("maxUnavailable"),
-            "maxSurge": rolling.get("maxSurge"),
-        },
+    out: dict[str, Any] = {
+        "maxUnavailable": rolling.get("maxUnavailable"),
+        "maxSurge": rolling.get("maxSurge"),
     }
+    out.update(check_rollout_controls(c, rolling, ru_path))
+    return {"type": kind, "rollingUpdate": out}
+
+
+def check_rollout_controls(c: Checker, rolling: dict[str, Any], path: str) -> dict[str, Any]:
+    """``partition`` (int or percent), ``paused`` and ``selector`` (a node label selector) of
+    docs/rollout-control.md; only the fields set are returned, so a plain apps/v1 spec is unchanged."""
+    out: dict[str, Any] = {}
+    kind = rolling.get("rollingUpdateType")
+    if kind is not None and kind not in KRUISE_ROLLING_TYPES:
+        # OpenKruise's field: how a node is updated, which maxSurge already says here; in-place
+        # updates have no counterpart (an executor replaces pods, never patches them)
+        c.unsupported(join(path, "rollingUpdateType"), kind, KRUISE_ROLLING_TYPES)
+    partition = rolling.get("partition")
+    if partition is not None and _int_or_percent(c, partition, join(path, "partition")) is not None:
+        out["partition"] = partition
+    if rolling.get("paused") is not None and c.boolean(rolling["paused"], join(path, "paused")):
+        out["paused"] = True
+    if rolling.get("selector") is not None:
+        selector = check_selector(c, rolling["selector"], join(path, "selector"))
+        if selector is not None:
+            out["selector"] = selector
+    return out
+
+
+def check_rollout_guard(c: Checker, spec: dict[str, Any]) -> dict[str, Any]:
+    """``progressDeadlineSeconds`` and ``rolloutGuard`` (docs/rollout-control.md), when set."""
+    out: dict[str, Any] = {}
+    deadline = spec.get("progressDeadlineSeconds")
+    if deadline is not None:
+        seconds = c.integer(deadline, "spec.progressDeadlineSeconds", minimum=1)
+        if seconds is not None:
+            out["progressDeadlineSeconds"] = seconds
+    if spec.get("rolloutGuard") is not None:
+        guard = c.mapping(spec["rolloutGuard"], "spec.rolloutGuard")
+        entry: dict[str, Any] = {}
+        threshold = guard.get("failureThreshold")
+        if threshold is not None:
+            parsed = _int_or_percent(c, threshold, "spec.rolloutGuard.failureThreshold")
+            if parsed is not None and parsed[0] == 0:
+                c.invalid("spec.rolloutGuard.failureThreshold", threshold, "must be greater than 0")
+            entry["failureThreshold"] = threshold
+        if guard.get("autoRevert") is not None:
+            entry["autoRevert"] = c.boolean(guard["autoRevert"], "spec.rolloutGuard.autoRevert")
+        out["rolloutGuard"] = entry
+    return out
+
+
+def host_ports(pod_spec: dict[str, Any]) -> list[tuple[str, int]]:
+    """``(path, hostPort)`` of every container port that binds a port on the node."""
+    found = []
+    for kind in ("initContainers", "containers"):
+        containers = pod_spec.get(kind)
+        for i, container in enumerate(containers if isinstance(containers, list) else []):
+            ports = container.get("ports") if isinstance(container, dict) else None
+            for j, port in enumerate(ports if isinstance(ports, list) else []):
+                host = port.get("hostPort") if isinstance(port, dict) else None
+                if isinstance(host, int) and not isinstance(host, bool) and host > 0:
+                    found.append((f"spec.template.spec.{kind}[{i}].ports[{j}].hostPort", host))
+    return found
+
+
+def check_host_port_surge(c: Checker, spec: dict[str, Any], template: dict[str, Any]) -> None:
+    """hostPort with maxSurge > 0 is refused (docs/rollout-control.md; kubernetes #106417): a surge
+    starts the new pod beside the old one on the same node, and two pods cannot bind one host port,
+    so the new pod could never start and the rollout would hang on every node."""
+    strategy = spec.get("updateStrategy")
+    if not isinstance(strategy, dict) or strategy.get("type") != "RollingUpdate":
+        return
+    rolling = strategy.get("rollingUpdate")
+    surge = rolling.get("maxSurge") if isinstance(rolling, dict) else None
+    try:
+        number, _ = parse_int_or_percent(surge)
+    except BadIntOrPercent:
+        return
+    if number <= 0:
+        return
+    for path, port in host_ports(template.get("spec", {})):
+        c.invalid(
+            "spec.updateStrategy.rollingUpdate.maxSurge",
+            surge,
+            f"may not be greater than 0 when {path} is set ({port}): a surge runs the new pod beside "
+            "the old one on the same node, and two pods cannot bind one host port",
+        )
 
 
 def _int_or_percent(c: Checker, value: Any, path: str) -> tuple[int, bool] | None:
@@ -349,6 +432,8 @@ def check_spec(c: Checker, raw: Any) -> dict[str, Any]:
     }
     if selector is not None:
         out["selector"] = selector
+    out.update(check_rollout_guard(c, spec))
+    check_host_port_surge(c, out, template)
     for field in ("minReadySeconds", "revisionHistoryLimit", "templateGeneration"):
         value = c.integer(spec.get(field), join("spec", field))
         if value is not None and field != "templateGeneration":

@@ -82,7 +82,7 @@ def _create(
         pod_uid=stable_id(ds.uid, item.node, state.seq, "pod"),
         owner_uid=ds.uid,
         owner_name=ds.name,
-        revision_hash=ds.template_hash,
+        revision_hash=item.revision or ds.template_hash,
         # recorded by revision: the template travels on the command stream only (engine.core.dispatch)
         template=None,
     )

@@ -5,6 +5,10 @@
 invalid object. ``apply_daemonset`` turns a parsed DaemonSet into the ``daemonset.applied`` fact the API
 server would have stored: generation 1 on create, +1 when the spec changes; the selector is immutable.
 
+OpenKruise Advanced DaemonSets (``apps.kruise.io/v1alpha1`` and ``v1beta1``) are accepted too and read
+as the apps/v1 DaemonSet they extend, with their rollout controls (docs/rollout-control.md): migrating
+to or from them is a change of apiVersion only, as OpenKruise promises.
+
 Departures: only apps/v1 DaemonSets are accepted (extensions/v1beta1 and apps/v1beta2 are long gone);
 ``uid`` comes from the caller, since the core generates nothing; ``templateGeneration`` is accepted and
 ignored.
@@ -28,6 +32,8 @@ from events.types import DaemonSetApplied, NodeRegistered
 from projections.model import DaemonSetState
 
 ApplyResult = Literal["created", "configured", "unchanged"]
+#: the apiVersions a DaemonSet manifest may have: apps/v1 and OpenKruise's Advanced DaemonSet
+DAEMONSET_API_VERSIONS = ("apps/v1", "apps.kruise.io/v1alpha1", "apps.kruise.io/v1beta1")
 
 
 class DaemonSetManifest(msgspec.Struct, frozen=True, kw_only=True):
@@ -76,8 +82,8 @@ def _name_of(doc: dict[str, Any]) -> str:
 
 def parse_daemonset(doc: dict[str, Any], document: int = 0) -> DaemonSetManifest:
     c = Checker()
-    if doc.get("apiVersion") != "apps/v1":
-        c.unsupported("apiVersion", doc.get("apiVersion"), ("apps/v1",))
+    if doc.get("apiVersion") not in DAEMONSET_API_VERSIONS:
+        c.unsupported("apiVersion", doc.get("apiVersion"), DAEMONSET_API_VERSIONS)
     defaulted = with_daemonset_defaults(doc)
     metadata = check_metadata(c, defaulted.get("metadata"))
     spec = check_spec(c, defaulted.get("spec"))

@@ -17,6 +17,9 @@ class PlannedCreate(msgspec.Struct, frozen=True):
     node: str
     code: str
     message: str
+    #: the revision to create at; empty means the current one (only a node a rollout control holds
+    #: back gets another, docs/rollout-control.md)
+    revision: str = ""
 
 
 class PlannedDelete(msgspec.Struct, frozen=True):

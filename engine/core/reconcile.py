@@ -14,6 +14,8 @@ DaemonSet uid, the node or pod, the state's sequence and the command kind). The 
 4. Commands in flight (unexpired): status only, ``observedGeneration`` not bumped.
 5. Otherwise ``manage``; if it issued no command, the rolling update (RollingUpdate strategy only);
    creates and deletes each capped at ``BURST_REPLICAS``; status with ``observedGeneration = generation``.
+   The rollout controls (docs/rollout-control.md) hold nodes back from the rolling update, and a
+   failed old pod on a held node is replaced at its own revision.
 
 The result's ``decision`` is None when nothing would change: no command, no adoption or release, no
 backoff started, and the status equal to the one the state records. ``requeue_after`` is the earliest of
@@ -41,12 +43,13 @@ from engine.core.decision import (
     finish,
 )
 from engine.core.eligibility import evaluate, placement
-from engine.core.manage import manage
+from engine.core.manage import FAILED_DAEMON_POD, manage
 from engine.core.nodemap import EligibilityMemo, NodeView, node_views, virtual_pod, with_extra_pods
 from engine.core.ownership import claim_pods
-from engine.core.plan import Note, Plan, PlannedDelete
-from engine.core.pods import sort_key
+from engine.core.plan import Note, Plan, PlannedCreate, PlannedDelete
+from engine.core.pods import is_updated, revision_of, sort_key
 from engine.core.rolling import rolling_update
+from engine.core.rollout_control import REPLACE_HELD_FAILED, Hold, has_controls, held_nodes
 from engine.core.status import availability_timer, compute_status
 from events.types import (
     DaemonSetStatus,
@@ -129,6 +132,7 @@ def reconcile_nodes(
         return None
     selects = selectors.matcher(ds.spec.selector)
     where = placement(ds.spec.template)
+    controlled = has_controls(ds.spec)
     views = []
     for name in sorted(set(nodes)):
         node = state.nodes.get(name)
@@ -144,6 +148,8 @@ def reconcile_nodes(
                     mine.append(pod)
             elif not pod.owner_uid and pod.namespace == ds.namespace and selects(pod.labels):
                 return None  # to be adopted: a full reconcile's job
+        if controlled and any(p.phase == "Failed" and not is_updated(p, ds) for p in mine):
+            return None  # replaced at its own revision if held back: needs the whole fleet
         eligibility = memo.get(ds.template_hash, where, node) if memo is not None else evaluate(where, node)
         views.append(NodeView(name=name, eligibility=eligibility, pods=sorted(mine, key=sort_key)))
     plan = manage(ds, views, allows_surge(ds.spec), now)
@@ -203,20 +209,42 @@ def _reconcile(
         return finish(state, ds, now, plan, status, claim.adopted, claim.released)
 
     surge = allows_surge(ds.spec)
+    held = held_nodes(ds, views, state.nodes)
     plan = manage(ds, views, surge, now)
+    _replace_held_failed(ds, held, plan)
     if not plan.has_commands and ds.spec.update_strategy.type == ROLLING_UPDATE:
-        rolled = rolling_update(ds, views, now)
+        rolled = rolling_update(ds, views, now, held if has_controls(ds.spec) else None)
         touched = {c.node for c in rolled.creates} | {d.node for d in rolled.deletes}
         touched |= {n.node for n in rolled.notes}
         plan.notes = [n for n in plan.notes if n.node not in touched] + rolled.notes
         plan.creates, plan.deletes = rolled.creates, rolled.deletes
     _cap(plan)
     assign_pod_names(state, ds, plan)
-    created = [virtual_pod(ds, c.node, plan.pod_names[c.node], now) for c in plan.creates]
+    created = [virtual_pod(ds, c.node, plan.pod_names[c.node], now, c.revision or None) for c in plan.creates]
     seen = with_extra_pods(views, created)
     status = compute_status(ds, seen, now, ds.generation)
     plan.requeue(availability_timer(ds, seen, now))
     return finish(state, ds, now, plan, status, claim.adopted, claim.released)
+
+
+def _replace_held_failed(ds: DaemonSetState, held: dict[str, Hold], plan: Plan) -> None:
+    """A failed old pod on a node a rollout control holds back is replaced at its own revision, in the
+    same decision that deletes it (docs/rollout-control.md): the replacement of a failed pod must not
+    be what moves a held node to the new revision. A revision the DaemonSet no longer knows cannot be
+    recreated; that node then gets the current one, as upstream."""
+    if not held:
+        return
+    for delete in plan.deletes:
+        pod = delete.pod
+        if delete.code != FAILED_DAEMON_POD or delete.node not in held or is_updated(pod, ds):
+            continue
+        revision = revision_of(pod)
+        if not revision or revision not in ds.revisions:
+            continue
+        hold = held[delete.node]
+        message = f"failed pod {pod.name} is replaced at its own revision {revision}: {hold.message}"
+        replacement = PlannedCreate(delete.node, REPLACE_HELD_FAILED, message, revision)
+        plan.creates = [c for c in plan.creates if c.node != delete.node] + [replacement]
 
 
 def _cap(plan: Plan) -> None:

@@ -5,6 +5,11 @@ maxSurge 0: delete old pods (unavailable ones always, available ones within maxU
 next ``manage`` create their replacements. maxSurge > 0: create new pods beside old ones (unavailable
 old pods always, available ones within maxSurge), and delete an old pod once its new one is available.
 
+Nodes a rollout control holds back (partition, pause, selector, the guard: docs/rollout-control.md)
+still count towards the budgets but are not acted on; their reason names the control. Under those
+controls (``held`` given, even empty) nodes are walked from the last name back, so the nodes a
+partition keeps old are the smallest names, as OpenKruise orders them.
+
 Departure: upstream walks nodes in Go map order, so *which* available old pods go first is unspecified;
 here nodes are walked by name. Upstream also walks nodes that left the node list if pods remain there;
 here only known nodes are walked (pods on removed nodes are gone with them, see ``nodemap``).
@@ -16,6 +21,7 @@ from engine.core.budgets import budgets
 from engine.core.nodemap import NodeView
 from engine.core.plan import Note, Plan, PlannedCreate, PlannedDelete
 from engine.core.pods import is_available, is_deleting, is_updated
+from engine.core.rollout_control import Hold
 from projections.model import DaemonSetState, PodState
 
 REPLACE_UNAVAILABLE = "ReplaceUnavailableOldPod"
@@ -44,16 +50,26 @@ def _new_and_old(ds: DaemonSetState, pods: list[PodState]) -> tuple[PodState | N
     return new, old, True
 
 
-def rolling_update(ds: DaemonSetState, views: list[NodeView], now: float) -> Plan:
+def rolling_update(
+    ds: DaemonSetState, views: list[NodeView], now: float, held: dict[str, Hold] | None = None
+) -> Plan:
     relevant = [v for v in views if v.eligibility.should_run or v.pods]
+    if held is not None:
+        relevant.reverse()  # under rollout controls nodes are updated from the end of the name order
     desired = sum(1 for v in views if v.eligibility.should_run)
     max_surge, max_unavailable = budgets(ds.spec, desired)
     if max_surge == 0:
-        return _without_surge(ds, relevant, max_unavailable, now)
-    return _with_surge(ds, relevant, desired, max_surge, now)
+        return _without_surge(ds, relevant, max_unavailable, now, held or {})
+    return _with_surge(ds, relevant, desired, max_surge, now, held or {})
 
 
-def _without_surge(ds: DaemonSetState, views: list[NodeView], max_unavailable: int, now: float) -> Plan:
+def _hold(node: str, pod: PodState, hold: Hold) -> Note:
+    return Note(node, "wait", hold.code, f"old pod {pod.name} stays: {hold.message}", pod.name)
+
+
+def _without_surge(
+    ds: DaemonSetState, views: list[NodeView], max_unavailable: int, now: float, held: dict[str, Hold]
+) -> Plan:
     mrs = ds.spec.min_ready_seconds
     plan = Plan()
     unavailable = 0
@@ -69,7 +85,10 @@ def _without_surge(ds: DaemonSetState, views: list[NodeView], max_unavailable: i
                 unavailable += 1
             continue
         assert old is not None
-        if not is_available(old, mrs, now):
+        if view.name in held:
+            unavailable += not is_available(old, mrs, now)
+            plan.notes.append(_hold(view.name, old, held[view.name]))
+        elif not is_available(old, mrs, now):
             allowed.append(
                 PlannedDelete(
                     view.name, old, REPLACE_UNAVAILABLE, f"old pod {old.name} is not available; replacing it"
@@ -92,7 +111,14 @@ def _waiting(node: str, pod: PodState, max_unavailable: int) -> Note:
     return Note(node, "wait", WAIT_BUDGET, message, pod.name)
 
 
-def _with_surge(ds: DaemonSetState, views: list[NodeView], desired: int, max_surge: int, now: float) -> Plan:
+def _with_surge(
+    ds: DaemonSetState,
+    views: list[NodeView],
+    desired: int,
+    max_surge: int,
+    now: float,
+    held: dict[str, Hold],
+) -> Plan:
     mrs = ds.spec.min_ready_seconds
     plan = Plan()
     deletes: list[PlannedDelete] = []
@@ -113,7 +139,9 @@ def _with_surge(ds: DaemonSetState, views: list[NodeView], desired: int, max_sur
         if old is None:
             continue
         if new is None:
-            if not is_available(old, mrs, now):
+            if view.name in held and view.eligibility.should_run:
+                plan.notes.append(_hold(view.name, old, held[view.name]))
+            elif not is_available(old, mrs, now):
                 if not view.eligibility.should_run:
                     message = f"old pod {old.name} is not available and the node is no longer eligible"
                     deletes.append(PlannedDelete(view.name, old, NOT_SCHEDULABLE, message))

@@ -1,0 +1,282 @@
+"""Rollout controls (docs/rollout-control.md): partition, pause and a node selector narrow the
+rolling-update step only; new nodes get the current revision; a failed old pod on a held node is
+replaced at its own revision; nothing is ever downgraded."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from engine.core.manifests import parse_daemonset
+from engine.core.rollout_control import (
+    HELD_BY_PARTITION,
+    HELD_BY_PAUSE,
+    HELD_BY_SELECTOR,
+    REPLACE_HELD_FAILED,
+    partition_count,
+)
+from engine.core.validation import ManifestInvalid
+from events.k8s import DaemonSetSpec, PodTemplate, RollingUpdate, UpdateStrategy
+from tests.core.world import KEY, World, creates, ds_doc, reason_codes
+
+
+def strategy(mu: int | str = 1, ms: int | str = 0, **controls: Any) -> dict[str, Any]:
+    return {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": mu, "maxSurge": ms, **controls}}
+
+
+def fleet(count: int, labels: dict[str, dict[str, str]] | None = None, **controls: Any) -> World:
+    w = World()
+    for i in range(count):
+        w.node(f"node-{i}", (labels or {}).get(f"node-{i}"))
+    w.apply(ds_doc(strategy=strategy(**controls)))
+    w.settle()
+    return w
+
+
+def update(w: World, image: str = "v2", **controls: Any) -> None:
+    w.apply(ds_doc(strategy=strategy(**controls), image=image))
+
+
+def revisions(w: World) -> dict[str, str]:
+    """node -> "new" / "old" for the node's live pod."""
+    ds = w.ds()
+    out = {}
+    for node in sorted(w.state.nodes):
+        pods = [p for p in w.pods_on(node) if p.deletion_timestamp is None]
+        out[node] = ",".join("new" if p.revision_hash == ds.template_hash else "old" for p in pods)
+    return out
+
+
+def new_nodes(w: World) -> list[str]:
+    return [n for n, r in revisions(w).items() if r == "new"]
+
+
+@pytest.mark.parametrize(
+    ("partition", "desired", "kept"),
+    [
+        pytest.param(None, 5, 0, id="absent"),
+        pytest.param(2, 5, 2, id="int"),
+        pytest.param(9, 5, 9, id="more-than-nodes"),
+        pytest.param("50%", 5, 2, id="50pct-of-5-rounds-down"),
+        pytest.param("99%", 5, 4, id="99pct-of-5-rounds-down"),
+        pytest.param("100%", 5, 5, id="100pct"),
+        pytest.param("10%", 9, 0, id="10pct-of-9-is-0"),
+        pytest.param("0%", 5, 0, id="0pct"),
+    ],
+)
+def test_partition_counts_round_percentages_down(
+    partition: int | str | None, desired: int, kept: int
+) -> None:
+    ru = RollingUpdate(max_unavailable=1, max_surge=0, partition=partition)
+    spec = DaemonSetSpec(template=PodTemplate(), update_strategy=UpdateStrategy(rolling_update=ru))
+    assert partition_count(spec, desired) == kept
+
+
+@pytest.mark.parametrize(
+    ("partition", "mu", "ms", "updated"),
+    [
+        pytest.param(2, 1, 0, ["node-2", "node-3", "node-4"], id="2-of-5-without-surge"),
+        pytest.param(2, 0, 1, ["node-2", "node-3", "node-4"], id="2-of-5-with-surge"),
+        pytest.param("40%", 5, 0, ["node-2", "node-3", "node-4"], id="40pct-kept-all-at-once"),
+        pytest.param("50%", 1, 0, ["node-2", "node-3", "node-4"], id="50pct-of-5-keeps-2"),
+        pytest.param(5, 1, 0, [], id="all-kept"),
+        pytest.param(0, 2, 0, ["node-0", "node-1", "node-2", "node-3", "node-4"], id="zero-is-upstream"),
+    ],
+)
+def test_partition_keeps_the_smallest_names_on_the_old_revision(
+    partition: int | str, mu: int, ms: int, updated: list[str]
+) -> None:
+    w = fleet(5, mu=mu, ms=ms, partition=partition)
+    update(w, mu=mu, ms=ms, partition=partition)
+    w.settle()
+    assert new_nodes(w) == updated
+    held = [n for n in w.state.nodes if n not in updated]
+    last = w.reconcile()
+    for node in held:
+        assert HELD_BY_PARTITION in [r.code for r in last.reasons if r.node == node]
+        assert any("partition" in r.message for r in last.reasons if r.node == node)
+
+
+def test_partition_updates_from_the_end_one_budget_at_a_time() -> None:
+    w = fleet(5, partition=2)
+    update(w, partition=2)
+    first = w.step()
+    assert [d.node for d in first.decision.commands] == ["node-4"]  # type: ignore[union-attr]
+
+
+def test_lowering_the_partition_widens_and_raising_it_never_downgrades() -> None:
+    w = fleet(5, partition=4)
+    update(w, partition=4)
+    w.settle()
+    assert new_nodes(w) == ["node-4"]
+    update(w, partition=2)
+    w.settle()
+    assert new_nodes(w) == ["node-2", "node-3", "node-4"]
+    update(w, partition=5)
+    w.settle()
+    assert new_nodes(w) == ["node-2", "node-3", "node-4"]  # kept: nothing is rolled back
+    update(w, partition=0)
+    w.settle()
+    assert len(new_nodes(w)) == 5
+
+
+def test_a_node_joining_mid_rollout_gets_the_current_revision_and_takes_a_slot() -> None:
+    w = fleet(5, partition=2)
+    update(w, partition=2)
+    w.step()  # node-4 is being replaced
+    w.node("node-5")
+    w.settle()
+    # 6 nodes, partition 2: four on the new revision, the joiner among them, node-0..1 still old
+    assert revisions(w) == {
+        "node-0": "old",
+        "node-1": "old",
+        "node-2": "new",
+        "node-3": "new",
+        "node-4": "new",
+        "node-5": "new",
+    }
+    assert len(new_nodes(w)) == 6 - 2
+
+
+def test_a_failed_old_pod_on_a_partitioned_node_is_replaced_at_its_own_revision() -> None:
+    w = fleet(3, partition=2)
+    old_hash = w.ds().template_hash
+    update(w, partition=2)
+    w.settle()
+    assert revisions(w) == {"node-0": "old", "node-1": "old", "node-2": "new"}
+    (pod,) = w.pods_on("node-0")
+    w.fail(pod)
+    result = w.reconcile()
+    assert REPLACE_HELD_FAILED in reason_codes(result, "node-0")
+    (create,) = creates(result)
+    assert create.node == "node-0" and create.revision_hash == old_hash
+    w.execute(result)
+    w.settle()
+    assert revisions(w) == {"node-0": "old", "node-1": "old", "node-2": "new"}
+
+
+def test_a_failed_old_pod_on_a_node_free_to_update_gets_the_new_revision() -> None:
+    w = fleet(3, partition=1)
+    update(w, partition=1, mu=1)
+    (pod,) = w.pods_on("node-2")
+    w.fail(pod)
+    w.settle()
+    assert revisions(w) == {"node-0": "old", "node-1": "new", "node-2": "new"}
+
+
+@pytest.mark.parametrize(("mu", "ms"), [(1, 0), (0, 1)])
+def test_pause_stops_the_rolling_step_only(mu: int, ms: int) -> None:
+    w = fleet(3, mu=mu, ms=ms)
+    update(w, mu=mu, ms=ms, paused=True)
+    w.settle()
+    assert revisions(w) == {"node-0": "old", "node-1": "old", "node-2": "old"}
+    last = w.reconcile()
+    assert all(HELD_BY_PAUSE in [r.code for r in last.reasons if r.node == n] for n in w.state.nodes)
+    w.node("node-3")  # new nodes still get the current revision
+    w.settle()
+    assert revisions(w)["node-3"] == "new"
+    (pod,) = w.pods_on("node-1")
+    w.fail(pod)  # failed pods are still replaced, at their revision
+    w.settle()
+    assert revisions(w)["node-1"] == "old"
+    update(w, mu=mu, ms=ms, paused=False)  # resume
+    w.settle()
+    assert len(new_nodes(w)) == 4
+
+
+def test_selector_makes_only_matching_nodes_candidates_and_partition_counts_them_all() -> None:
+    canary = {"canary": "true"}
+    labels = {"node-1": canary, "node-3": canary}
+    sel = {"matchLabels": canary}
+    w = fleet(5, labels)
+    update(w, selector=sel)
+    w.settle()
+    assert new_nodes(w) == ["node-1", "node-3"]
+    last = w.reconcile()
+    assert HELD_BY_SELECTOR in [r.code for r in last.reasons if r.node == "node-0"]
+    assert any("selector" in r.message for r in last.reasons if r.node == "node-0")
+    # partition counts every node: 5 - 4 = 1 slot, already taken by the updated canaries
+    w2 = fleet(5, labels)
+    update(w2, selector=sel, partition=4)
+    w2.settle()
+    assert new_nodes(w2) == ["node-3"]
+    # widening: drop the selector
+    update(w, partition=0)
+    w.settle()
+    assert len(new_nodes(w)) == 5
+
+
+def test_scoped_reconcile_defers_a_failed_held_pod_to_the_full_one() -> None:
+    from engine.core.reconcile import reconcile_nodes
+
+    w = fleet(3, partition=2)
+    update(w, partition=2)
+    w.settle()
+    (pod,) = w.pods_on("node-0")
+    w.fail(pod)
+    assert reconcile_nodes(w.state, KEY, ["node-0"], w.now) is None
+
+
+def doc_with(api_version: str, rolling: dict[str, Any]) -> dict[str, Any]:
+    doc = ds_doc(strategy={"type": "RollingUpdate", "rollingUpdate": rolling})
+    doc["apiVersion"] = api_version
+    return doc
+
+
+@pytest.mark.parametrize("api_version", ["apps/v1", "apps.kruise.io/v1alpha1", "apps.kruise.io/v1beta1"])
+def test_controls_are_accepted_in_apps_v1_and_openkruise_manifests(api_version: str) -> None:
+    rolling = {
+        "rollingUpdateType": "Standard",
+        "maxUnavailable": 1,
+        "partition": "20%",
+        "paused": True,
+        "selector": {"matchLabels": {"canary": "true"}},
+    }
+    manifest = parse_daemonset(doc_with(api_version, rolling))
+    ru = manifest.spec.update_strategy.rolling_update
+    assert ru is not None
+    assert (ru.partition, ru.paused) == ("20%", True)
+    assert ru.selector is not None and ru.selector.match_labels == {"canary": "true"}
+
+
+@pytest.mark.parametrize(
+    ("rolling", "path"),
+    [
+        pytest.param({"partition": -1}, "partition", id="negative-partition"),
+        pytest.param({"partition": "120%"}, "partition", id="over-100pct"),
+        pytest.param({"partition": "x"}, "partition", id="not-int-or-percent"),
+        pytest.param({"paused": "yes please"}, "paused", id="paused-not-bool"),
+        pytest.param(
+            {"selector": {"matchExpressions": [{"key": "a", "operator": "Near"}]}}, "selector", id="sel"
+        ),
+        pytest.param({"rollingUpdateType": "InPlaceIfPossible"}, "rollingUpdateType", id="in-place"),
+    ],
+)
+def test_bad_controls_are_refused_naming_the_field(rolling: dict[str, Any], path: str) -> None:
+    with pytest.raises(ManifestInvalid) as raised:
+        parse_daemonset(doc_with("apps.kruise.io/v1alpha1", {"maxUnavailable": 1, **rolling}))
+    assert any(f"spec.updateStrategy.rollingUpdate.{path}" in e.path for e in raised.value.errors)
+
+
+def test_a_plain_spec_encodes_as_before() -> None:
+    manifest = parse_daemonset(ds_doc(strategy=strategy()))
+    ru = manifest.spec.update_strategy.rolling_update
+    assert ru == RollingUpdate(max_unavailable=1, max_surge=0)
+
+
+def test_host_port_with_max_surge_is_refused_naming_both_fields() -> None:
+    ports = {
+        "containers": [{"name": "foo", "image": "x", "ports": [{"containerPort": 80, "hostPort": 8080}]}]
+    }
+    doc = ds_doc(strategy=strategy(mu=0, ms=1))
+    doc["spec"]["template"]["spec"] = ports
+    with pytest.raises(ManifestInvalid) as raised:
+        parse_daemonset(doc)
+    (error,) = raised.value.errors
+    assert error.path == "spec.updateStrategy.rollingUpdate.maxSurge"
+    assert "spec.template.spec.containers[0].ports[0].hostPort" in str(error)
+    assert "two pods cannot bind one host port" in str(error)
+    # without surge the same template is fine
+    doc["spec"]["updateStrategy"] = strategy(mu=1, ms=0)
+    parse_daemonset(doc)
