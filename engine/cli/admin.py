@@ -1,5 +1,5 @@
 """``dsctl admin streams``: create or update the store's streams, buckets and object store, and say what
-was done to each, without running an engine.
+was done to each, without running an engine. ``dsctl admin credentials``: the roles' credentials.
 
 Why a command of its own: only the engine writes stream definitions (``engine/store/setup.py``), so an
 operator who deploys the store before any engine (or raises it to R3, or changes the lease TTL) needs a
@@ -13,10 +13,15 @@ from __future__ import annotations
 import contextlib
 from typing import IO
 
+from engine.security import servers
+from engine.security.credentials import BASE_IDENTITIES, CredentialStore
+from engine.security.roles import PURPOSE, Identity, Role
+from engine.security.server_config import write_authorization, write_routes
 from engine.store.connection import close, connect
 from engine.store.settings import NatsSettings
 from engine.store.setup import SetupReport, all_definitions, describe_resource, ensure
 from engine.store.streams import Drift, show
+from events.errors import InvalidInput
 
 
 def _change(d: Drift) -> str:
@@ -85,4 +90,56 @@ async def streams(
             file=err,
         )
         return 1
+    return 0
+
+
+def _targets(target: str | None, node: str | None) -> list[Identity]:
+    if target is None:
+        if node is not None:
+            raise InvalidInput("--node goes with the executor role: admin credentials executor --node N")
+        return list(BASE_IDENTITIES)
+    try:
+        role = Role(target)
+    except ValueError:
+        names = ", ".join(r.value for r in Role)
+        raise InvalidInput(f"{target!r} is not a role ({names})", "ROLE") from None
+    if (role is Role.EXECUTOR) != (node is not None):
+        raise InvalidInput("an executor's credentials are per node: admin credentials executor --node N")
+    try:
+        return [Identity(role, node)]
+    except ValueError as err:
+        raise InvalidInput(str(err), "--node") from None
+
+
+def credentials(
+    store: CredentialStore, target: str | None, *, node: str | None, routes: str | None, out: IO[str]
+) -> int:
+    """``dsctl admin credentials [ROLE] [--node N] [--routes H:P,...]``: create what is missing (an
+    existing key is kept), render ``auth.conf`` from every identity present, reload the servers dsctl
+    started with this directory, and print each identity with its public key and file (never a seed).
+
+    Why a reload: a config-file user exists for the server only once its configuration says so;
+    nats-server re-reads it on SIGHUP without dropping a connection (``engine/security/servers.py``)."""
+    for identity in _targets(target, node):
+        store.ensure(identity)
+    auth = write_authorization(store)
+    if routes:
+        hosts = [r.strip() for r in routes.split(",") if r.strip()]
+        path = write_routes(store.dir / "routes.conf", hosts, store.dir / "route-password")
+        print(
+            f"routes.conf: {path} (the route user and {len(hosts)} route URLs; include it in cluster {{}})",
+            file=out,
+        )
+    for identity in store.identities():
+        file = store.find(identity) or store.seed_path(identity)
+        what = PURPOSE[identity.role]
+        print(f"{identity.name:<20} {store.public_key(identity)}  {file}  ({what})", file=out)
+    print(f"auth.conf: {auth} (include it in each server's configuration)", file=out)
+    reloaded = servers.reload(store)
+    if reloaded:
+        print(f"reloaded: {', '.join(reloaded)}", file=out)
+    else:
+        print(
+            "no running server started by dsctl uses this directory: reload yours (kill -HUP <pid>)", file=out
+        )
     return 0

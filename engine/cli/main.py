@@ -2,7 +2,13 @@
 ``engine.cli.dispatch``, a long-running one to ``engine.cli.up``). Nothing else here.
 
 Errors the project raises on purpose (``DsctlError``) print as ``error: ...`` on stderr with exit 1;
-argparse's own usage errors exit 2, as kubectl's do.
+argparse's own usage errors exit 2, as kubectl's do. Every message printed and every log line is masked
+for secrets (``engine/security/redaction.py``).
+
+Credentials: each command names the roles that can do its job (``identities_for``) and connects with
+the first one found in the credentials directory (``engine/security/credentials.py``), unless
+credentials were given explicitly; a secret given as a flag is used, with a warning that every local
+user can read it off the process's command line.
 """
 
 from __future__ import annotations
@@ -17,6 +23,16 @@ from pathlib import Path
 
 import msgspec
 
+from engine.security.credentials import (
+    DIR_ENV,
+    ROLE_ENV,
+    CredentialStore,
+    directory,
+    wanted,
+    with_credentials,
+)
+from engine.security.redaction import install as install_redaction
+from engine.security.roles import Identity, Role
 from engine.store import settings as nats_settings
 from events.errors import DsctlError, InvalidInput
 
@@ -103,9 +119,33 @@ def _store_flags(p: argparse.ArgumentParser, *, lease_ttl_help: str) -> None:
     p.add_argument("--lease-ttl", type=_positive, metavar="SECONDS", help=lease_ttl_help)
 
 
+def _metrics_address(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--metrics-address",
+        default="127.0.0.1",
+        metavar="ADDR",
+        help="address the metrics port binds (0.0.0.0: every interface) [127.0.0.1]",
+    )
+
+
 _LEASE_TTL_HELP = (
     "leader lease TTL, written to the dse_leader bucket [the bucket's own; 5 when it is created]"
 )
+
+
+def _credential_flags(p: argparse.ArgumentParser) -> None:
+    group = p.add_argument_group("dsctl credentials (engine/security; docs/deploy.md)")
+    group.add_argument(
+        "--credentials",
+        metavar="DIR",
+        help=f"where the roles' credentials are [${DIR_ENV}, else .dsctl/credentials]",
+    )
+    group.add_argument(
+        "--role",
+        metavar="ROLE",
+        help=f"connect as this role (admin, engine, fleet, ingest, publisher, auditor, executor-NODE) "
+        f"[${ROLE_ENV}, else the first the command can use]",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -113,6 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     # the subcommand (argparse would otherwise overwrite it with the subparser's default)
     common = _Parser(add_help=False, argument_default=argparse.SUPPRESS)
     nats_settings.add_arguments(common)
+    _credential_flags(common)
 
     parser = _Parser(
         prog="dsctl",
@@ -138,6 +179,13 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument(
         "--metrics-port", type=_port, metavar="PORT", help="serve Prometheus metrics on this port"
     )
+    _metrics_address(up)
+    up.add_argument(
+        "--insecure",
+        action="store_true",
+        help="the embedded server takes any client with no credentials (experiments only); by default "
+        "it requires the roles' nkeys, generated next to the store (.dsctl/credentials)",
+    )
     up.add_argument(
         "--ready-after",
         type=_non_negative,
@@ -158,6 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
     eng.add_argument(
         "--metrics-port", type=_port, metavar="PORT", help="serve Prometheus metrics on this port"
     )
+    _metrics_address(eng)
     eng.add_argument("--workers", type=int, default=8, help="concurrent reconciles across keys [8]")
 
     exe = sub.add_parser(
@@ -198,13 +247,29 @@ def build_parser() -> argparse.ArgumentParser:
     adm = sub.add_parser(
         "admin",
         parents=[common],
-        help="store administration: create or update the streams and buckets",
-        description="Create or update every stream, bucket and the snapshot object store as the engine's "
-        "start-up does, and print what was done to each (created, updated field: old → new, unchanged, "
-        "kept as the operator set it, drift that cannot be fixed). Executors, ingest and the CLI never "
-        "do this; they only check.",
+        help="store administration: streams and buckets; the roles' credentials",
+        description="streams: create or update every stream, bucket and the snapshot object store as the "
+        "engine's start-up does, and print what was done to each (created, updated field: old → new, "
+        "unchanged, kept as the operator set it, drift that cannot be fixed). Executors, ingest and the "
+        "CLI never do this; they only check. credentials [ROLE] [--node NODE]: create the roles' nkeys "
+        "(or one role's, or one node's executor) in the credentials directory, render the servers' "
+        "auth.conf and reload the servers dsctl started with it; prints public keys, never a seed.",
     )
-    adm.add_argument("action", choices=["streams"])
+    adm.add_argument("action", choices=["streams", "credentials"])
+    adm.add_argument(
+        "target",
+        nargs="?",
+        metavar="ROLE",
+        help="credentials: one role (admin, engine, fleet, ingest, publisher, auditor, executor) [all "
+        "but executors]",
+    )
+    adm.add_argument("--node", metavar="NAME", help="credentials executor: the node it serves")
+    adm.add_argument(
+        "--routes",
+        metavar="HOST:PORT[,...]",
+        help="credentials: also write routes.conf (route user, password and these route URLs) for a "
+        "cluster's servers to include in their cluster block",
+    )
     _store_flags(adm, lease_ttl_help="set the leader lease TTL [keep the bucket's; 5 when created]")
     adm.add_argument(
         "--node-lease-ttl",
@@ -324,22 +389,64 @@ def _client_commands(sub: argparse._SubParsersAction[_Parser], common: _Parser) 
     ig.add_argument("action", nargs="?", choices=["run"], default="run")
 
 
+#: commands that only read the log: the auditor's role can do them
+READ_ONLY = frozenset({"get", "describe", "explain", "audit", "replay"})
+
+
+def identities_for(args: argparse.Namespace) -> list[Identity]:
+    """The roles that can do this command's job, most fitting first (``--role`` overrides)."""
+    command = args.command
+    if command == "engine":
+        return [Identity(Role.ENGINE)]
+    if command == "executor":
+        if args.fleet:
+            return [Identity(Role.FLEET)]
+        try:
+            return [Identity(Role.EXECUTOR, args.node)]
+        except ValueError as err:
+            raise InvalidInput(str(err), "--node") from None
+    if command == "ingest":
+        return [Identity(Role.INGEST)]
+    if command == "events":
+        return [Identity(Role.PUBLISHER), Identity(Role.ADMIN)]
+    if command in READ_ONLY or (command == "rollout" and args.action in ("status", "history")):
+        return [Identity(Role.ADMIN), Identity(Role.AUDITOR)]
+    if command == "admin":
+        return [Identity(Role.ADMIN), Identity(Role.ENGINE)]
+    return [Identity(Role.ADMIN)]
+
+
 def _run(args: argparse.Namespace) -> int:
     from engine.cli import up
     from engine.runtime import logs
 
+    for flag in nats_settings.secret_flags(args):
+        print(
+            f"warning: {flag} puts a secret on the command line, where every local user can read it "
+            "(ps, /proc/<pid>/cmdline); use the NATS_* environment variables or a credentials file",
+            file=sys.stderr,
+        )
     settings = nats_settings.from_args(args)
+    store = CredentialStore(directory(getattr(args, "credentials", None)))
+    role = getattr(args, "role", None) or os.environ.get(ROLE_ENV)
+    settings = with_credentials(settings, wanted(identities_for(args), role), store)
     match args.command:
         case "up":
             log_path = Path(args.log_file)
             log_path.parent.mkdir(parents=True, exist_ok=True)
             with log_path.open("a") as log_stream:
                 logs.configure(stream=log_stream, fmt="json")
+                install_redaction()
                 from engine.cli.demo import setup_demo
 
+                external = bool(getattr(args, "nats_url", None))
+                # the embedded server's credentials live next to its store, unless told otherwise
+                beside = Path(args.store).parent / "credentials"
+                chosen = getattr(args, "credentials", None) or os.environ.get(DIR_ENV)
+                up_store = CredentialStore(chosen or (store.dir if external else beside))
                 return asyncio.run(
                     up.up(
-                        settings if getattr(args, "nats_url", None) else None,
+                        nats_settings.from_args(args) if external else None,
                         port=args.port,
                         store_dir=args.store,
                         demo=args.demo,
@@ -348,10 +455,14 @@ def _run(args: argparse.Namespace) -> int:
                         ready_after=args.ready_after,
                         demo_setup=setup_demo,
                         replicas=replicas_from(args),
+                        credentials=None if args.insecure else up_store,
+                        secure=not args.insecure,
+                        metrics_address=args.metrics_address,
                     )
                 )
         case "engine":
             logs.configure()
+            install_redaction()
             return asyncio.run(
                 up.engine_run(
                     settings,
@@ -360,10 +471,12 @@ def _run(args: argparse.Namespace) -> int:
                     metrics_port=args.metrics_port,
                     workers=args.workers,
                     replicas=replicas_from(args),
+                    metrics_address=args.metrics_address,
                 )
             )
         case "executor":
             logs.configure()
+            install_redaction()
             return asyncio.run(
                 up.executor_run(
                     settings,
@@ -387,10 +500,19 @@ def _run(args: argparse.Namespace) -> int:
 
             sys.stdout.write(schema_text(args.output))
             return 0
+        case "admin" if args.action == "credentials":
+            from engine.cli.admin import credentials
+
+            logs.configure(level="error" if "DSCTL_LOG_LEVEL" not in os.environ else None)
+            install_redaction()
+            return credentials(store, args.target, node=args.node, routes=args.routes, out=sys.stdout)
         case "admin":
             from engine.cli.admin import streams
 
+            if args.target is not None or args.node is not None or args.routes is not None:
+                raise InvalidInput("admin streams takes no ROLE, --node or --routes", "admin streams")
             logs.configure(level="error" if "DSCTL_LOG_LEVEL" not in os.environ else None)
+            install_redaction()
             return asyncio.run(
                 streams(
                     settings,
@@ -404,6 +526,7 @@ def _run(args: argparse.Namespace) -> int:
             )
         case "ingest":
             logs.configure()
+            install_redaction()
             from engine.ingest.service import run_ingest
 
             return asyncio.run(run_ingest(settings))
@@ -411,8 +534,23 @@ def _run(args: argparse.Namespace) -> int:
 
     # a one-shot command: only problems reach the terminal (on stderr), as `error: ...` lines mostly
     logs.configure(level="error" if "DSCTL_LOG_LEVEL" not in os.environ else None)
+    install_redaction()
     settings = msgspec.structs.replace(settings, connect_deadline=min(settings.connect_deadline, 5.0))
+    if args.command == "events":
+        # through the ingest service only: no look at the log first, which a publisher may not read
+        return asyncio.run(_publish_events(args.filename, settings))
     return asyncio.run(run_client(args, settings))
+
+
+async def _publish_events(path: str, settings: nats_settings.NatsSettings) -> int:
+    from engine.ingest.publish import publish_file
+    from engine.store.connection import close, connect
+
+    nc = await connect(settings)
+    try:
+        return await publish_file(nc, path, out=sys.stdout)
+    finally:
+        await close(nc)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -424,7 +562,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return _run(args)
     except DsctlError as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {nats_settings.redact(str(err))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

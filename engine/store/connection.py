@@ -4,6 +4,13 @@ Two different policies on purpose: the *first* connect is bounded (``connect_dea
 fails fast with a message naming it; once connected, the client reconnects forever, because a controller
 must outlive a server restart (its ordered consumers resubscribe on their own, see ``ordered.py``).
 nats-py with ``max_reconnect_attempts=-1`` would otherwise retry the first connect forever too.
+
+No secret reaches nats-py's own state: user information in a URL is taken out of it and passed as the
+user, password or token options (nats-py keeps the URLs it was given and hands them out, e.g. as
+``connected_url`` on a reconnect, which a log line once printed with the password in it), and every
+password and token is registered with ``settings.register_secret`` so that any text we log or raise is
+masked (``settings.redact``). A permissions violation the server reports is logged as such, naming the
+subject: under dsctl's roles it means a process tried something its role may not do.
 """
 
 from __future__ import annotations
@@ -12,12 +19,13 @@ import asyncio
 import contextlib
 import ssl
 
+import msgspec
 import nats
 import structlog
 from nats.aio.client import Client
 
-from engine.store.settings import NatsSettings
-from events.errors import PermanentError, TransientError
+from engine.store.settings import NatsSettings, redact, register_secret, split_userinfo
+from events.errors import InvalidInput, PermanentError, TransientError
 
 log = structlog.get_logger()
 
@@ -38,26 +46,86 @@ def tls_context(settings: NatsSettings) -> ssl.SSLContext | None:
     return ctx
 
 
+class Auth(msgspec.Struct, frozen=True):
+    """The servers without user information, and the credentials taken out of their URLs."""
+
+    servers: list[str]
+    user: str | None = None
+    password: str | None = None
+    token: str | None = None
+
+
+def split_auth(settings: NatsSettings) -> Auth:
+    """URLs stripped of credentials, the options winning over what the URLs said (module docstring)."""
+    servers: list[str] = []
+    found: set[tuple[str | None, str | None]] = set()
+    for url in settings.servers:
+        full = url if "://" in url else f"nats://{url}"
+        clean, user, password = split_userinfo(full)
+        servers.append(clean)
+        if user is not None:
+            found.add((user, password))
+    if len(found) > 1:
+        raise InvalidInput(
+            "the server URLs carry different credentials; give them once (NATS_USER and NATS_PASSWORD, "
+            "NATS_TOKEN, or a credentials file)",
+            "--nats",
+        )
+    url_user, url_password = next(iter(found)) if found else (None, None)
+    user, password, token = settings.user, settings.password, settings.token
+    if not (user or token) and url_user is not None:
+        if url_password is None:
+            token = url_user  # nats://TOKEN@host
+        else:
+            user, password = url_user, url_password
+    for secret in (password, token):
+        register_secret(secret)
+    return Auth(servers=servers, user=user or None, password=password, token=token or None)
+
+
+def _describe(err: BaseException) -> str:
+    return redact(f"{type(err).__name__}: {err}")
+
+
+def _refused(urls: str, errors: list[BaseException], settings: NatsSettings) -> str:
+    cause = _describe(errors[0]) if errors else "Authorization Violation"
+    hint = f" ({settings.auth_hint})" if settings.auth_hint else ""
+    return f"NATS at {urls} refused the connection: {cause}{hint}"
+
+
 async def connect(settings: NatsSettings) -> Client:
     """Connect, or raise ``TransientError`` naming the URL(s) and the last failure."""
-    urls = ", ".join(settings.redacted_servers())
+    auth = split_auth(settings)
+    urls = ", ".join(auth.servers)
     nc = Client()
     last_error: list[BaseException] = []
+    refused = asyncio.Event()
 
     async def on_error(err: Exception) -> None:
         # called for every failed attempt and for async errors later; keep the last for the message
         last_error[:] = [err]
-        log.warning("nats.error", servers=urls, error=f"{type(err).__name__}: {err}")
+        text = str(err).lower()
+        if "permissions violation" in text:
+            log.error(
+                "nats.permission_denied", servers=urls, error=_describe(err), credentials=settings.auth_hint
+            )
+            return
+        if "authorization violation" in text and not nc.is_connected:
+            # the server refused our credentials (or their absence): retrying will not change that
+            refused.set()
+        log.warning("nats.error", servers=urls, error=_describe(err))
 
     async def on_disconnected() -> None:
         log.info("nats.disconnected", servers=urls)
 
     async def on_reconnected() -> None:
-        log.info("nats.reconnected", server=str(nc.connected_url.netloc if nc.connected_url else ""))
+        where = nc.connected_url
+        # host and port only: never the URL's user information
+        log.info("nats.reconnected", server=f"{where.hostname}:{where.port}" if where else "")
 
     tls = tls_context(settings)
     connect_call = nc.connect(
-        servers=settings.servers,
+        servers=auth.servers,
         name=settings.name,
         connect_timeout=settings.connect_timeout,  # type: ignore[arg-type]  # nats-py annotates int, takes float
         reconnect_time_wait=settings.reconnect_wait,  # type: ignore[arg-type]
@@ -67,22 +135,44 @@ async def connect(settings: NatsSettings) -> Client:
         disconnected_cb=on_disconnected,
         reconnected_cb=on_reconnected,
         tls=tls,
-        user=settings.user or None,
-        password=(settings.password or "") if settings.user else None,
-        token=settings.token or None,
+        user=auth.user,
+        password=(auth.password or "") if auth.user else None,
+        token=auth.token,
         user_credentials=settings.creds or None,
+        nkeys_seed=settings.nkey or None,
+        inbox_prefix=settings.inbox_prefix,
     )
+    attempt = asyncio.ensure_future(connect_call)
+    refusal = asyncio.ensure_future(refused.wait())
     try:
         async with asyncio.timeout(settings.connect_deadline):
-            await connect_call
+            await asyncio.wait({attempt, refusal}, return_when=asyncio.FIRST_COMPLETED)
+        if not attempt.done():
+            attempt.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await attempt
+            raise PermanentError(_refused(urls, last_error, settings))
+        attempt.result()
     except (TimeoutError, OSError, nats.errors.Error) as err:
+        if not attempt.done():
+            attempt.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await attempt
         with contextlib.suppress(Exception):
             await nc.close()
         cause = last_error[0] if last_error else err
-        raise TransientError(
-            f"cannot connect to NATS at {urls} within {settings.connect_deadline:g}s: "
-            f"{type(cause).__name__}: {cause}"
-        ) from err
+        message = (
+            f"cannot connect to NATS at {urls} within {settings.connect_deadline:g}s: {_describe(cause)}"
+        )
+        if "authorization" in str(cause).lower() and settings.auth_hint:
+            message += f" ({settings.auth_hint})"
+        raise TransientError(message) from err
+    except PermanentError:
+        with contextlib.suppress(Exception):
+            await nc.close()
+        raise
+    finally:
+        refusal.cancel()
     log.debug("nats.connected", servers=urls)
     return nc
 

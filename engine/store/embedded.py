@@ -133,11 +133,18 @@ class EmbeddedNats(Managed):
         stop_timeout: float = 5.0,
         extra_args: tuple[str, ...] = (),
         die_with_parent: bool = False,
+        config: str | None = None,
     ) -> None:
         """``die_with_parent``: the server is killed if this process dies without stopping it (a
         SIGKILL, a closed terminal), so a crashed ``dsctl up`` never leaves a server holding its port.
-        Linux only; start the server from the main thread (the signal follows the starting thread)."""
+        Linux only; start the server from the main thread (the signal follows the starting thread).
+
+        ``config``: configuration file text (e.g. an ``include`` of the users' ``authorization``
+        block), written to ``<store>/nats-server.conf`` (0600) and given as ``-c``; the flags still set
+        the address, ports, store and name. Secrets go there or in included files, never on the
+        command line (which every local user can read)."""
         self.die_with_parent = die_with_parent
+        self.config = config
         self.host = host
         self.port = port or free_port(host)
         self.monitor_port = monitor_port or (free_port(host) if monitor else None)
@@ -152,6 +159,7 @@ class EmbeddedNats(Managed):
         self.stop_timeout = stop_timeout
         self.extra_args = extra_args
         self.log_path = self.store_dir / "nats-server.log"
+        self.config_path = self.store_dir / "nats-server.conf"
         self._proc: subprocess.Popen[bytes] | None = None
         self._checked_version = False
 
@@ -172,8 +180,10 @@ class EmbeddedNats(Managed):
         return None if self._proc is None else self._proc.pid
 
     def _command(self) -> list[str]:
-        cmd = [
-            str(self.binary),
+        cmd = [str(self.binary)]
+        if self.config is not None:
+            cmd += ["-c", str(self.config_path)]
+        cmd += [
             "--addr", self.host,
             "--port", str(self.port),
             "--jetstream",
@@ -199,6 +209,10 @@ class EmbeddedNats(Managed):
                 )
             self._checked_version = True
         self.store_dir.mkdir(parents=True, exist_ok=True)
+        if self.config is not None:
+            fd = os.open(self.config_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as out:
+                out.write(self.config)
         self._proc = subprocess.Popen(
             self._command(),
             stdin=subprocess.DEVNULL,

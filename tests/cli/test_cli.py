@@ -1,5 +1,7 @@
 """The command line as a user drives it: a real ``dsctl up --demo`` in the background, and every
-command run as its own process against it, checking what it prints and its exit code."""
+command run as its own process against it, checking what it prints and its exit code. ``up`` is secure
+by default: its credentials are next to its store, and each command finds them through
+``DSCTL_CREDENTIALS`` (what ``up`` prints for a store outside ``.dsctl``)."""
 
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ class Up:
         self.port = free_port()
         self.metrics_port = free_port()
         self.url = f"nats://127.0.0.1:{self.port}"
+        self.credentials = tmp / "credentials"
         self.log = (tmp / "up.out").open("wb")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "engine.cli", "up", "--demo", "--port", str(self.port),
@@ -48,7 +51,7 @@ class Up:
 def dsctl(
     up: Up, *args: str, stdin: str | None = None, timeout: float = 60
 ) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, NATS_URL=up.url)
+    env = dict(os.environ, NATS_URL=up.url, DSCTL_CREDENTIALS=str(up.credentials))
     env.pop("DSCTL_LOG_LEVEL", None)
     return subprocess.run(
         [sys.executable, "-m", "engine.cli", *args],
@@ -371,7 +374,7 @@ def test_events_publish_goes_through_the_ingest_service(up: Up, tmp_path: Path) 
 
 
 def test_get_watch_prints_changes_only(up: Up) -> None:
-    env = dict(os.environ, NATS_URL=up.url)
+    env = dict(os.environ, NATS_URL=up.url, DSCTL_CREDENTIALS=str(up.credentials))
     watcher = subprocess.Popen(
         [sys.executable, "-m", "engine.cli", "get", "pods", "-n", "kube-system", "-w"],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -386,7 +389,7 @@ def test_get_watch_prints_changes_only(up: Up) -> None:
         out, _ = watcher.communicate(timeout=10)
     lines = out.splitlines()
     assert lines[0].split()[:3] == ["NAME", "READY", "STATUS"]
-    assert any(line.startswith(victim) and "Terminating" in line for line in lines[4:])
+    assert any(line.startswith(victim) and "Terminating" in line for line in lines[4:]), (victim, out)
     replacement = [line for line in lines[4:] if not line.startswith(victim)]
     assert replacement and all(line.startswith("fluentd-elasticsearch-") for line in replacement)
     assert len(lines) < 12, "unchanged pods must not be printed again"

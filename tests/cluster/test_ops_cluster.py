@@ -1,5 +1,8 @@
 """``ops/cluster``: the committed server configs are what ``up`` runs, pid files are never trusted
 blindly, and the whole script, run as a user runs it, gives a working cluster that ``down`` removes.
+It is secure by default: every process connects with its own role's nkey, none of them is refused
+anything it does (no permission violation in any server's log), and no secret (a seed, the route
+password) shows in a log, an output or a process's command line.
 
 The end-to-end test starts the real script on free ports (``DSCTL_CLUSTER_PORTS=auto``) in a temporary
 directory (``DSCTL_CLUSTER_DIR``), so it never meets a developer's cluster on the default ports. The
@@ -12,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -34,7 +38,10 @@ def test_committed_configs_are_what_up_renders() -> None:
     layout = default_layout()
     for i in range(3):
         committed = (ROOT / "ops" / "nats" / f"cluster-n{i + 1}.conf").read_text()
-        assert committed == server_config(layout, i, ".dsctl/cluster"), f"cluster-n{i + 1}.conf"
+        rendered = server_config(
+            layout, i, ".dsctl/cluster", credentials=".dsctl/credentials", config_dir="ops/nats"
+        )
+        assert committed == rendered, f"cluster-n{i + 1}.conf"
 
 
 def test_a_recycled_pid_is_not_ours(tmp_path: Path) -> None:
@@ -118,6 +125,16 @@ def test_up_apply_status_down(cluster_env: tuple[dict[str, str], Workspace, dict
         line.split("=", 1)[1] for line in up.stdout.splitlines() if line.startswith("export NATS_URL=")
     )
     assert len(url.split(",")) == 3
+    # a cluster outside .dsctl has credentials of its own, and says where
+    creds = Path(
+        next(
+            line.split("=", 1)[1]
+            for line in up.stdout.splitlines()
+            if line.startswith("export DSCTL_CREDENTIALS=")
+        )
+    )
+    assert creds == ws.base.resolve() / "credentials"
+    env = {**env, "DSCTL_CREDENTIALS": str(creds)}
 
     # up again: everything is found running, nothing is started twice
     again = _run([str(SCRIPT), "up"], env, timeout=60)
@@ -151,9 +168,33 @@ def test_up_apply_status_down(cluster_env: tuple[dict[str, str], Workspace, dict
     assert set(streams) == {"DSE_EVENTS", "DSE_COMMANDS", "KV_dse_leader"}
     assert all(row[2] == "3" for row in streams.values()), streams  # R3
 
+    _no_violation_and_no_secret(ws, creds, seen, [up, again, status])
+
     down = _run([str(SCRIPT), "down"], env, timeout=40)
     assert down.returncode == 0, down.stdout + down.stderr
     assert not [name for name, rec in seen.items() if alive(rec)]
     assert _records(ws) == {}
     after = _run([str(SCRIPT), "status"], env, timeout=30)
     assert after.returncode == 1
+
+
+def _no_violation_and_no_secret(
+    ws: Workspace,
+    creds: Path,
+    procs: dict[str, PidRecord],
+    outputs: list[subprocess.CompletedProcess[str]],
+) -> None:
+    assert stat.S_IMODE(creds.stat().st_mode) == 0o700
+    private = [*creds.glob("*.nk"), creds / "routes.conf", creds / "route-password"]
+    assert all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in private), private
+    secrets = [p.read_text().strip() for p in creds.glob("*.nk")]
+    secrets.append((creds / "route-password").read_text().strip())
+    assert len(secrets) == 7 and all(len(s) > 20 for s in secrets)
+    logs = "\n".join(p.read_text(errors="replace") for p in ws.logs.glob("*.log"))
+    assert "Violation" not in logs, [line for line in logs.splitlines() if "Violation" in line]
+    texts = {"logs": logs, **{f"output {i}": o.stdout + o.stderr for i, o in enumerate(outputs)}}
+    for name, rec in procs.items():
+        texts[f"/proc/{rec.pid}/cmdline ({name})"] = Path(f"/proc/{rec.pid}/cmdline").read_bytes().decode()
+    for where, text in texts.items():
+        for secret in secrets:
+            assert secret not in text, f"a secret in {where}"

@@ -14,9 +14,11 @@ from typing import Any
 
 from engine.cli.cluster.layout import (
     REPLICAS,
+    ROOT,
     STOP_TIMEOUT,
     Layout,
     default_layout,
+    routes,
     server_config,
 )
 from engine.cli.cluster.processes import (
@@ -35,6 +37,10 @@ from engine.cli.cluster.views import (
     view_streams,
 )
 from engine.cli.demo import DEMO_DIR, NAMESPACES
+from engine.security import servers as server_registry
+from engine.security.credentials import DIR_ENV, CredentialStore, with_credentials
+from engine.security.roles import Identity, Role
+from engine.security.server_config import write_authorization, write_routes
 from engine.store.connection import close, connect
 from engine.store.embedded import find_binary
 from engine.store.settings import NatsSettings
@@ -64,11 +70,53 @@ def _process_argv(layout: Layout, name: str, dsctl: str) -> list[str]:
 
 
 def _child_env(layout: Layout) -> dict[str, str]:
+    """The children's environment: where the servers are and where the credentials are (a path, not
+    a secret: each process finds its role's file there, ``engine/security/credentials.py``)."""
     env = dict(os.environ)
     env["NATS_URL"] = layout.url
     env["DSCTL_REPLICAS"] = str(REPLICAS)
     env.setdefault("DSCTL_LOG_FORMAT", "json")
+    if layout.credentials is not None:
+        env[DIR_ENV] = layout.credentials
+    else:
+        env.pop(DIR_ENV, None)
     return env
+
+
+def credentials_dir(base: Path, env: dict[str, str] | None = None) -> Path:
+    """``$DSCTL_CREDENTIALS``; else the repository's ``.dsctl/credentials`` for the default cluster
+    (shared with ``dsctl up``, so the CLI finds them from the repository root); else ``<dir>/credentials``
+    for a cluster elsewhere (its own keys)."""
+    env = dict(os.environ) if env is None else env
+    if env.get(DIR_ENV):
+        return Path(env[DIR_ENV]).resolve()
+    if base.resolve() == (ROOT / ".dsctl" / "cluster").resolve():
+        return ROOT / ".dsctl" / "credentials"
+    return base.resolve() / "credentials"
+
+
+def _secure(layout: Layout) -> CredentialStore | None:
+    """The roles' keys (made if missing), ``auth.conf`` and the routes' credentials, for a secure
+    layout; None for an insecure one."""
+    if layout.credentials is None:
+        return None
+    store = CredentialStore(layout.credentials)
+    store.init()
+    write_authorization(store)
+    write_routes(store.dir / "routes.conf", routes(layout), store.dir / "route-password")
+    return store
+
+
+def client_settings(layout: Layout, identities: Sequence[Identity]) -> NatsSettings:
+    """How this command itself connects (set-up, leases, status): the first of ``identities`` found."""
+    base = NatsSettings(servers=layout.url.split(","))
+    if layout.credentials is None:
+        return base
+    return with_credentials(base, identities, CredentialStore(layout.credentials))
+
+
+ADMIN = [Identity(Role.ADMIN)]
+READER = [Identity(Role.AUDITOR), Identity(Role.ADMIN)]
 
 
 class UpFailed(DsctlError):
@@ -92,8 +140,9 @@ def _wait(what: str, check: Any, timeout: float, ws: Workspace, watched: Sequenc
 
 async def _prepare_streams(layout: Layout, timeout: float) -> None:
     deadline = time.monotonic() + timeout
+    admin = client_settings(layout, ADMIN)
     while True:
-        nc = await connect(probe_settings(NatsSettings(), layout.url.split(",")))
+        nc = await connect(probe_settings(admin, layout.url.split(",")))
         try:
             await ensure(nc, lease_ttl=layout.lease_ttl, replicas=REPLICAS)
             break
@@ -105,7 +154,7 @@ async def _prepare_streams(layout: Layout, timeout: float) -> None:
             await asyncio.sleep(0.3)
         finally:
             await close(nc)
-    nc = await connect(probe_settings(NatsSettings(), layout.url.split(",")))
+    nc = await connect(probe_settings(admin, layout.url.split(",")))
     try:
         # a new R3 stream answers only once its own group has elected: wait for every leader
         while True:
@@ -123,7 +172,7 @@ async def _prepare_streams(layout: Layout, timeout: float) -> None:
 
 async def _leases(layout: Layout) -> LeaseView:
     try:
-        nc = await connect(probe_settings(NatsSettings(), layout.url.split(",")))
+        nc = await connect(probe_settings(client_settings(layout, READER), layout.url.split(",")))
     except DsctlError as err:
         return LeaseView(engine="", revision=0, executors={}, error=str(err))
     try:
@@ -132,28 +181,35 @@ async def _leases(layout: Layout) -> LeaseView:
         await close(nc)
 
 
-def up(ws: Workspace, ports: str, lease_ttl: float, demo: bool, timeout: float) -> int:
+def up(
+    ws: Workspace, ports: str, lease_ttl: float, demo: bool, timeout: float, insecure: bool = False
+) -> int:
     layout = ws.load()
     if layout is None:
-        layout = default_layout(ports, lease_ttl)
+        chosen = None if insecure else str(credentials_dir(ws.base))
+        layout = default_layout(ports, lease_ttl, credentials=chosen)
         ws.save(layout)
-    elif ports == "auto" or lease_ttl != layout.lease_ttl:
+    elif ports == "auto" or lease_ttl != layout.lease_ttl or insecure != (layout.credentials is None):
         print(
-            f"note: {ws.state} exists; keeping its ports and lease TTL "
+            f"note: {ws.state} exists; keeping its ports, lease TTL and "
+            f"{'insecure' if layout.credentials is None else 'secure'} setting "
             "(ops/cluster down --wipe to choose again)"
         )
     server_names, proc_names = _names(layout)
     binary = str(find_binary())
     env = _child_env(layout)
+    store = _secure(layout)
 
     for i, s in enumerate(layout.servers):
         conf = ws.base / f"n{i + 1}.conf"
-        conf.write_text(server_config(layout, i, str(ws.base.resolve())))
+        conf.write_text(server_config(layout, i, str(ws.base.resolve()), credentials=layout.credentials))
         rec = ws.record(s.name)
         if rec is not None:
             print(f"{s.name}: already running (pid {rec.pid})")
             continue
         rec = ws.spawn(s.name, [binary, "-c", str(conf)], env)
+        if store is not None:
+            server_registry.register(store, f"ops-cluster-{s.name}", rec.pid)
         print(
             f"{s.name}: started (pid {rec.pid}) client {layout.host}:{s.client} "
             f"routes :{s.route} http :{s.http}"
@@ -194,6 +250,10 @@ def up(ws: Workspace, ports: str, lease_ttl: float, demo: bool, timeout: float) 
         _apply_demo(layout, dsctl, env)
     print()
     print(f"export NATS_URL={layout.url}")
+    if layout.credentials is not None and Path(layout.credentials) != ROOT / ".dsctl" / "credentials":
+        print(f"export {DIR_ENV}={layout.credentials}")
+    elif layout.credentials is None:
+        print("# --insecure: the servers take any client, with no credentials")
     print(f"logs:   tail -f {ws.logs}/*.log")
     print("status: ops/cluster status    stop: ops/cluster down [--wipe]")
     return 0
@@ -202,6 +262,7 @@ def up(ws: Workspace, ports: str, lease_ttl: float, demo: bool, timeout: float) 
 def _apply_demo(layout: Layout, dsctl: str, env: dict[str, str]) -> None:
     """What ``dsctl up --demo`` applies, through ``dsctl apply`` (so the README walk-through matches)."""
     for path in sorted(DEMO_DIR.glob("*.yaml")):
+        # the admin's credentials, found through the environment: nothing secret on the command line
         argv = [dsctl, "apply", "--nats", layout.url, "-f", str(path)]
         if path.name in NAMESPACES:
             argv += ["-n", NAMESPACES[path.name]]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import msgspec
@@ -40,13 +41,15 @@ class Layout(msgspec.Struct, frozen=True, kw_only=True):
     servers: tuple[ServerPorts, ...]
     engine_metrics: tuple[int, ...]
     lease_ttl: float
+    #: the credentials directory the servers require keys from (None: ``--insecure``, anyone connects)
+    credentials: str | None = None
 
     @property
     def url(self) -> str:
         return ",".join(f"nats://{self.host}:{s.client}" for s in self.servers)
 
 
-def default_layout(ports: str = "default", lease_ttl: float = 5.0) -> Layout:
+def default_layout(ports: str = "default", lease_ttl: float = 5.0, credentials: str | None = None) -> Layout:
     """The fixed ports of ``ops/nats/cluster-n*.conf``, or free ones (``ports="auto"``: tests, or a
     second cluster beside the first)."""
     auto = ports == "auto"
@@ -61,30 +64,73 @@ def default_layout(ports: str = "default", lease_ttl: float = 5.0) -> Layout:
     )
     metrics = tuple(free_port(HOST) if auto else METRICS_BASE + i for i in range(ENGINES))
     return Layout(
-        cluster=CLUSTER_NAME, host=HOST, servers=servers, engine_metrics=metrics, lease_ttl=lease_ttl
+        cluster=CLUSTER_NAME,
+        host=HOST,
+        servers=servers,
+        engine_metrics=metrics,
+        lease_ttl=lease_ttl,
+        credentials=credentials,
     )
 
 
-def server_config(layout: Layout, index: int, root: str) -> str:
+def routes(layout: Layout) -> list[str]:
+    """Every member's route address (``host:port``)."""
+    return [f"{layout.host}:{s.route}" for s in layout.servers]
+
+
+def _include(path: str, config_dir: str) -> str:
+    # nats-server resolves an include relative to the including file's directory (absolute or not),
+    # so the path is written relative to where the file lives
+    return os.path.relpath(path, config_dir)
+
+
+def server_config(
+    layout: Layout, index: int, root: str, *, credentials: str | None = None, config_dir: str | None = None
+) -> str:
     """One server's configuration file. ``root`` is where stores and logs go (``.dsctl/cluster`` in the
-    committed files, relative to the repository root; an absolute directory when ``up`` renders it)."""
+    committed files, relative to the repository root; an absolute directory when ``up`` renders it).
+    With ``credentials`` (a directory) the server requires the roles' nkeys (its ``auth.conf``) and its
+    routes authenticate (``routes.conf``), both included by a path relative to ``config_dir``, where
+    the file lives (``ops/nats`` for the committed ones); without, it takes anyone."""
     me = layout.servers[index]
-    routes = "\n".join(f"    nats-route://{layout.host}:{s.route}" for s in layout.servers)
     url = ",".join(f"nats://{layout.host}:{s.client}" for s in layout.servers)
+    where = root if config_dir is None else config_dir
+    if credentials is not None:
+        auth = f"""\
+# Clients authenticate with nkeys, one per role, each allowed only the subjects of its job; the users
+# and their permissions (public keys only) are in auth.conf, written with the keys by `ops/cluster up`
+# or `dsctl admin credentials` (docs/deploy.md, "Roles and credentials").
+include "{_include(f"{credentials}/auth.conf", where)}"
+"""
+        cluster_routes = f"""\
+  # the route user, its password and every member's route URL with it (a server skips the route to
+  # itself); a secret, so in a file of its own (0600), written by `ops/cluster up`
+  include "{_include(f"{credentials}/routes.conf", where)}"
+"""
+    else:
+        auth = "# --insecure: no authorisation, any client may do anything (experiments only)\n"
+        lines = "\n".join(f"    nats-route://{layout.host}:{s.route}" for s in layout.servers)
+        cluster_routes = f"""\
+  # every member lists every route, itself included (a server skips the route to itself)
+  routes: [
+{lines}
+  ]
+"""
     return f"""\
 # Server {index + 1} of dsctl's 3-node JetStream cluster on one machine (`ops/cluster up` renders this
-# file for its ports and directory; these are the defaults). By hand, from the repository root (the
-# server does not create its log's directory):
+# file for its ports and directory; these are the defaults). By hand, from the repository root, after
+# `ops/cluster up` has written the included files once (the server does not create its log's
+# directory):
 #   mkdir -p {root}/logs && nats-server -c ops/nats/cluster-n{index + 1}.conf
 # Clients: NATS_URL={url}
 # Streams are made R3 by `ops/cluster up` (or `dsctl engine run --replicas 3`); the definitions in
 # ops/streams say 1, a floor that never scales a stream down.
 server_name: {me.name}
 listen: {layout.host}:{me.client}
-# monitoring: /healthz and /jsz are what `ops/cluster status` reads
+# monitoring: /healthz and /jsz are what `ops/cluster status` reads (no authentication: loopback)
 http: {layout.host}:{me.http}
 log_file: "{root}/logs/{me.name}.log"
-
+{auth}
 jetstream {{
   store_dir: "{root}/n{index + 1}"
 }}
@@ -92,9 +138,5 @@ jetstream {{
 cluster {{
   name: {layout.cluster}
   listen: {layout.host}:{me.route}
-  # every member lists every route, itself included (a server skips the route to itself)
-  routes: [
-{routes}
-  ]
-}}
+{cluster_routes}}}
 """

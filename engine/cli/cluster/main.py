@@ -9,6 +9,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from engine.cli.cluster.commands import (
+    READER,
+    client_settings,
     down,
     status,
     up,
@@ -20,8 +22,9 @@ from engine.cli.cluster.processes import (
     Workspace,
 )
 from engine.runtime import logs
+from engine.security.credentials import CredentialStore, directory, with_credentials
+from engine.security.redaction import install as install_redaction
 from engine.store import settings as nats_settings
-from engine.store.settings import NatsSettings
 from events.errors import DsctlError
 
 # --- command line ---------------------------------------------------------------------------------
@@ -47,6 +50,12 @@ def build_parser() -> argparse.ArgumentParser:
     p_up.add_argument("--lease-ttl", type=float, default=5.0, help="engine leader lease TTL in seconds [5]")
     p_up.add_argument("--demo", action="store_true", help="apply ops/demo/ as dsctl up --demo does")
     p_up.add_argument("--timeout", type=float, default=45.0, help="bound on each wait [45]")
+    p_up.add_argument(
+        "--insecure",
+        action="store_true",
+        help="servers that take any client with no credentials, and unauthenticated routes (experiments "
+        "only; kept in cluster.json until down --wipe)",
+    )
     p_status = sub.add_parser(
         "status", help="servers, stream leaders, processes, leases (exit 1 unless healthy and led)"
     )
@@ -67,14 +76,17 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logs.configure(level="error" if "DSCTL_LOG_LEVEL" not in os.environ else None)
+    install_redaction()
     ws = Workspace(Path(args.dir))
     try:
         if args.action == "up":
-            return up(ws, args.ports, args.lease_ttl, args.demo, args.timeout)
+            return up(ws, args.ports, args.lease_ttl, args.demo, args.timeout, insecure=args.insecure)
         if args.action == "down":
             return down(ws, args.wipe)
         if args.monitor:
-            settings = nats_settings.from_args(args)
+            for flag in nats_settings.secret_flags(args):
+                print(f"warning: {flag} puts a secret on the command line (ps shows it)", file=sys.stderr)
+            settings = with_credentials(nats_settings.from_args(args), READER, CredentialStore(directory()))
             monitors = [(u, u.rstrip("/")) for u in nats_settings.split_urls(args.monitor)]
             return status(None, None, monitors, settings, args.cpu)
         layout = ws.load()
@@ -84,10 +96,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"cluster {layout.cluster} in {ws.base}")
         print(f"NATS_URL={layout.url}")
         monitors = [(s.name, f"http://{layout.host}:{s.http}") for s in layout.servers]
-        settings = NatsSettings(servers=layout.url.split(","))
-        return status(ws, layout, monitors, settings, args.cpu)
+        return status(ws, layout, monitors, client_settings(layout, READER), args.cpu)
     except DsctlError as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {nats_settings.redact(str(err))}", file=sys.stderr)
         return 1
     except BrokenPipeError:
         # `ops/cluster status | head`: the reader went away, nothing left to say
