@@ -19,6 +19,8 @@ SERVICE_NAME: Final = "dsctl-query"
 #: one subject per verb; ``dse.query.>`` is what an auditor's permissions must allow
 SUBJECT_PREFIX: Final = "dse.query."
 VERBS: Final = ("get", "describe", "explain", "rollout")
+#: answered by the service itself, from its decision index (``engine.query.index``)
+AUDIT: Final = "audit"
 #: the queue group every engine's query service joins: any one of them answers
 QUEUE_GROUP: Final = "dsctl-query"
 PART_HEADER: Final = "Dsctl-Part"
@@ -47,6 +49,9 @@ class QueryReply(msgspec.Struct, kw_only=True):
     error: str = ""
     #: the service could not answer (projection behind, unknown verb): the client reads the log itself
     unavailable: str = ""
+    #: audit: the sequences of the decisions naming the node, and the last sequence the index has read
+    seqs: list[int] = []
+    covered: int = 0
 
 
 encode = msgspec.json.Encoder().encode

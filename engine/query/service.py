@@ -17,6 +17,7 @@ the log itself rather than showing less than it knows was written.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import importlib.metadata
 import time
@@ -29,7 +30,9 @@ from nats.aio.client import Client
 from nats.micro.request import Request
 from nats.micro.service import EndpointStats, Service
 
+from engine.query.index import DecisionIndex
 from engine.query.protocol import (
+    AUDIT,
     PART_HEADER,
     QUEUE_GROUP,
     SERVICE_NAME,
@@ -81,6 +84,9 @@ class QueryService:
         self._queue_group = queue_group
         self._service: Service | None = None
         self.counters = _Counters()
+        #: node -> decisions naming it, for ``audit --node`` (read from the log by its own follower)
+        self.index = DecisionIndex(projector.store)
+        self._indexing: asyncio.Task[None] | None = None
 
     @property
     def id(self) -> str:
@@ -98,17 +104,23 @@ class QueryService:
             stats_handler=self._stats,
         )
         try:
-            for verb in VERBS:
+            for verb in (*VERBS, AUDIT):
                 await self._service.add_endpoint(
                     name=verb, subject=subject(verb), handler=self._handle, metadata={"verb": verb}
                 )
         except BaseException:
             await self.stop()
             raise
+        self._indexing = asyncio.ensure_future(self.index.run())
         await self._nc.flush()
         log.info("query.started", service=SERVICE_NAME, id=self.id)
 
     async def stop(self) -> None:
+        indexing, self._indexing = self._indexing, None
+        if indexing is not None:
+            indexing.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await indexing
         service, self._service = self._service, None
         if service is None:
             return
@@ -141,6 +153,12 @@ class QueryService:
         except msgspec.DecodeError as err:
             self.counters.failed += 1
             return QueryReply(unavailable=f"malformed query: {err}")
+        if req.verb == AUDIT:
+            node = req.args.get("node")
+            if not isinstance(node, str) or not node:
+                return QueryReply(unavailable="audit needs a node")
+            self.counters.answered += 1
+            return QueryReply(seqs=self.index.lookup(node), covered=self.index.covered)
         if req.verb not in VERBS:
             self.counters.unavailable += 1
             return QueryReply(unavailable=f"unknown verb {req.verb!r}")
