@@ -3,8 +3,9 @@
 Why subject permissions: with no authorisation anyone who reaches the server can publish a command on
 ``dse.cmd.<node>``, append a decision or a ``leader.elected``, overwrite the engine's lease key or
 delete ``DSE_EVENTS`` (each was done against the unsecured setup). NATS checks every PUB and SUB
-against the user's allow lists, and JetStream is driven by requests on ``$JS.API.*``, KV writes are publishes on ``$KV.<bucket>.<key>`` and
-object store writes on ``$O.<bucket>.*``, so one allow list per role says what it may do to the log.
+against the user's allow lists, and JetStream is driven by requests on ``$JS.API.*``, KV writes are
+publishes on ``$KV.<bucket>.<key>`` and object store writes on ``$O.<bucket>.*``, so one allow list
+per role says what it may do to the log.
 Everything not listed is denied (the server logs a "Publish Violation" or "Subscription Violation"
 naming the user and subject; ``tests/security`` runs each real process under its role and finds none).
 
