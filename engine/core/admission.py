@@ -118,7 +118,7 @@ def _malformed(err: msgspec.DecodeError, data: bytes | msgspec.Raw, root: str = 
         try:
             bytes(data).decode("utf-8")
         except UnicodeDecodeError as bad:
-            reason = f"{reason} (byte {bad.start})"
+            reason = f"{reason} (byte {bad.start}" + (")" if root == "$" else f" of {root})")
     return MalformedEvent(reason, path)
 
 
