@@ -228,6 +228,19 @@ class NodeReason(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     command_id: str = ""
 
 
+class DaemonSetCondition(msgspec.Struct, frozen=True, rename="camel", kw_only=True, omit_defaults=True):
+    """apps/v1 DaemonSetCondition, set only for a DaemonSet with an availability guard
+    (docs/rollout-control.md). ``revision`` (not upstream) is the template hash the condition is about,
+    so the guard's verdict outlives the pods that caused it."""
+
+    type: str
+    status: str
+    last_transition_time: datetime | None = None
+    reason: str = ""
+    message: str = ""
+    revision: str = ""
+
+
 class DaemonSetStatus(msgspec.Struct, frozen=True, rename="camel", kw_only=True):
     desired_number_scheduled: int = 0
     current_number_scheduled: int = 0
@@ -238,6 +251,8 @@ class DaemonSetStatus(msgspec.Struct, frozen=True, rename="camel", kw_only=True)
     number_unavailable: int = 0
     observed_generation: int = 0
     collision_count: int = 0
+    #: empty unless the DaemonSet has an availability guard (docs/rollout-control.md)
+    conditions: tuple[DaemonSetCondition, ...] = ()
 
 
 class FailedPodBackoff(msgspec.Struct, frozen=True, kw_only=True):

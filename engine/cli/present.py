@@ -93,8 +93,17 @@ def daemonset_object(ds: DaemonSetState) -> dict[str, Any]:
         "kind": "DaemonSet",
         "metadata": metadata,
         "spec": spec,
-        "status": _to_builtins(ds.status),
+        "status": _status_object(ds),
     }
+
+
+def _status_object(ds: DaemonSetState) -> dict[str, Any]:
+    """The status as kubectl shows it: ``conditions`` only when there are any (omitempty upstream;
+    only a guarded DaemonSet has them, docs/rollout-control.md)."""
+    status: dict[str, Any] = _to_builtins(ds.status)
+    if not status.get("conditions"):
+        status.pop("conditions", None)
+    return status
 
 
 def pod_object(state: ClusterState, pod: PodState) -> dict[str, Any]:

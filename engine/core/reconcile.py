@@ -33,7 +33,7 @@ from datetime import UTC, datetime
 
 import msgspec
 
-from engine.core import expectations, selectors
+from engine.core import expectations, guard, selectors
 from engine.core.budgets import ROLLING_UPDATE, allows_surge
 from engine.core.decision import (
     SUMMARY_THRESHOLD,
@@ -128,6 +128,7 @@ def reconcile_nodes(
         or selectors.is_empty(ds.spec.selector)
         or not selectors.is_valid(ds.spec.selector)
         or expectations.pending(state, ds, now)
+        or _guard_tripped(ds)
     ):
         return None
     selects = selectors.matcher(ds.spec.selector)
@@ -158,6 +159,12 @@ def reconcile_nodes(
     return result
 
 
+def _guard_tripped(ds: DaemonSetState) -> bool:
+    """A tripped guard may be reverting: which revision a new node gets is then the full reconcile's."""
+    found = guard.condition(ds.status, guard.GUARD_CONDITION)
+    return found is not None and found.status == "True"
+
+
 def _min(a: float | None, b: float | None) -> float | None:
     return b if a is None else a if b is None else min(a, b)
 
@@ -182,6 +189,12 @@ def _reconcile(
 
     claim = claim_pods(state, ds)
     views = node_views(state, placement(ds.spec.template), claim.pods, memo, ds.template_hash)
+    found = guard.verdict(ds, views, now)
+    real = ds
+    if found is not None and found.revert_to:
+        # auto-revert: act on the last fully available revision (docs/rollout-control.md)
+        ds = guard.reverted(ds, found.revert_to)
+        views = node_views(state, placement(ds.spec.template), claim.pods, memo, ds.template_hash)
     in_flight = expectations.pending(state, ds, now)
     if in_flight:
         # a create issued before the last apply may carry an older template: its revision is unknown
@@ -204,16 +217,25 @@ def _reconcile(
             ]
         )
         plan.requeue(expectations.seconds_until_expiry(in_flight, now))
-        status = compute_status(ds, seen, now, ds.observed_generation)
+        status = guard.with_conditions(
+            real, compute_status(ds, seen, now, ds.observed_generation), found, now
+        )
         plan.requeue(availability_timer(ds, seen, now))
         return finish(state, ds, now, plan, status, claim.adopted, claim.released)
 
     surge = allows_surge(ds.spec)
-    held = held_nodes(ds, views, state.nodes)
+    stopped = found.hold if found is not None and found.tripped and not found.revert_to else None
+    held = {} if found is not None and found.revert_to else held_nodes(ds, views, state.nodes, stopped)
+    controlled = has_controls(ds.spec) and not (found is not None and found.revert_to)
     plan = manage(ds, views, surge, now)
     _replace_held_failed(ds, held, plan)
+    if found is not None:
+        plan.requeue(found.requeue_after)
+        if found.tripped:
+            message = found.hold.message + (f"; auto-revert to {found.revert_to}" if found.revert_to else "")
+            plan.notes.append(Note("", "wait", guard.GUARD_TRIPPED, message))
     if not plan.has_commands and ds.spec.update_strategy.type == ROLLING_UPDATE:
-        rolled = rolling_update(ds, views, now, held if has_controls(ds.spec) else None)
+        rolled = rolling_update(ds, views, now, held if controlled else None)
         touched = {c.node for c in rolled.creates} | {d.node for d in rolled.deletes}
         touched |= {n.node for n in rolled.notes}
         plan.notes = [n for n in plan.notes if n.node not in touched] + rolled.notes
@@ -222,7 +244,7 @@ def _reconcile(
     assign_pod_names(state, ds, plan)
     created = [virtual_pod(ds, c.node, plan.pod_names[c.node], now, c.revision or None) for c in plan.creates]
     seen = with_extra_pods(views, created)
-    status = compute_status(ds, seen, now, ds.generation)
+    status = guard.with_conditions(real, compute_status(ds, seen, now, ds.generation), found, now)
     plan.requeue(availability_timer(ds, seen, now))
     return finish(state, ds, now, plan, status, claim.adopted, claim.released)
 

@@ -8,8 +8,16 @@ from typing import Any
 
 import pytest
 
+from engine.core.guard import (
+    COMPLETE_CONDITION,
+    GUARD_CONDITION,
+    GUARD_TRIPPED,
+    REVERTED,
+    TRIPPED,
+)
 from engine.core.manifests import parse_daemonset
 from engine.core.rollout_control import (
+    HELD_BY_GUARD,
     HELD_BY_PARTITION,
     HELD_BY_PAUSE,
     HELD_BY_SELECTOR,
@@ -280,3 +288,116 @@ def test_host_port_with_max_surge_is_refused_naming_both_fields() -> None:
     # without surge the same template is fine
     doc["spec"]["updateStrategy"] = strategy(mu=1, ms=0)
     parse_daemonset(doc)
+
+
+# --- the availability guard ------------------------------------------------------------------------
+
+
+def guarded_doc(image: str, mu: int = 2, threshold: int | str = 2, revert: bool = False) -> dict[str, Any]:
+    doc = ds_doc(strategy=strategy(mu=mu), image=image)
+    doc["spec"]["progressDeadlineSeconds"] = 60
+    doc["spec"]["rolloutGuard"] = {"failureThreshold": threshold, "autoRevert": revert}
+    return doc
+
+
+def guarded_fleet(revert: bool = False, threshold: int | str = 2) -> World:
+    w = World()
+    w.nodes(5)
+    w.apply(guarded_doc("v1", revert=revert, threshold=threshold))
+    w.settle()
+    return w
+
+
+def conditions(w: World) -> dict[str, tuple[str, str, str]]:
+    return {c.type: (c.status, c.reason, c.revision) for c in w.ds().status.conditions}
+
+
+def test_a_guarded_daemonset_remembers_its_last_complete_revision() -> None:
+    w = guarded_fleet()
+    assert conditions(w) == {COMPLETE_CONDITION: ("True", "", w.ds().template_hash)}
+
+
+def test_an_unguarded_daemonset_has_no_conditions() -> None:
+    w = fleet(2)
+    assert w.ds().status.conditions == ()
+
+
+def test_the_guard_stops_the_rollout_after_two_never_ready_nodes() -> None:
+    w = guarded_fleet()
+    w.apply(guarded_doc("v2"))
+    v2 = w.ds().template_hash
+    w.step()  # node-4 and node-3 (from the end) are replaced...
+    w.step(ready=False)  # ...by pods that never become Ready
+    assert revisions(w) == {
+        "node-0": "old",
+        "node-1": "old",
+        "node-2": "old",
+        "node-3": "new",
+        "node-4": "new",
+    }
+    w.tick(30)
+    assert w.reconcile().decision is None or not deletes_of(w.reconcile())
+    w.tick(31)  # past progressDeadlineSeconds: 2 bad nodes reach the threshold
+    tripped = w.step()
+    assert conditions(w)[GUARD_CONDITION] == ("True", TRIPPED, v2)
+    assert any(r.code == GUARD_TRIPPED and "node-3" in r.message for r in tripped.reasons)
+    assert not deletes_of(tripped)
+    w.tick(600)
+    later = w.reconcile()
+    assert not deletes_of(later)
+    for node in ("node-0", "node-1", "node-2"):
+        codes = [r.code for r in later.reasons if r.node == node]
+        assert HELD_BY_GUARD in codes, (node, codes)
+    # a new template is a new rollout: the guard judges it afresh
+    w.apply(guarded_doc("v3"))
+    assert w.reconcile().decision is not None
+    w.settle()
+    assert GUARD_CONDITION not in conditions(w)
+
+
+def test_a_failed_new_pod_counts_against_the_threshold() -> None:
+    w = guarded_fleet(threshold=1)
+    w.apply(guarded_doc("v2", threshold=1))
+    w.step()
+    w.step()
+    (pod,) = [p for p in w.pods_on("node-4") if p.revision_hash == w.ds().template_hash]
+    w.fail(pod)
+    w.step()
+    assert conditions(w)[GUARD_CONDITION][0] == "True"
+    assert "node-4" in w.ds().status.conditions[-1].message
+
+
+def test_auto_revert_rolls_back_to_the_last_complete_revision_and_stays_there() -> None:
+    w = guarded_fleet(revert=True)
+    v1 = w.ds().template_hash
+    w.apply(guarded_doc("v2", revert=True))
+    v2 = w.ds().template_hash
+    w.step()
+    w.step(ready=False)
+    w.tick(61)
+    w.settle()
+    ds = w.ds()
+    assert ds.template_hash == v2  # the spec as applied is untouched...
+    assert {p.revision_hash for n in w.state.nodes for p in w.pods_on(n)} == {v1}  # ...the pods are v1
+    assert all(p.ready for n in w.state.nodes for p in w.pods_on(n))
+    assert conditions(w)[GUARD_CONDITION] == ("True", REVERTED, v2)
+    assert conditions(w)[COMPLETE_CONDITION] == ("True", "", v1)
+    w.tick(600)
+    assert not w.reconcile().decision  # stays reverted: nothing to do
+
+
+def deletes_of(result: Any) -> list[Any]:
+    from tests.core.world import deletes
+
+    return deletes(result)
+
+
+def test_explain_node_names_the_control_that_holds_it() -> None:
+    from engine.core.explain import explain_node
+
+    w = fleet(3, partition=2)
+    update(w, partition=2)
+    w.settle()
+    found = explain_node(w.state, KEY, "node-0", w.now)
+    assert [r.code for r in found.reasons] == [HELD_BY_PARTITION]
+    assert "partition" in found.reasons[0].message
