@@ -6,6 +6,12 @@ appends keep a bounded window of un-acked publishes on one reply subscription. n
 its reply handler and leaves the future pending forever. Header dicts are built fresh per message
 (nats-py mutates them). Reads and tails use our own ordered consumer (``ordered.py``).
 
+A store can be *pinned* to the stream incarnation it reads (``pin``, the engine does it at start-up):
+from then on a stream that is gone, was made anew under the same name (its ``created`` stamp differs),
+lost messages from its front, or went back raises ``LogIntegrityError`` from ``identity``, ``last_seq``,
+``read`` and ``follow`` (before each consumer the tail re-creates), instead of answering about, or
+reading on from, another stream (docs/design.md, "Tamper evidence"). Unpinned, they behave as before.
+
 While the connection is down (nats-py reconnecting) an append fails at once with ``TransientError``
 instead of being parked in nats-py's reconnect buffer: a parked append would be sent whenever the
 connection came back, possibly after its caller had been told it failed (a CLI error, an ingest 503),
@@ -46,7 +52,7 @@ from engine.store.jetstream_api import (
     translate_errors,
 )
 from engine.store.ordered import ordered_messages
-from engine.store.port import AppendResult, StoredEvent, decode_stored
+from engine.store.port import AppendResult, LogIntegrityError, StoredEvent, StreamIdentity, decode_stored
 from engine.store.streams import EVENTS_STREAM
 from events.codec import encode
 from events.envelope import Envelope
@@ -133,6 +139,9 @@ class JetStreamEventStore:
         self._ack_sub: Subscription | None = None
         self._ack_prefix = ""
         self._ack_counter = 0
+        #: the incarnation this store is held to once pinned, and the highest last sequence seen since
+        self._pinned: StreamIdentity | None = None
+        self._highest = 0
 
     # --- writing ---------------------------------------------------------------------------------
 
@@ -277,7 +286,64 @@ class JetStreamEventStore:
     # --- reading ---------------------------------------------------------------------------------
 
     async def last_seq(self) -> int:
+        if self._pinned is not None:
+            return (await self.identity()).last_seq
         return (await stream_info(self._nc, self.stream, timeout=self._timeout)).state.last_seq
+
+    async def pin(self) -> StreamIdentity:
+        """Hold every later read to the stream incarnation there now (raises NotFound if there is none)."""
+        self._pinned = None
+        found = await self._look()
+        self._pinned, self._highest = found, found.last_seq
+        log.info("store.pinned", stream=self.stream, created=found.created, last_seq=found.last_seq)
+        return found
+
+    async def _look(self) -> StreamIdentity:
+        info = await api_request(self._nc, f"STREAM.INFO.{self.stream}", timeout=self._timeout)
+        state = info.get("state") or {}
+        return StreamIdentity(
+            stream=self.stream,
+            created=str(info.get("created", "")),
+            first_seq=int(state.get("first_seq", 0)),
+            last_seq=int(state.get("last_seq", 0)),
+        )
+
+    async def identity(self) -> StreamIdentity:
+        """The stream now; once pinned, checked against the pinned incarnation (``LogIntegrityError``:
+        gone, another one, messages removed from its front, or a last sequence lower than seen)."""
+        pinned = self._pinned
+        try:
+            now = await self._look()
+        except NotFound as err:
+            if pinned is None:
+                raise
+            raise LogIntegrityError(
+                f"the stream {self.stream} is gone (it was created {pinned.created}; "
+                f"the last sequence seen was {self._highest}): {err}",
+                "stream_deleted",
+            ) from err
+        if pinned is None:
+            return now
+        if now.created != pinned.created:
+            raise LogIntegrityError(
+                f"the stream {self.stream} was replaced: it was created {pinned.created}, the one there "
+                f"now {now.created} (last sequence {now.last_seq}, {self._highest} seen before)",
+                "stream_replaced",
+            )
+        if now.first_seq > max(pinned.first_seq, 1):
+            raise LogIntegrityError(
+                f"the stream {self.stream} lost messages from its front: its first sequence is "
+                f"{now.first_seq}, it was {max(pinned.first_seq, 1)}",
+                "first_seq_moved",
+            )
+        if now.last_seq < self._highest:
+            raise LogIntegrityError(
+                f"the stream {self.stream} went back: its last sequence is {now.last_seq}, "
+                f"{self._highest} was seen before",
+                "last_seq_back",
+            )
+        self._highest = now.last_seq
+        return now
 
     async def get(self, seq: int) -> StoredEvent:
         # STREAM.MSG.GET goes to the stream leader, so it sees every acknowledged append (Direct Get
@@ -318,6 +384,7 @@ class JetStreamEventStore:
             stall_timeout=self._stall_timeout,
             api_timeout=self._timeout,
             convert=_decode_delivered,
+            check_on_reset=self._check_pinned,
         )
         async with contextlib.aclosing(messages):
             async for event in messages:
@@ -327,6 +394,7 @@ class JetStreamEventStore:
         self, from_seq: int = 1, subjects: Sequence[str] | None = None
     ) -> AsyncGenerator[StoredEvent, None]:
         """Every event from ``from_seq`` on, then new ones as they arrive; survives server restarts."""
+        await self._check_pinned()
         messages = ordered_messages(
             self._nc,
             self.stream,
@@ -337,10 +405,15 @@ class JetStreamEventStore:
             stall_timeout=None,
             api_timeout=self._timeout,
             convert=_decode_delivered,
+            check_on_reset=self._check_pinned,
         )
         async with contextlib.aclosing(messages):
             async for event in messages:
                 yield event
+
+    async def _check_pinned(self) -> None:
+        if self._pinned is not None:
+            await self.identity()
 
     async def close(self) -> None:
         """Drop the ack subscription (the connection belongs to the caller)."""

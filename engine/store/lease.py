@@ -10,6 +10,14 @@ too: the new leader appends ``leader.elected`` on the decision subjects, and eve
 appended with an expected-last-sequence check on that subject tree, so a deposed leader's next
 decision fails with ConflictError. The revision of the lease key is the leader's epoch.
 
+A lease key written over by someone who is not an engine (docs/design.md, "Tamper evidence"): an engine
+takes the key only when it is absent, deleted or expired, so a new value at a newer revision while our
+last renewal is well inside the TTL was not written by an engine taking over, unless that engine also
+appended its leader marker. ``LeaderLease`` asks ``verify_takeover`` (the engine looks for the marker in
+its projection); without one the write is a forgery: logged at error level, reported to ``on_forged``,
+and the key taken back. A lease without ``verify_takeover`` (the executors') counts any other value as
+lost, as before.
+
 ``LeaderLease`` takes the key it guards (``engine`` by default), so the same create/renew/tombstone
 mechanics serve the executors' per-node leases: ``ExecutorLease`` below, one key per node in the
 ``dse_node_leases`` bucket. Its renewal policy differs on purpose: an engine that cannot renew steps
@@ -34,6 +42,10 @@ from events.errors import ConflictError, TransientError
 log = structlog.get_logger("dsctl.lease")
 
 LEASE_KEY = "engine"
+
+
+#: asked, when the key names ``holder`` at ``revision`` over our live lease: did an engine take it over?
+TakeoverCheck = Callable[[str, int], Awaitable[bool]]
 
 
 @dataclass(frozen=True)
@@ -72,12 +84,28 @@ async def renew_every_third(
 
 
 class LeaderLease:
-    def __init__(self, kv: KeyValue, holder: str, ttl: float, *, key: str = LEASE_KEY) -> None:
+    def __init__(
+        self,
+        kv: KeyValue,
+        holder: str,
+        ttl: float,
+        *,
+        key: str = LEASE_KEY,
+        verify_takeover: TakeoverCheck | None = None,
+        on_forged: Callable[[str], None] | None = None,
+    ) -> None:
         self._kv = kv
         self.holder = holder
         self.ttl = ttl
         self.key = key
         self._revision: int | None = None
+        self.verify_takeover = verify_takeover
+        self.on_forged = on_forged
+        #: renewals one at a time: two updates against one revision would make the loser think it lost
+        self._lock = asyncio.Lock()
+        #: when the last write of ours that the server acknowledged was sent (monotonic): the key cannot
+        #: expire before this plus the TTL
+        self._written_at = 0.0
 
     @property
     def revision(self) -> int | None:
@@ -135,6 +163,7 @@ class LeaderLease:
             log.warning("lease.acquire_failed", error=str(err))
             return None
         self._revision = rev
+        self._written_at = asyncio.get_running_loop().time()
         log.info("lease.acquired", key=self.key, holder=self.holder, epoch=rev)
         return Lease(self.holder, rev)
 
@@ -147,15 +176,60 @@ class LeaderLease:
             await asyncio.sleep(self.ttl / 8)
 
     async def renew(self) -> None:
-        if self._revision is None:
-            raise ConflictError("lease not held")
-        try:
-            self._revision = await self._kv.update(self.key, self.holder.encode(), last=self._revision)
-        except KeyWrongLastSequenceError as err:
+        """Renew, or raise ConflictError when the lease is lost (TransientError: ask again later)."""
+        async with self._lock:
+            if self._revision is None:
+                raise ConflictError("lease not held")
+            sent = asyncio.get_running_loop().time()
+            try:
+                self._revision = await self._kv.update(self.key, self.holder.encode(), last=self._revision)
+                self._written_at = sent
+                return
+            except KeyWrongLastSequenceError as err:
+                conflict: Exception = err
+            except Exception as err:
+                raise TransientError(f"lease renewal failed: {err}") from err
+            if await self._reclaim():
+                return
             self._revision = None
-            raise ConflictError(f"lease lost by {self.holder}") from err
-        except Exception as err:
-            raise TransientError(f"lease renewal failed: {err}") from err
+            raise ConflictError(f"lease lost by {self.holder}") from conflict
+
+    async def _reclaim(self) -> bool:
+        """The key moved under a renewal: keep the lease if the move was no engine's (see the module
+        docstring). True when this holder holds it again."""
+        current = await self.current()
+        if current is not None and current[0] == self.holder:
+            self.adopt(current[1])  # our own update landed, its reply was lost
+            return True
+        live = asyncio.get_running_loop().time() - self._written_at < self.ttl * OVERDUE_SHARE
+        if self.verify_takeover is None or not live:
+            return False  # the key may have expired: whoever holds it may rightly do so
+        if current is not None and await self.verify_takeover(*current):
+            return False  # an engine took over (its marker is in the log)
+        written = f"{current[0]!r} at revision {current[1]}" if current is not None else "deleted"
+        log.error(
+            "lease.forged",
+            key=self.key,
+            holder=self.holder,
+            written=written,
+            why="the key was written over a live lease, and no leader marker of its writer followed",
+        )
+        if self.on_forged is not None:
+            self.on_forged(written)
+        last = current[1] if current is not None else await self._tombstone()
+        sent = asyncio.get_running_loop().time()
+        try:
+            if last is None:
+                rev = await self._kv.create(self.key, self.holder.encode())
+            else:
+                rev = await self._kv.update(self.key, self.holder.encode(), last=last)
+        except Exception as err:  # someone wrote again meanwhile (an engine, maybe): not ours
+            log.warning("lease.reclaim_failed", key=self.key, error=str(err))
+            return False
+        self._revision = rev
+        self._written_at = sent
+        log.warning("lease.reclaimed", key=self.key, holder=self.holder, revision=rev)
+        return True
 
     async def hold(self) -> None:
         """Renew until the lease is lost; returns (never raises) when it is.

@@ -14,7 +14,11 @@ is a plain loop in the caller's task (no helper tasks, nothing to leak):
 - while the server is away, consumer creation is retried with capped backoff; a bounded read gives up
   after ``stall_timeout`` without progress (TransientError), a tail never gives up;
 - a bounded read ends at ``stop_at`` or as soon as a delivery reports nothing pending, i.e. at the last
-  matching message that existed when the read began.
+  matching message that existed when the read began;
+- a stream that vanishes under the reader (a consumer re-created after a reset finds "stream not found"
+  for ``GONE_GRACE`` seconds) raises ``LogIntegrityError``, never waits forever; and a reader given
+  ``check_on_reset`` (the event store's identity check) runs it before each new consumer, so it never
+  reads on from another stream made under the same name (docs/design.md, "Tamper evidence").
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import asyncio
 import contextlib
 import time
 from collections import deque
-from collections.abc import AsyncGenerator, Callable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
 from typing import TypeVar
 
@@ -34,12 +38,17 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from engine.store.jetstream_api import api_request
-from events.errors import DsctlError, TransientError
+from engine.store.port import LogIntegrityError
+from events.errors import DsctlError, NotFound, TransientError
 
 log = structlog.get_logger()
 
 _NS = 1_000_000_000
 T = TypeVar("T")
+
+#: how long a stream the reader was reading may answer "not found" before it counts as deleted (a
+#: moment's grace for a cluster whose meta layer is still settling)
+GONE_GRACE = 2.0
 
 
 class RawMessage(msgspec.Struct, frozen=True, gc=False):
@@ -89,13 +98,17 @@ async def ordered_messages(
     stall_timeout: float | None = 30.0,
     api_timeout: float = 5.0,
     convert: Callable[[int, str, int, bytes], T] = raw_message,  # type: ignore[assignment]
+    convert_headers: Callable[[int, str, int, bytes, Mapping[str, str] | None], T] | None = None,
+    check_on_reset: Callable[[], Awaitable[None]] | None = None,
 ) -> AsyncGenerator[T, None]:
     """Messages of ``stream`` in sequence order from ``start_seq`` (or ``start_time``) matching ``filters``.
 
     With ``stop_at`` the iteration ends at the end of the range (see module docstring); without it, it
     tails forever. Close it (``contextlib.aclosing``) when breaking out early. ``convert`` builds what is
     yielded (seq, subject, time in ns, payload); passing the decoder here instead of wrapping this
-    generator in another one saves a generator hop per message.
+    generator in another one saves a generator hop per message. ``convert_headers``, when given, is
+    used instead and also gets the message's headers. ``check_on_reset`` runs before every consumer
+    after the first (its errors end the read, but transient ones, which are retried).
     """
     # a deque plus one waiter future: cheaper per message than asyncio.Queue, which matters at ~100k/s
     buffer: deque[Msg] = deque()
@@ -114,6 +127,8 @@ async def ordered_messages(
     idle_limit = heartbeat * 3
     backoff = 0.05
     progress_at = time.monotonic()
+    created_once = False
+    missing_since: float | None = None
 
     async def drop_consumer(delete: bool) -> None:
         nonlocal sub, consumer
@@ -130,10 +145,18 @@ async def ordered_messages(
 
     async def create() -> int:
         """Create consumer + subscription; return its num_pending. Retries while the server is away."""
-        nonlocal sub, consumer, backoff
+        nonlocal sub, consumer, backoff, created_once, missing_since
         while True:
             if nc.is_closed:
                 raise TransientError(f"reading {stream}: the NATS connection is closed")
+            if created_once and check_on_reset is not None:
+                try:
+                    await check_on_reset()
+                except TransientError as err:
+                    log.debug("ordered.check_retry", stream=stream, error=str(err))
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, 1.0)
+                    continue
             inbox = nc.new_inbox()
             config: dict[str, object] = {
                 "deliver_subject": inbox,
@@ -164,6 +187,23 @@ async def ordered_messages(
                     {"stream_name": stream, "config": config},
                     timeout=api_timeout,
                 )
+            except NotFound as err:
+                with contextlib.suppress(Exception):
+                    if sub is not None:
+                        await sub.unsubscribe()
+                sub = None
+                if not created_once:
+                    raise  # never there: the caller's error to report, as before
+                now = time.monotonic()
+                missing_since = missing_since if missing_since is not None else now
+                if now - missing_since >= GONE_GRACE:
+                    raise LogIntegrityError(
+                        f"the stream {stream} was deleted while it was being read "
+                        f"(last sequence read {last_seq}): {err}",
+                        "stream_deleted",
+                    ) from err
+                await asyncio.sleep(0.2)
+                continue
             except (TimeoutError, TransientError, OSError) as err:
                 with contextlib.suppress(Exception):
                     if sub is not None:
@@ -184,6 +224,8 @@ async def ordered_messages(
                     sub = None
                 raise
             backoff = 0.05
+            created_once = True
+            missing_since = None
             consumer = str(info["name"])
             pending: int = info.get("num_pending", 0)
             return pending
@@ -265,7 +307,10 @@ async def ordered_messages(
             progress_at = time.monotonic()
             if stop_at is not None and meta.seq > stop_at:
                 return
-            yield convert(meta.seq, msg.subject, meta.time_ns, msg.data)
+            if convert_headers is not None:
+                yield convert_headers(meta.seq, msg.subject, meta.time_ns, msg.data, headers)
+            else:
+                yield convert(meta.seq, msg.subject, meta.time_ns, msg.data)
             if stop_at is not None and (meta.seq >= stop_at or meta.pending == 0):
                 return
     finally:

@@ -11,7 +11,9 @@ semantics for fast tests and replays. The semantics, taken from the server:
   a now-stale expectation gets ``ConflictError``, not a duplicate ack, so after a conflict re-read and
   look for your own event id before deciding (``appending.append_within`` does);
 - a payload that does not decode never ends a read silently: it raises ``MalformedStoredEvent`` with its
-  sequence, so the caller can record it and resume at ``seq + 1``.
+  sequence, so the caller can record it and resume at ``seq + 1``;
+- a store pinned to its stream (``IdentifiedStore``) raises ``LogIntegrityError`` when the stream it
+  reads is gone or was replaced, never reads on from another one.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import msgspec
 
 from events.codec import decode
 from events.envelope import Envelope
-from events.errors import DsctlError, MalformedEvent
+from events.errors import DsctlError, MalformedEvent, PermanentError
 
 
 class AppendResult(msgspec.Struct, frozen=True):
@@ -47,6 +49,42 @@ class MalformedStoredEvent(MalformedEvent):
         super().__init__(f"stream sequence {seq} ({subject}): {cause.reason}", cause.field)
         self.seq = seq
         self.subject = subject
+
+
+class LogIntegrityError(PermanentError):
+    """The event log is not the one this reader was folding: the stream was deleted or replaced, lost
+    messages (a gap, a first sequence that moved, a last sequence that went back), or ends before a
+    snapshot already folded from it. Nothing read from it may be acted on (docs/design.md, "Tamper
+    evidence"). ``kind`` names which, for logs and metrics."""
+
+    def __init__(self, message: str, kind: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+class StreamIdentity(msgspec.Struct, frozen=True):
+    """What tells one incarnation of a stream from another: the server stamps ``created`` when the
+    stream is made (kept across restarts; a stream deleted and made again under the same name has a
+    new one). With the sequences, what a watcher compares over time."""
+
+    stream: str
+    created: str
+    first_seq: int
+    last_seq: int
+
+
+@runtime_checkable
+class IdentifiedStore(Protocol):
+    """A store that can say which stream incarnation it reads and be held to it (``JetStreamEventStore``;
+    the in-memory store cannot be replaced under its reader)."""
+
+    async def identity(self) -> StreamIdentity:
+        """The stream as it is now; raises ``LogIntegrityError`` once pinned and it is gone or another."""
+        ...
+
+    async def pin(self) -> StreamIdentity:
+        """Hold every later read to the incarnation there now (see ``identity``)."""
+        ...
 
 
 @runtime_checkable

@@ -8,6 +8,14 @@ listeners (the controller's triggers) before and after. Snapshots are written ev
 A stored message that does not decode is skipped with an error log naming its sequence: the log is
 immutable, and one bad message must not stop the engine forever. (Ingest validation keeps such
 messages out; the skip is the last line of defence.)
+
+Tamper evidence (docs/design.md, "Tamper evidence"): the fold must see every sequence in order, so a
+gap (a message gone from the middle) raises ``LogIntegrityError``, as does a snapshot whose sequence
+the stream does not reach or whose last record is not the one the stream holds there (the stream was
+replaced). Records on the decision tree that no engine wrote are never folded: one that does not
+decode, one misplaced (``projections.authority.misplaced``, skipped here), one the fold refuses
+(``projections.authority.judge``). Each is logged at error level as ``projector.tamper`` and handed to
+the ``on_tamper`` listeners (the engine counts them), never passed over quietly.
 """
 
 from __future__ import annotations
@@ -21,9 +29,11 @@ from typing import Protocol
 import structlog
 from nats.js.errors import NotFoundError, ObjectNotFoundError
 
-from engine.store.port import EventStore, MalformedStoredEvent, StoredEvent
+from engine.store.port import EventStore, LogIntegrityError, MalformedStoredEvent, StoredEvent
 from events.errors import DsctlError, MalformedEvent
+from events.types import DecisionRecorded, LeaderElected
 from projections import snapshot
+from projections.authority import misplaced, on_tree, refusal
 from projections.fold import apply
 from projections.model import ClusterState
 
@@ -34,6 +44,10 @@ SNAPSHOT_KEY = "cluster"
 #: called before an event is folded; the value it returns is handed to the after-listener
 BeforeListener = Callable[[ClusterState, StoredEvent], object]
 AfterListener = Callable[[ClusterState, StoredEvent, object], None]
+#: told of each record no engine wrote: (sequence, subject, why)
+TamperListener = Callable[[int, str, str], None]
+#: the most tamper findings a projector keeps (the log and the listeners get every one)
+KEEP_TAMPERED = 1000
 
 
 class SnapshotStore(Protocol):
@@ -87,10 +101,16 @@ class Projector:
         self.loaded_from_snapshot = 0
         self.replayed = 0
         self.skipped: list[int] = []
+        #: records no engine wrote (sequence, subject, why), the first ``KEEP_TAMPERED``
+        self.tampered: list[tuple[int, str, str]] = []
+        self._on_tamper: list[TamperListener] = []
 
     def listen(self, before: BeforeListener, after: AfterListener) -> None:
         self._before.append(before)
         self._after.append(after)
+
+    def on_tamper(self, listener: TamperListener) -> None:
+        self._on_tamper.append(listener)
 
     @property
     def seq(self) -> int:
@@ -111,6 +131,8 @@ class Projector:
                 except MalformedEvent as err:
                     log.warning("projector.snapshot_ignored", error=str(err))
         end = await self.store.last_seq()
+        if self.loaded_from_snapshot:
+            await self._check_snapshot_against(end)
         if end_seq is not None:
             end = min(end, end_seq)
         start = self.state.seq + 1
@@ -131,14 +153,76 @@ class Projector:
             replayed=self.replayed,
         )
 
+    async def _check_snapshot_against(self, end: int) -> None:
+        """The stream must still be the one the snapshot was folded from: long enough, and holding the
+        snapshot's last record where the snapshot says (a stream deleted and made anew, even with as
+        many messages, holds other ids)."""
+        seq = self.state.seq
+        if seq > end:
+            raise LogIntegrityError(
+                f"the snapshot covers the log up to sequence {seq}, but the stream ends at {end}: "
+                "the event stream was replaced or lost events",
+                "log_behind_snapshot",
+            )
+        if not self.state.last_id:
+            return
+        try:
+            there = (await self.store.get(seq)).envelope.id
+        except MalformedStoredEvent:
+            there = "(a record that does not decode)"
+        except DsctlError as err:
+            if isinstance(err, LogIntegrityError):
+                raise
+            there = f"(nothing: {err})"
+        if there != self.state.last_id:
+            raise LogIntegrityError(
+                f"the snapshot ends with event {self.state.last_id} at sequence {seq}, but the stream "
+                f"holds {there} there: the event stream was replaced",
+                "stream_replaced",
+            )
+
     def _skip(self, err: MalformedStoredEvent) -> None:
-        log.error("projector.skipped_malformed", seq=err.seq, subject=err.subject, error=str(err))
+        self._check_next(err.seq)
+        if on_tree(err.subject):
+            self._tamper(err.seq, err.subject, f"a record that does not decode: {err}")
+        else:
+            log.error("projector.skipped_malformed", seq=err.seq, subject=err.subject, error=str(err))
         self.skipped.append(err.seq)
         self.state.seq = max(self.state.seq, err.seq)
+        self.state.last_id = ""
+
+    def _tamper(self, seq: int, subject: str, why: str) -> None:
+        log.error("projector.tamper", seq=seq, subject=subject, why=why)
+        if len(self.tampered) < KEEP_TAMPERED:
+            self.tampered.append((seq, subject, why))
+        for listener in self._on_tamper:
+            listener(seq, subject, why)
+
+    def _check_next(self, seq: int) -> None:
+        """The fold reads the whole log: each sequence must follow the last one folded."""
+        if seq != self.state.seq + 1:
+            raise LogIntegrityError(
+                f"sequence gap: the log holds {seq} after {self.state.seq}; "
+                f"{seq - self.state.seq - 1} message(s) are missing from the event stream",
+                "sequence_gap",
+            )
 
     def _fold(self, stored: StoredEvent) -> None:
         if stored.seq <= self.state.seq:
             return
+        self._check_next(stored.seq)
+        problem = misplaced(stored.subject, stored.envelope)
+        if problem is not None:
+            self._tamper(stored.seq, stored.subject, problem)
+            self.state.seq = stored.seq
+            self.state.last_id = stored.envelope.id
+            return
+        if isinstance(stored.envelope.data, DecisionRecorded | LeaderElected):
+            why = refusal(self.state.authority, stored.envelope)
+            if why is not None:
+                apply(self.state, stored.envelope, stored.seq)  # counted and passed over by the fold
+                self._tamper(stored.seq, stored.subject, why)
+                return
         contexts = [b(self.state, stored) for b in self._before]
         apply(self.state, stored.envelope, stored.seq)
         for after, ctx in zip(self._after, contexts, strict=True):
