@@ -25,6 +25,10 @@
   finds a key needs a full reconcile hands it to that lane and is free at once, and no worker waits for
   the other lane to finish a key: the scheduler queues the key again when it does (eight keys due
   together once held every worker and starved every node event).
+- **Tamper evidence** (docs/design.md). A leader marker folded while this engine leads that its writer
+  did not write, or a decision under its name it did not write (the relay refuses to send it), makes
+  the writer look at the decision tree at once (``DecisionWriter.check_fence``): another engine's
+  election steps this one down; anything else is reported to ``on_tamper`` and fenced over.
 - **Errors by class** (``events.errors``): ``LeadershipLost`` (a ``FencedOff``) steps down; a transient
   error or an unexpected one retries the key with per-key exponential backoff, reset by a success; a
   conflict retries at once, then backs off; a permanent error is logged and not retried.
@@ -70,6 +74,7 @@ from engine.store.projector import Projector
 from events.errors import ConflictError, PermanentError, TransientError
 from events.types import (
     DecisionRecorded,
+    LeaderElected,
     NodeRemoved,
     PodDeleted,
     PodEvent,
@@ -123,9 +128,14 @@ class Controller:
         self._cache = PlacementCache()
         self._memo = EligibilityMemo()
         self.lost = asyncio.Event()
+        #: told of each record no engine wrote that this controller found (sequence, subject, why)
+        self.on_tamper: Callable[[int, str, str], None] | None = None
+        self._fence_check: asyncio.Task[None] | None = None
         projector.listen(self._before, self._after)
         # the relay learns of each decision as it is stored, not only once it is folded back
         writer.on_appended = lambda seq, decision: relay.offer(projector.state, seq, decision)
+        relay.author = writer
+        relay.on_foreign = self._foreign
 
     def _apply(self) -> None:
         """Carry out the scheduler's queue operations, in order."""
@@ -158,6 +168,14 @@ class Controller:
         if not sched.leading:
             return
         event = stored.envelope.data
+        if isinstance(event, LeaderElected):
+            if not self.writer.wrote(stored.envelope.id):
+                # another engine's election, or a forged one: the writer tells which
+                log.warning(
+                    "controller.foreign_marker", seq=stored.seq, holder=event.holder, epoch=event.epoch
+                )
+                self._look_at_fence()
+            return
         if answered is not None and not state.in_flight_by_ds.get(answered.ds_key):
             sched.commands_answered(answered.ds_key)
         keys = affected_keys(state, event, prior, self._cache)
@@ -184,6 +202,28 @@ class Controller:
             return Pace.ROLLING
         return Pace.AT_REST
 
+    # --- tamper evidence ---------------------------------------------------------------------------
+
+    def _foreign(self, seq: int, subject: str, why: str) -> None:
+        """A decision under this engine's name it did not write (the relay did not send it)."""
+        if self.on_tamper is not None:
+            self.on_tamper(seq, subject, why)
+        if self.scheduler.leading:
+            self._look_at_fence()
+
+    def _look_at_fence(self) -> None:
+        if self._fence_check is None or self._fence_check.done():
+            self._fence_check = asyncio.ensure_future(self._check_fence())
+
+    async def _check_fence(self) -> None:
+        try:
+            await self.writer.check_fence()
+        except LeadershipLost as err:
+            log.warning("controller.deposed", error=str(err))
+            self.step_down()
+        except Exception as err:  # the next append looks again
+            log.warning("controller.fence_check_failed", error=repr(err))
+
     # --- leadership -------------------------------------------------------------------------------
 
     async def lead(self, epoch: int) -> None:
@@ -207,9 +247,11 @@ class Controller:
                 log.error("controller.relay_failed", error=repr(relay.exception()))
         finally:
             self._step_down()
-            for t in (*tasks, relay, lost):
+            fence = [self._fence_check] if self._fence_check is not None else []
+            self._fence_check = None
+            for t in (*tasks, relay, lost, *fence):
                 t.cancel()
-            _, stuck = await asyncio.wait([*tasks, relay, lost], timeout=10)
+            _, stuck = await asyncio.wait([*tasks, relay, lost, *fence], timeout=10)
             if stuck:
                 log.error("controller.workers_stuck", count=len(stuck))
 

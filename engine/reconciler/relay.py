@@ -27,6 +27,12 @@ only a 5-minute expiry noticed. Here the commands sent are derived from the reco
 - **Idempotent.** The command id is the ``Nats-Msg-Id`` (the server drops a repeat inside the
   duplicate window) and executors apply each command id once, so sending twice is harmless and
   sending once more than needed is the price of never sending zero times.
+- **Only the leader's own decisions** (docs/design.md, "Tamper evidence"). The fold never folds a
+  decision the current leader did not fence (``projections.authority``), so those never reach the relay.
+  While this engine leads, a decision folded that its own writer did not write (a forger who copied the
+  leader's name and fence) is not sent either: logged at error level, counted, and handed to
+  ``on_foreign`` (the controller re-fences, which disowns it). On resume, decisions a later leader
+  marker disowned are not re-sent.
 - Commands whose in-flight window has expired are not re-sent on resume: the core has stopped waiting
   for them and decides afresh for their nodes (upstream's expectations timeout), so a late copy could
   only duplicate work.
@@ -36,6 +42,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import functools
 import time
 from collections import deque
@@ -51,13 +58,13 @@ from engine.core.expectations import is_live
 from engine.runtime import tasks
 from engine.runtime.metrics import Metrics
 from engine.runtime.retry import Backoff
-from engine.store.event_store import EventStore, StoredEvent
+from engine.store.event_store import EventStore, MalformedStoredEvent, StoredEvent
 from engine.store.jetstream_api import ApiError, api_request, error_for, stream_info, translate_errors
 from engine.store.projector import Projector
 from events import codec
 from events.errors import NotFound, TransientError
-from events.subjects import COMMANDS_STREAM, command_subject
-from events.types import AnyCommand, DecisionRecorded
+from events.subjects import COMMANDS_STREAM, DECISION_TREE, command_subject
+from events.types import AnyCommand, DecisionRecorded, LeaderElected
 from projections.model import ClusterState
 
 log = structlog.get_logger("dsctl.relay")
@@ -76,6 +83,14 @@ REPORT_AFTER = 30.0
 #: most command messages looked at, from the end of the stream, for the relay's position (messages
 #: without the header, such as a user's ``delete pod``, are passed over)
 POSITION_SCAN = 1000
+
+
+class Author(Protocol):
+    """Who writes this engine's decisions (``fencing.DecisionWriter``), as the relay asks it."""
+
+    holder: str
+
+    def wrote(self, envelope_id: str) -> bool: ...
 
 
 class CommandSink(Protocol):
@@ -206,6 +221,12 @@ class CommandRelay:
         self.sent = 0
         #: the sequence of the last decision whose commands are all stored (0: none yet this run)
         self.position = 0
+        #: this engine's decision writer: while leading, only what it wrote is sent
+        self.author: Author | None = None
+        #: told of a decision folded under this engine's name that its writer did not write
+        self.on_foreign: Callable[[int, str, str], None] | None = None
+        #: decisions refused for that, and decisions not re-sent on resume because they were disowned
+        self.refused: list[int] = []
         projector.listen(_nothing, self._after)
 
     @property
@@ -215,8 +236,24 @@ class CommandRelay:
 
     def _after(self, state: ClusterState, stored: StoredEvent, ctx: object) -> None:
         decision = stored.envelope.data
-        if isinstance(decision, DecisionRecorded):
-            self.offer(state, stored.seq, decision)
+        if not isinstance(decision, DecisionRecorded) or state.authority.head != stored.seq:
+            return  # not a decision, or one the fold did not take
+        author = self.author
+        if self._active and author is not None and stored.seq > self._offered:
+            if state.authority.holder != author.holder:
+                return  # another engine's term has begun: its relay sends its decisions
+            if not author.wrote(stored.envelope.id):
+                why = (
+                    f"a decision for {decision.namespace}/{decision.name} under this engine's name "
+                    f"({author.holder}) that this engine did not write"
+                )
+                log.error("relay.foreign_decision", seq=stored.seq, subject=stored.subject, why=why,
+                          commands=len(decision.commands), verdict="not sent")  # fmt: skip
+                self.refused.append(stored.seq)
+                if self.on_foreign is not None:
+                    self.on_foreign(stored.seq, stored.subject, why)
+                return
+        self.offer(state, stored.seq, decision)
 
     def offer(self, state: ClusterState, seq: int, decision: DecisionRecorded) -> None:
         """Queue a recorded decision's commands (once per sequence, in log order).
@@ -317,10 +354,20 @@ class CommandRelay:
 
     async def _catch_up(self, behind: dict[int, set[str]], start: int | None) -> None:
         """Send again what may not have been sent: commands still in flight whose decision is at or
-        after the position (everything in flight when no position is stored)."""
+        after the position (everything in flight when no position is stored), but none of a decision a
+        leader disowned."""
         batch: list[tuple[int, AnyCommand]] = []
-        for seq, ids in sorted(behind.items()):
-            if start is not None and seq < start:
+        wanted = sorted(seq for seq in behind if start is None or seq >= start)
+        disowned = (
+            await self._retry("read the decision tree", functools.partial(self._disowned, wanted[0]))
+            if wanted
+            else set()
+        )
+        for seq in wanted:
+            ids = behind[seq]
+            if seq in disowned:
+                log.error("relay.disowned_not_resent", seq=seq, commands=len(ids))
+                self.refused.append(seq)
                 continue
             stored = await self._retry(f"read decision {seq}", functools.partial(self._decision, seq))
             if stored is None:
@@ -333,6 +380,32 @@ class CommandRelay:
             await self._send(chunk, chunk[0][0])
             self.position = max(self.position, chunk[-1][0])
         log.info("relay.resumed", position=start, resent=len(batch), decisions=len(behind))
+
+    async def _disowned(self, first: int) -> set[int]:
+        """Records from ``first`` on that a later leader marker disowned (its ``causation_id`` names its
+        writer's last genuine record: everything after that one, up to the marker, was not its own; a
+        record named before ``first`` disowns all of them up to the marker)."""
+        store: EventStore = self.projector.store
+        seen: list[tuple[int, str]] = []
+        out: set[int] = set()
+        start = first
+        while True:
+            try:
+                async with contextlib.aclosing(
+                    store.read(start_seq=start, subjects=[DECISION_TREE])
+                ) as events:
+                    async for stored in events:
+                        env = stored.envelope
+                        if isinstance(env.data, LeaderElected) and env.causation_id:
+                            named = next(
+                                (i for i, (_, rid) in enumerate(seen) if rid == env.causation_id), -1
+                            )
+                            out.update(s for s, _ in seen[named + 1 :])
+                        seen.append((stored.seq, env.id))
+                return out
+            except MalformedStoredEvent as err:
+                seen.append((err.seq, ""))
+                start = err.seq + 1
 
     async def _decision(self, seq: int) -> StoredEvent | None:
         store: EventStore = self.projector.store

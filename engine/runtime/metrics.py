@@ -27,6 +27,11 @@ class Metrics(msgspec.Struct, kw_only=True):
     relay_pending: int = 0
     #: seconds the relay has been failing to store commands (0 when healthy)
     relay_failing_seconds: float = 0.0
+    #: records on the decision tree, and writes of the leader lease, that no engine made (each refused,
+    #: none acted on; docs/design.md, "Tamper evidence")
+    tamper_records: int = 0
+    #: 1 once the event stream was found deleted, replaced, rewound or with a gap: reconciling stopped
+    log_integrity_failed: int = 0
 
     def render(self) -> str:
         rows = [
@@ -50,6 +55,18 @@ class Metrics(msgspec.Struct, kw_only=True):
                 "gauge",
                 "Seconds the command relay has been failing to send (0 when healthy)",
                 self.relay_failing_seconds,
+            ),
+            (
+                "dsctl_tamper_records_total",
+                "counter",
+                "Decision-tree records and leader-lease writes no engine made (refused, not acted on)",
+                self.tamper_records,
+            ),
+            (
+                "dsctl_log_integrity_failed",
+                "gauge",
+                "1 once the event stream was deleted, replaced, rewound or had a gap: not reconciling",
+                self.log_integrity_failed,
             ),
         ]
         out = []
