@@ -10,12 +10,14 @@ this module keeps the ledger and the evidence.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
 import msgspec
 
 from engine.core.expectations import EXPECTATIONS_TIMEOUT
+from engine.reconciler.relay import DECISION_SEQ_HEADER
 from engine.store.jetstream_api import api_request
 from engine.store.ordered import ordered_messages
 from engine.store.streams import COMMANDS_STREAM
@@ -247,3 +249,50 @@ def effect_line(label: str, e: Effect) -> str:
         f"{label} decision seq {e.decision_seq} ds {e.ds}: {e.kind} {e.command_id} node {e.node} "
         f"pod {e.pod} age {_age(e.age_seconds)}: {e.reason}\n"
     )
+
+
+def _decision_seq(
+    seq: int, subject: str, time_ns: int, data: bytes, headers: Mapping[str, str] | None
+) -> int:
+    try:
+        return int((headers or {}).get(DECISION_SEQ_HEADER, "0"))
+    except ValueError:
+        return 0
+
+
+async def look_for_relayed(nc: Any, decisions: dict[int, datetime]) -> dict[int, Sent]:
+    """For each decision sequence (with the time it was stored): were commands relayed from it? Read
+    from ``DSE_COMMANDS`` by the relay's ``Dsctl-Decision-Seq`` header, from the earliest of them on
+    ("yes"; "no" when the stream still holds what was sent at that time; else "unknown"). How ``replay
+    verify`` shows that a record no engine wrote was not acted on."""
+    if not decisions:
+        return {}
+    try:
+        info = await api_request(nc, f"STREAM.INFO.{COMMANDS_STREAM}")
+    except NotFound:
+        return dict.fromkeys(decisions, "unknown")
+    st = info["state"]
+    last, messages = int(st.get("last_seq", 0)), int(st.get("messages", 0))
+    if last == 0:
+        return dict.fromkeys(decisions, "no")
+    if messages == 0:
+        return dict.fromkeys(decisions, "unknown")
+    kept_since = datetime.fromisoformat(st["first_ts"])
+    complete = int(st.get("first_seq", 0)) <= 1
+    since = min(decisions.values()) - timedelta(seconds=1)
+    found: set[int] = set()
+    seqs = ordered_messages(
+        nc,
+        COMMANDS_STREAM,
+        start_time=max(since, kept_since),
+        stop_at=last,
+        convert_headers=_decision_seq,
+    )
+    async with contextlib.aclosing(seqs):
+        async for seq in seqs:
+            if seq in decisions:
+                found.add(seq)
+    return {
+        seq: "yes" if seq in found else "no" if complete or at >= kept_since else "unknown"
+        for seq, at in decisions.items()
+    }

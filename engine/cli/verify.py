@@ -1,30 +1,46 @@
 """``replay verify``: recompute every recorded decision from the log alone, and audit its effects.
 
-Each decision is recomputed from the state just before it (the state at its ``state_seq``, with its
-``now``) and compared with what was recorded. It works because the core is a pure function of (state,
-key, now) and every input is in the log. The effects audit (``engine.cli.effects``) checks that every
-command of those decisions was answered by its executor, or is still inside its in-flight window, or was
-superseded after it expired; anything else is an orphan (see ``verify``).
+Only decisions an engine wrote are recomputed: a record on the decision tree that no engine wrote (it
+does not decode, is misplaced, is refused by the fold's fence rules, or was disowned by the leader; see
+``projections.authority``) is *tamper evidence*, listed with whether any command was relayed from it,
+and never compared (docs/design.md, "Tamper evidence"). Each decision is recomputed from the state
+just before it (the state at its ``state_seq``, with its ``now``) and compared with what was recorded.
+It works because the core is a pure function of (state, key, now) and every input is in the log. The
+effects audit (``engine.cli.effects``) checks that every command of those decisions was answered by
+its executor, or is still inside its in-flight window, or was superseded after it expired; anything
+else is an orphan (see ``verify``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any, Literal, TextIO
 
 import msgspec
 
-from engine.cli.effects import Effect, Ledger, effect_line, effect_reason, look_for_sends
+from engine.cli.effects import (
+    Effect,
+    Ledger,
+    Sent,
+    effect_line,
+    effect_reason,
+    look_for_relayed,
+    look_for_sends,
+)
 from engine.cli.queries import readable
 from engine.core.expectations import EXPECTATIONS_TIMEOUT
 from engine.core.reconcile import reconcile, reconcile_nodes
-from engine.store.event_store import EventStore, MalformedStoredEvent, StoredEvent
-from events.subjects import DECISION_TREE, LEADER_SUBJECT, subject_for
-from events.types import DecisionRecorded, LeaderElected, NodeRemoved, PodEvent
+from engine.store.event_store import EventStore, MalformedStoredEvent
+from events.envelope import Envelope
+from events.subjects import DECISION_TREE
+from events.types import DecisionRecorded, NodeRemoved, PodEvent
+from projections.authority import Disowning, judge, misplaced
 from projections.fold import apply
-from projections.model import ClusterState, object_key
+from projections.model import Authority, ClusterState, object_key
 
 
 class Mismatch(msgspec.Struct, frozen=True):
@@ -70,20 +86,30 @@ def _first_difference(a: Any, b: Any, path: str) -> tuple[str, Any, Any]:
     return path, a, b
 
 
-class IntegrityFailure(msgspec.Struct, frozen=True):
-    """A record on the decision tree that is not what only the engine writes there."""
+class TamperFinding(msgspec.Struct, kw_only=True):
+    """A record no engine wrote where only the engine writes (the decision tree, or an engine-only type
+    anywhere): evidence of tampering, never a skip and never recomputed."""
 
     seq: int
     subject: str
     reason: str
+    #: malformed (does not decode), misplaced, refused (the fold never took it: no reader acted on it),
+    #: disowned (the fold took it, then its leader disowned it; the leader's relay did not send it)
+    verdict: Literal["malformed", "misplaced", "refused", "disowned"]
+    #: commands the record carries
+    commands: int = 0
+    #: whether commands were relayed from it (``DSE_COMMANDS``, by the relay's decision-seq header)
+    relayed: Sent | Literal[""] = ""
 
 
 class VerifyReport(msgspec.Struct, kw_only=True):
     checked: int = 0
     mismatches: list[Mismatch] = []
     skipped_malformed: list[int] = []
-    #: malformed or misplaced records on ``dse.decision.>``: integrity failures, never skips
-    malformed_decisions: list[IntegrityFailure] = []
+    #: records no engine wrote: reported, never skipped silently, never compared
+    tampered: list[TamperFinding] = []
+    #: sequences missing from the log (first, last): the log lost messages, nothing after can be trusted
+    gaps: list[tuple[int, int]] = []
     first_seq: int = 0
     last_seq: int = 0
     #: the effects audit: commands recorded by the decisions checked, and what answered them
@@ -102,8 +128,21 @@ class VerifyReport(msgspec.Struct, kw_only=True):
     seconds: float = 0.0
 
     @property
+    def acted_on(self) -> list[TamperFinding]:
+        """Tamper evidence that commands were relayed from: the one kind that fails the audit."""
+        return [f for f in self.tampered if f.relayed == "yes"]
+
+    @property
+    def malformed_decisions(self) -> list[TamperFinding]:
+        """Records on the tree that do not decode or are misplaced (a normal run has none)."""
+        return [f for f in self.tampered if f.verdict in ("malformed", "misplaced")]
+
+    @property
     def failed(self) -> bool:
-        return bool(self.mismatches or self.orphans or self.malformed_decisions)
+        """A decision that recomputes differently, a command overdue, a gap in the log, or a record no
+        engine wrote that commands were relayed from. Tamper evidence nobody acted on does not fail it:
+        the log is immutable, so it would fail every audit from then on; it is listed every time."""
+        return bool(self.mismatches or self.orphans or self.gaps or self.acted_on)
 
 
 class _Decisions:
@@ -111,9 +150,10 @@ class _Decisions:
     fold reaches their ``state_seq``. Only the ones read ahead of that point are held (the distance
     between a decision and the state it was taken from), never all of them."""
 
-    def __init__(self, store: EventStore, start: int, end: int) -> None:
+    def __init__(self, store: EventStore, start: int, end: int, wanted: set[int]) -> None:
         self._events = readable(store, [DECISION_TREE], [], start_seq=start, end_seq=end)
         self._ahead: dict[int, DecisionRecorded] = {}
+        self._wanted = wanted
         self._done = False
 
     async def take(self, seqs: list[int]) -> list[tuple[int, DecisionRecorded]]:
@@ -125,7 +165,7 @@ class _Decisions:
                 except StopAsyncIteration:
                     self._done = True
                     break
-                if isinstance(stored.envelope.data, DecisionRecorded):
+                if isinstance(stored.envelope.data, DecisionRecorded) and stored.seq in self._wanted:
                     self._ahead[stored.seq] = stored.envelope.data
             if seq in self._ahead:
                 out.append((seq, self._ahead.pop(seq)))
@@ -135,16 +175,86 @@ class _Decisions:
         await self._events.aclose()
 
 
-def _misplaced(stored: StoredEvent) -> str | None:
-    """Why a readable record does not belong on the decision tree, if it does not."""
-    d = stored.envelope.data
-    if isinstance(d, DecisionRecorded):
-        if stored.subject != subject_for(d):
-            return f"a decision for {d.namespace}/{d.name} stored on {stored.subject}"
-        return None
-    if isinstance(d, LeaderElected) and stored.subject == LEADER_SUBJECT:
-        return None
-    return f"a {stored.envelope.type} event where only decisions and leader elections belong"
+async def _tree(
+    store: EventStore, end: int
+) -> AsyncIterator[tuple[int, str, datetime | None, Envelope | None, str]]:
+    """Every record of the decision tree in order, those that do not decode included: (sequence,
+    subject, stored time, envelope or None, the decode error)."""
+    start = 1
+    while True:
+        try:
+            async with contextlib.aclosing(
+                store.read(start_seq=start, end_seq=end, subjects=[DECISION_TREE])
+            ) as events:
+                async for stored in events:
+                    yield stored.seq, stored.subject, stored.time, stored.envelope, ""
+            return
+        except MalformedStoredEvent as err:
+            yield err.seq, err.subject, None, None, str(err)
+            start = err.seq + 1
+
+
+async def _judge_tree(
+    store: EventStore, end: int, from_seq: int, report: VerifyReport
+) -> tuple[dict[int, list[int]], dict[int, datetime]]:
+    """Pass 1: the decision tree judged as the fold judges it (``projections.authority``), and what its
+    leaders disowned. Returns the decisions to recompute by the state sequence they were taken at, and
+    when each record found to be tampered with was stored (for the relay lookup)."""
+    authority = Authority()
+    disowning = Disowning()
+    due: dict[int, list[int]] = {}
+    found: dict[int, TamperFinding] = {}
+    stored_at: dict[int, datetime] = {}
+    #: taken records that may still be disowned: subject, commands, when stored
+    taken: dict[int, tuple[str, int, datetime | None]] = {}
+    async for seq, subject, when, env, error in _tree(store, end):
+        if env is None:
+            found[seq] = TamperFinding(
+                seq=seq,
+                subject=subject,
+                reason=f"a record that does not decode: {error}",
+                verdict="malformed",
+            )
+        elif (problem := misplaced(subject, env)) is not None:
+            found[seq] = TamperFinding(seq=seq, subject=subject, reason=problem, verdict="misplaced")
+        elif (why := judge(authority, env, seq)) is not None:
+            found[seq] = TamperFinding(seq=seq, subject=subject, reason=why, verdict="refused",
+                                       commands=_commands(env))  # fmt: skip
+            if when is not None:
+                stored_at[seq] = when
+        else:
+            d = env.data
+            taken[seq] = (subject, _commands(env), when)
+            if isinstance(d, DecisionRecorded) and seq >= from_seq:
+                due.setdefault(d.state_seq, []).append(seq)
+        for gone in disowning.feed(seq, env):
+            if gone in taken:
+                gone_subject, commands, gone_at = taken.pop(gone)
+                found[gone] = TamperFinding(
+                    seq=gone,
+                    subject=gone_subject,
+                    reason=f"disowned by the leader's marker at seq {seq} (its writer did not write it)",
+                    verdict="disowned",
+                    commands=commands,
+                )
+                if gone_at is not None:
+                    stored_at[gone] = gone_at
+        if len(taken) > 2 * DISOWN_MEMORY:  # only the last few can still be disowned
+            for old in sorted(taken)[:-DISOWN_MEMORY]:
+                del taken[old]
+    disowned = {s for s, f in found.items() if f.verdict == "disowned"}
+    for seqs in due.values():
+        seqs[:] = [s for s in seqs if s not in disowned]
+    report.tampered = [found[s] for s in sorted(found)]
+    return due, {s: stored_at[s] for s in found if s in stored_at and found[s].commands}
+
+
+#: taken records kept while they can still be disowned (``projections.authority.DISOWN_WINDOW``)
+DISOWN_MEMORY = 4096
+
+
+def _commands(env: Envelope) -> int:
+    return len(env.data.commands) if isinstance(env.data, DecisionRecorded) else 0
 
 
 async def verify(
@@ -153,10 +263,13 @@ async def verify(
     """Recompute every decision from ``from_seq`` on, and audit what became of its commands.
 
     **Decisions.** Each is recomputed from the state at its ``state_seq`` with its recorded ``now`` and
-    compared field by field. A record on ``dse.decision.>`` that does not decode, or is not a decision
-    (or leader election) on its own subject, is an integrity failure: only the engine writes there, so
-    passing over it (as the projector passes over other malformed events) would hide a lost or forged
-    decision. Malformed events elsewhere are still skipped, and counted.
+    compared field by field. A record on ``dse.decision.>`` that does not decode, is not a decision (or
+    leader election) on its own subject, is refused by the fold's fence rules or was disowned by its
+    leader is *tamper evidence* (``VerifyReport.tampered``): only the engine writes there, so passing
+    over it would hide a forgery, and recomputing it would fail every audit from then on for a record
+    the log can never lose. It is listed, with whether commands were relayed from it (with ``nc``); one
+    that was acted on fails the audit. Malformed events elsewhere are still skipped, and counted; a
+    sequence missing from the log (a gap) fails it.
 
     **Effects.** Every command of every decision checked must be answered, or still be allowed time:
 
@@ -192,25 +305,14 @@ async def verify(
     started = time.perf_counter()
     report = VerifyReport()
     end = await store.last_seq()
-    # pass 1: which decisions are due at which state sequence (integers only), and the decision tree's
-    # integrity
-    due: dict[int, list[int]] = {}
-    errors: list[MalformedStoredEvent] = []
-    async for stored in readable(
-        store, [DECISION_TREE], [], start_seq=from_seq, end_seq=end, malformed=errors
-    ):
-        problem = _misplaced(stored)
-        if problem is not None:
-            report.malformed_decisions.append(IntegrityFailure(stored.seq, stored.subject, problem))
-        d = stored.envelope.data
-        if isinstance(d, DecisionRecorded):
-            due.setdefault(d.state_seq, []).append(stored.seq)
-    report.malformed_decisions.extend(IntegrityFailure(e.seq, e.subject, str(e)) for e in errors)
-    report.malformed_decisions.sort(key=lambda f: f.seq)
+    # pass 1: the decision tree judged from its start (which decisions are due at which state sequence,
+    # integers only; what no engine wrote)
+    due, forged_at = await _judge_tree(store, end, from_seq, report)
+    tampered = {f.seq for f in report.tampered}
 
     state = ClusterState()
     ledger = Ledger()
-    decisions = _Decisions(store, from_seq, end)
+    decisions = _Decisions(store, from_seq, end, {s for seqs in due.values() for s in seqs})
 
     async def check_at(k: int) -> None:
         for seq, recorded in await decisions.take(due.pop(k, [])):
@@ -235,10 +337,21 @@ async def verify(
         passed = 0  # skipped events already accounted for
         async for stored in readable(store, None, skipped, end_seq=end):
             while passed < len(skipped):  # the engine's state also moved past them
+                _follows(report, state.seq, skipped[passed])
                 state.seq = skipped[passed]
                 passed += 1
                 if state.seq in due:
                     await check_at(state.seq)
+            _follows(report, state.seq, stored.seq)
+            problem = misplaced(stored.subject, stored.envelope)
+            if problem is not None:  # not folded, as in the projector
+                if stored.seq not in tampered:
+                    report.tampered.append(TamperFinding(seq=stored.seq, subject=stored.subject,
+                                                         reason=problem, verdict="misplaced"))  # fmt: skip
+                state.seq = stored.seq
+                if stored.seq in due:
+                    await check_at(stored.seq)
+                continue
             data = stored.envelope.data
             # which open commands this event may answer (the fold decides whether it does)
             candidates: list[str] = []
@@ -256,11 +369,17 @@ async def verify(
                     ledger.resolve(
                         cid, state.last_time, isinstance(data, PodEvent) and cid == data.command_id
                     )
-            if isinstance(data, DecisionRecorded) and stored.seq >= from_seq:
+            if (
+                isinstance(data, DecisionRecorded)
+                and stored.seq >= from_seq
+                and stored.seq not in tampered
+                and state.authority.head == stored.seq  # taken by the fold
+            ):
                 ledger.record(stored.seq, stored.time, state.last_time, data)
             if stored.seq in due:
                 await check_at(stored.seq)
         while passed < len(skipped):  # malformed events at the very end
+            _follows(report, state.seq, skipped[passed])
             state.seq = skipped[passed]
             passed += 1
             if state.seq in due:
@@ -315,6 +434,11 @@ async def verify(
         report.sent_evidence = await look_for_sends(nc, effects)
     elif effects:
         report.sent_evidence = "not checked (no connection to DSE_COMMANDS)"
+    report.tampered.sort(key=lambda f: f.seq)
+    relayed = await look_for_relayed(nc, forged_at) if nc is not None else {}
+    for f in report.tampered:
+        if f.commands:
+            f.relayed = relayed.get(f.seq, "not checked")
     for e in sorted(effects, key=lambda e: (e.decision_seq, e.command_id)):
         e.reason = effect_reason(e)
         {"in_flight": report.in_flight, "superseded": report.superseded, "overdue": report.orphans}[
@@ -324,11 +448,19 @@ async def verify(
     return report
 
 
+def _follows(report: VerifyReport, last: int, seq: int) -> None:
+    """Note a gap when ``seq`` does not follow ``last`` (the fold must see every sequence)."""
+    if seq != last + 1:
+        report.gaps.append((last + 1, seq - 1))
+
+
 _LISTED = 20
 
 
 def print_verify(report: VerifyReport, out: TextIO, fmt: Literal["text", "json"] = "text") -> int:
-    """Exit 1 on any mismatch, any overdue command, any malformed decision record; else 0."""
+    """Exit 1 on any mismatch, any overdue command, any gap in the log, any record no engine wrote
+    that commands were relayed from; else 0 (tamper evidence nobody acted on is listed, see
+    ``VerifyReport.failed``)."""
     code = 1 if report.failed else 0
     if fmt == "json":
         body = msgspec.to_builtins(report)
@@ -341,8 +473,10 @@ def print_verify(report: VerifyReport, out: TextIO, fmt: Literal["text", "json"]
             f"  recorded:   {json.dumps(m.recorded, default=str)[:400]}\n"
             f"  recomputed: {json.dumps(m.recomputed, default=str)[:400]}\n"
         )
-    for f in report.malformed_decisions:
-        out.write(f"MALFORMED decision record at seq {f.seq} ({f.subject}): {f.reason}\n")
+    for first, last in report.gaps:
+        out.write(f"GAP seq {first}..{last}: missing from the event log (deleted, or the stream replaced)\n")
+    for f in report.tampered:
+        out.write(f"{_tamper_label(f)} seq {f.seq} ({f.subject}): {f.reason}; {_tamper_outcome(f)}\n")
     for e in report.orphans:
         out.write(effect_line("ORPHAN", e))
     for label, listed in (("SUPERSEDED", report.superseded), ("IN FLIGHT", report.in_flight)):
@@ -350,7 +484,7 @@ def print_verify(report: VerifyReport, out: TextIO, fmt: Literal["text", "json"]
             out.write(effect_line(label, e))
         if len(listed) > _LISTED:
             out.write(f"{label} ... and {len(listed) - _LISTED} more\n")
-    tree = {f.seq for f in report.malformed_decisions}
+    tree = {f.seq for f in report.tampered}
     elsewhere = [s for s in report.skipped_malformed if s not in tree]
     if elsewhere:
         out.write(
@@ -372,11 +506,39 @@ def print_verify(report: VerifyReport, out: TextIO, fmt: Literal["text", "json"]
     )
     if report.sent_evidence:
         out.write(f"sent: {report.sent_evidence}\n")
-    if report.malformed_decisions:
+    if report.tampered:
+        acted = report.acted_on
         out.write(
-            f"{len(report.malformed_decisions)} malformed records on the decision tree: integrity failure\n"
+            f"tamper evidence: {len(report.tampered)} records no engine wrote on the decision tree; "
+            + (
+                f"commands were relayed from {len(acted)} of them (seq {[f.seq for f in acted][:10]})\n"
+                if acted
+                else "none was acted on\n"
+            )
         )
+    if report.gaps:
+        out.write(f"the log has {len(report.gaps)} gaps: integrity failure\n")
     return code
+
+
+def _tamper_label(f: TamperFinding) -> str:
+    return "ACTED ON" if f.relayed == "yes" else "TAMPER"
+
+
+def _tamper_outcome(f: TamperFinding) -> str:
+    if f.verdict in ("malformed", "misplaced"):
+        return "not folded by any reader"
+    taken = "refused by the fold" if f.verdict == "refused" else "not relayed by its leader"
+    if not f.commands:
+        return f"{taken}, no commands"
+    relayed = {
+        "yes": "COMMANDS WERE RELAYED FROM IT",
+        "no": "no command relayed from it",
+        "unknown": "relaying unknown (older than DSE_COMMANDS keeps)",
+        "not checked": "relaying not checked",
+        "": "relaying not checked",
+    }[f.relayed]
+    return f"{taken}, {f.commands} commands: {relayed}"
 
 
 # --- explain --------------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 """``replay verify`` audits effects: every recorded command was answered, is still in flight, or was
-superseded after it expired; an overdue one is an orphan (exit 1), and so is a malformed decision record.
+superseded after it expired; an overdue one is an orphan (exit 1); a malformed decision record is listed as
+tamper evidence.
 
 The logs are built by hand (``tests.e2e.recorded``: real reconcile decisions appended with a chosen
 clock, nothing sent, no executor), except the last test's, which is a busy normal run of the engine and
@@ -169,7 +170,7 @@ async def test_an_expired_command_whose_node_no_later_decision_addressed_is_an_o
     assert [e.decision_seq for e in report.in_flight] == [later_seq]
 
 
-async def test_a_malformed_record_on_a_decision_subject_is_an_integrity_failure(
+async def test_a_malformed_record_on_a_decision_subject_is_tamper_evidence_listed_every_time(
     jetstream_store: JetStreamEventStore, nc: Any
 ) -> None:
     await setup(jetstream_store, "n1")
@@ -189,13 +190,19 @@ async def test_a_malformed_record_on_a_decision_subject_is_an_integrity_failure(
     # and a malformed event elsewhere stays a skip, as in the projector
     skipped = await jetstream_store.append_raw("dse.node.n9.registered", b"{}", msg_id="bad-2")
     report = await verify(jetstream_store, nc=nc)
+    assert [(f.seq, f.verdict) for f in report.tampered] == [
+        (garbled.seq, "malformed"),
+        (misplaced.seq, "misplaced"),
+    ]
     assert [f.seq for f in report.malformed_decisions] == [garbled.seq, misplaced.seq]
-    assert report.failed and report.mismatches == [] and report.orphans == []
+    # listed, never skipped quietly; but the log can never lose them, so they do not fail every audit
+    assert not report.failed and report.mismatches == [] and report.orphans == []
     assert skipped.seq in report.skipped_malformed
     code, text = printed(report)
-    assert code == 1
-    assert f"MALFORMED decision record at seq {garbled.seq} (dse.decision.default.web)" in text
-    assert f"MALFORMED decision record at seq {misplaced.seq}" in text and "node.labels_changed" in text
+    assert code == 0
+    assert f"TAMPER seq {garbled.seq} (dse.decision.default.web): a record that does not decode" in text
+    assert f"TAMPER seq {misplaced.seq}" in text and "node.labels_changed" in text
+    assert "tamper evidence: 2 records no engine wrote on the decision tree; none was acted on" in text
     assert (
         f"skipped 1 malformed events outside the decision tree, as the projector does: [{skipped.seq}]"
         in text
