@@ -1,6 +1,6 @@
 """``replay verify`` on a long randomized run (every decision recomputes identically, every command is
-answered) and on a log with a forged decision (refused, and listed with its sequence). Effects audits on logs built
-by hand are in ``test_verify_effects.py``."""
+answered) and on a log with a forged decision (refused, and listed with its sequence). Effects audits on
+logs built by hand are in ``test_verify_effects.py``."""
 
 from __future__ import annotations
 
