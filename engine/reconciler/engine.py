@@ -25,6 +25,7 @@ give anyone able to publish a switch that stops the fleet.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import os
 import socket
@@ -37,12 +38,13 @@ from engine.reconciler.relay import CommandRelay, JetStreamCommandSink
 from engine.runtime import tasks
 from engine.runtime.metrics import Metrics
 from engine.store.event_store import EventStore, JetStreamEventStore
+from engine.store.jetstream_api import stream_info
 from engine.store.lease import LeaderLease, Lease
 from engine.store.port import IdentifiedStore, LogIntegrityError
 from engine.store.projector import ObjectSnapshots, Projector
 from engine.store.setup import SetupReport, ensure
-from engine.store.streams import LEADER_BUCKET, SNAPSHOTS_BUCKET
-from events.errors import ConflictError, DsctlError, TransientError
+from engine.store.streams import EVENTS_STREAM, LEADER_BUCKET, SNAPSHOTS_BUCKET
+from events.errors import ConflictError, DsctlError, NotFound, TransientError
 
 log = structlog.get_logger("dsctl.runtime")
 
@@ -59,8 +61,47 @@ def default_identity() -> str:
 async def prepare(nc: Client, *, lease_ttl: float | None = None, replicas: int | None = None) -> SetupReport:
     """Set the store up as an engine does before ``Engine.start``: ``ensure`` (create, repair ours,
     keep the operator's). Run the engine with the ``lease_ttl`` of the report: without an explicit
-    ``lease_ttl`` the leader bucket keeps the TTL it has."""
+    ``lease_ttl`` the leader bucket keeps the TTL it has.
+
+    Creating ``DSE_EVENTS`` is right on a first run and a cover-up after it was deleted: when it is
+    missing but something built from it is there (``previous_log``), this raises ``LogIntegrityError``
+    instead of creating an empty one."""
+    await refuse_a_lost_log(nc)
     return await ensure(nc, replicas=replicas, lease_ttl=lease_ttl)
+
+
+async def previous_log(nc: Client) -> str | None:
+    """What shows that an event stream existed here before, if anything does: a snapshot of the read
+    model, or commands relayed from its decisions."""
+    js = nc.jetstream()
+    with contextlib.suppress(Exception):
+        snapshots = ObjectSnapshots(await js.object_store(SNAPSHOTS_BUCKET))
+        if await snapshots.load() is not None:
+            return f"the object store {SNAPSHOTS_BUCKET} holds a snapshot of the read model"
+    with contextlib.suppress(DsctlError):
+        position = await JetStreamCommandSink(nc).position()
+        if position is not None:
+            return f"DSE_COMMANDS holds commands relayed from decision sequence {position}"
+    return None
+
+
+async def refuse_a_lost_log(nc: Client) -> None:
+    """Raise ``LogIntegrityError`` when ``DSE_EVENTS`` is missing and ``previous_log`` finds traces
+    of one (``dsctl admin streams`` still creates it for an operator who means to start over, after
+    removing the snapshot and the command history)."""
+    try:
+        await stream_info(nc, EVENTS_STREAM)
+        return
+    except NotFound:
+        pass
+    evidence = await previous_log(nc)
+    if evidence is not None:
+        raise LogIntegrityError(
+            f"the event stream {EVENTS_STREAM} does not exist, but {evidence}: it was deleted. Refusing to "
+            "create an empty one over it; restore it, or, to start over on purpose, remove the snapshot "
+            f"({SNAPSHOTS_BUCKET}) and the command history (DSE_COMMANDS) first",
+            "stream_deleted",
+        )
 
 
 def tune_gc() -> None:

@@ -19,7 +19,7 @@ import structlog
 from engine.cli.apply import Applier
 from engine.cli.queries import load_state
 from engine.cli.verify import print_verify, verify
-from engine.reconciler.engine import Engine
+from engine.reconciler.engine import Engine, prepare
 from engine.store.event_store import JetStreamEventStore
 from engine.store.jetstream_api import api_request
 from engine.store.lease import LEASE_KEY
@@ -377,6 +377,19 @@ async def test_an_engine_refuses_to_start_on_a_stream_behind_the_commands_relaye
         assert caught.value.kind == "log_behind_commands"
     finally:
         await store.close()
+
+
+async def test_start_up_set_up_refuses_to_create_the_event_stream_over_a_deleted_one(
+    cluster: Cluster, nc: Any
+) -> None:
+    await running(cluster, ["n1"])
+    await cluster.stop()
+    await api_request(nc, f"STREAM.DELETE.{EVENTS_STREAM}")
+    with pytest.raises(LogIntegrityError, match="commands relayed from decision sequence") as caught:
+        await prepare(nc, lease_ttl=2.0)
+    assert caught.value.kind == "stream_deleted"
+    with pytest.raises(Exception, match="stream not found"):
+        await api_request(nc, f"STREAM.INFO.{EVENTS_STREAM}")
 
 
 def _printed(report: Any) -> str:
