@@ -192,6 +192,36 @@ async def test_a_forged_decision_in_the_leaders_own_name_and_fence_is_not_sent_a
     assert report.mismatches == [] and not report.failed
 
 
+async def test_a_new_leader_does_not_resend_a_disowned_decision(cluster: Cluster, nc: Any) -> None:
+    await running(cluster, ["n1", "n2"])
+    engine = engine_of(cluster)
+    other, _ = await cluster.add_engine(nc, "engine-b")
+    pods = set(cluster.state.pods)
+    forged = msgspec.structs.replace(
+        agent_decision(cluster, forged_commands(cluster, "n1")), leader=engine.identity
+    )
+    head = cluster.state.authority.head
+    with structlog.testing.capture_logs() as logs:
+        stored = await cluster.store.append(
+            wrap(forged, id=decision_id(forged, head), occurred_at=datetime.now(UTC), source=engine.identity)
+        )
+        await eventually(
+            "the leader to re-fence", lambda: bool(logged(logs, "fencing.reaffirmed", "warning"))
+        )
+        # the leader goes away (its lease given back) before it sends anything after the forgery
+        leader_task = cluster._tasks[0]
+        leader_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await leader_task
+        await eventually("engine-b to lead", other.leading.is_set, timeout=10)
+        await eventually(
+            "engine-b's relay to pass over the disowned decision",
+            lambda: any(e["seq"] == stored.seq for e in logged(logs, "relay.disowned_not_resent")),
+        )
+        await asyncio.sleep(0.5)
+        assert set(cluster.state.pods) == pods and await pods_seen_by_a_reader(cluster) == pods
+
+
 async def test_garbage_on_a_decision_subject_is_reported_and_the_leader_fences_over_it(
     cluster: Cluster,
 ) -> None:
