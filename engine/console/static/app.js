@@ -216,7 +216,13 @@ async function decision(seq) {
   main.innerHTML = h;
 }
 
+function showStatus() {
+  if (!lastSeq && !at()) return;
+  statusEl.textContent = at() ? `time travel: sequence ${at()} (live log at ${lastSeq})` : `live · log sequence ${lastSeq}`;
+}
+
 async function render() {
+  showStatus();
   const { parts, q } = route();
   atInput.value = q.get("at") || "";
   document.querySelectorAll("nav a").forEach((a) => a.toggleAttribute("aria-current", a.dataset.view === (parts[0] === "timeline" || parts[0] === "decision" ? "timeline" : "fleet")));
@@ -235,7 +241,15 @@ async function render() {
 
 function refreshSoon() {
   if (at() || pending) return;
-  pending = setTimeout(async () => { pending = null; if (!document.activeElement || !main.contains(document.activeElement) || document.activeElement.tagName === "A") await render(); }, 400);
+  pending = setTimeout(async () => {
+    pending = null;
+    // never redraw under someone typing in a filter: the next change will
+    const el = document.activeElement;
+    if (el && main.contains(el) && ["INPUT", "SELECT", "TEXTAREA"].includes(el.tagName)) return;
+    const focused = el && main.contains(el) && el.tagName === "A" ? el.getAttribute("href") : null;
+    await render();
+    if (focused) main.querySelector(`a[href="${CSS.escape(focused)}"]`)?.focus();
+  }, 400);
 }
 
 document.getElementById("travel").addEventListener("submit", (e) => {
@@ -255,7 +269,7 @@ const events = new EventSource("/api/stream");
 events.addEventListener("log", (e) => {
   const d = JSON.parse(e.data);
   lastSeq = d.seq;
-  statusEl.textContent = at() ? `time travel: sequence ${at()} (live log at ${d.seq})` : `live · log sequence ${d.seq}`;
+  showStatus();
   statusEl.dataset.seq = String(d.seq);
   refreshSoon();
 });
