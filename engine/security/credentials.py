@@ -151,7 +151,7 @@ class CredentialStore:
             except ValueError:
                 log.warning("credentials.unknown_file", path=str(path))
         order = {r: i for i, r in enumerate(Role)}
-        return sorted(found, key=lambda i: (order[i.role], i.node or ""))
+        return sorted(found, key=lambda i: (i.role is Role.EXECUTOR, order[i.role], i.node or ""))
 
     def find(self, identity: Identity) -> Path | None:
         """The file to connect as ``identity`` with: a ``.creds`` (operator mode), else the seed."""

@@ -23,7 +23,8 @@ The subjects are derived from the code, not from documentation:
   subscribe to another role's replies; publishers keep the standard ``_INBOX`` so that any NATS client
   works unchanged (they can see only other publishers' replies);
 - the ingest service answers requests with ``allow_responses`` (only to the reply subject of a request
-  it received), and registers with nats-micro (``$SRV.PING|INFO|STATS[.dsctl-ingest[.<id>]]``).
+  it received, once), and registers with nats-micro (``$SRV.PING|INFO|STATS[.dsctl-ingest[.<id>]]``);
+  so does the engine's query service (``dse.query.<verb>``, ``dsctl-query``), whose answers come in parts.
 
 **What the permissions cannot narrow.** A batched direct get on ``DSE_COMMANDS`` names the subject in
 its payload, so an executor may *read* any node's commands (it cannot publish or carry them out: its
@@ -131,12 +132,17 @@ def _valid_node(name: str) -> bool:
 
 
 class Permissions(msgspec.Struct, frozen=True, kw_only=True):
-    """What one NATS user may do: allow lists (everything else denied) and whether it may answer
-    requests it received (``allow_responses``)."""
+    """What one NATS user may do: allow lists (everything else denied) and how many messages it may
+    send to the reply subject of each request it received (``allow_responses``; 0: none)."""
 
     publish: tuple[str, ...]
     subscribe: tuple[str, ...]
-    allow_responses: bool = False
+    responses: int = 0
+
+
+#: the query service answers in parts of at most max_payload each (engine/query/protocol.py): a listing
+#: of tens of thousands of pods is tens of parts; this bounds one request's answer to 1,000
+QUERY_PARTS = 1000
 
 
 # --- building blocks -------------------------------------------------------------------------------
@@ -195,11 +201,17 @@ def _unique(items: Iterable[str]) -> tuple[str, ...]:
 MICRO_VERBS = ("PING", "INFO", "STATS")
 
 
-def micro_discovery() -> list[str]:
-    """nats-micro discovery of the ingest service: every service, by name, by name and id."""
+#: the engine's query service (engine/query): its micro name and request subjects
+QUERY_SERVICE = "dsctl-query"
+QUERY_TREE = f"{PREFIX}.query.>"
+
+
+def micro_discovery(service: str = SERVICE_NAME) -> list[str]:
+    """nats-micro discovery of a service (the ingest service by default): every service, by name, by
+    name and id."""
     out: list[str] = []
     for verb in MICRO_VERBS:
-        out += [f"$SRV.{verb}", f"$SRV.{verb}.{SERVICE_NAME}", f"$SRV.{verb}.{SERVICE_NAME}.*"]
+        out += [f"$SRV.{verb}", f"$SRV.{verb}.{service}", f"$SRV.{verb}.{service}.*"]
     return out
 
 
@@ -232,7 +244,9 @@ def _engine(inbox: str, streams: Sequence[str]) -> Permissions:
         f"{API}.STREAM.PURGE.{SNAPSHOT_STREAM}",
         f"{API}.STREAM.NAMES",
     ]
-    return Permissions(publish=_unique(publish), subscribe=(f"{inbox}.>",))
+    # the query service every engine runs: requests on dse.query.<verb>, answered in parts
+    subscribe = [QUERY_TREE, *micro_discovery(QUERY_SERVICE), f"{inbox}.>"]
+    return Permissions(publish=_unique(publish), subscribe=_unique(subscribe), responses=QUERY_PARTS)
 
 
 def _executor_common() -> list[str]:
@@ -287,7 +301,7 @@ def _ingest(inbox: str) -> Permissions:
         f"{PREFIX}.rejected.>",
     ]
     subscribe = [INGEST_EVENT_SUBJECT, INGEST_BATCH_SUBJECT, *micro_discovery(), f"{inbox}.>"]
-    return Permissions(publish=_unique(publish), subscribe=_unique(subscribe), allow_responses=True)
+    return Permissions(publish=_unique(publish), subscribe=_unique(subscribe), responses=1)
 
 
 def _publisher(inbox: str) -> Permissions:
@@ -297,6 +311,9 @@ def _publisher(inbox: str) -> Permissions:
 
 def _auditor(inbox: str) -> Permissions:
     publish = [
+        # the CLI's reads ask a running engine first (its query service), then read the log
+        QUERY_TREE,
+        *micro_discovery(QUERY_SERVICE),
         f"{API}.INFO",
         f"{API}.STREAM.NAMES",
         f"{API}.STREAM.LIST",

@@ -35,8 +35,11 @@ def _list(items: Sequence[str]) -> str:
 
 def user_entry(public_key: str, perms: Permissions) -> str:
     body = f"publish: {{ allow: {_list(perms.publish)} }}, subscribe: {{ allow: {_list(perms.subscribe)} }}"
-    if perms.allow_responses:
+    if perms.responses == 1:
         body += ", allow_responses: true"
+    elif perms.responses > 1:
+        body += f', allow_responses: {{ max: {perms.responses}, expires: "5m" }}'
+
     return f"    {{ nkey: {json.dumps(public_key)}, permissions: {{ {body} }} }}"
 
 

@@ -99,6 +99,7 @@ async def connect(settings: NatsSettings) -> Client:
     urls = ", ".join(auth.servers)
     nc = Client()
     last_error: list[BaseException] = []
+    denial: list[BaseException] = []
     refused = asyncio.Event()
 
     async def on_error(err: Exception) -> None:
@@ -112,6 +113,7 @@ async def connect(settings: NatsSettings) -> Client:
             return
         if "authorization violation" in text and not nc.is_connected:
             # the server refused our credentials (or their absence): retrying will not change that
+            denial[:] = [err]
             refused.set()
         log.warning("nats.error", servers=urls, error=_describe(err))
 
@@ -151,7 +153,7 @@ async def connect(settings: NatsSettings) -> Client:
             attempt.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await attempt
-            raise PermanentError(_refused(urls, last_error, settings))
+            raise PermanentError(_refused(urls, denial, settings))
         attempt.result()
     except (TimeoutError, OSError, nats.errors.Error) as err:
         if not attempt.done():
