@@ -1,8 +1,11 @@
-"""``dsctl rollout status|history|undo|restart`` on a DaemonSet, as kubectl's.
+"""``dsctl rollout status|history|undo|restart|pause|resume|partition`` on a DaemonSet, as kubectl's
+plus the rollout controls of docs/rollout-control.md.
 
-``status`` follows the DaemonSet's own subjects (its facts and its decisions, which carry the status)
-until the rollout completes; ``undo`` and ``restart`` append the next generation with an optimistic
-check on the sequence the DaemonSet was read at (``_rollout_read``).
+``status`` folds the whole log and follows it until the rollout completes, naming the nodes that hold
+the budgets and why, and stopping (exit ``STOPPED``) when a control keeps the rollout from going further
+or (exit ``GUARDED``) when the availability guard stopped it; ``undo``, ``restart``, ``pause``,
+``resume`` and ``partition`` append the next generation with an optimistic check on the sequence the
+DaemonSet was read at (``_rollout_read``).
 """
 
 from __future__ import annotations
@@ -20,13 +23,15 @@ import msgspec
 from engine.cli import present
 from engine.cli.apply import current
 from engine.cli.queries import load_state
+from engine.core.progress import Progress, rollout_progress
 from engine.core.revisions import retained_revisions, revision_by_number, rollback_template
+from engine.core.scaling import BadIntOrPercent, parse_int_or_percent
 from engine.core.status import rollout_complete
 from engine.runtime.retry import Deadline
 from engine.store.event_store import DEFAULT_DEADLINE, EventStore, append_within
 from events.envelope import wrap
 from events.errors import ConflictError, InvalidInput, NotFound, TransientError
-from events.k8s import CHANGE_CAUSE_ANNOTATION, PodTemplate
+from events.k8s import CHANGE_CAUSE_ANNOTATION, DaemonSetSpec, PodTemplate, RollingUpdate
 from events.subjects import daemonset_filters, daemonset_tree
 from events.template_hash import template_hash
 from events.types import DaemonSetApplied
@@ -35,6 +40,12 @@ from projections.model import ClusterState, DaemonSetState, PodState
 
 #: a restart means "new pods from the current template", whatever that is, so it re-reads and retries
 RESTART_ATTEMPTS = 5
+#: ``rollout status`` exit codes beyond 0 (complete) and 1 (an error, a timeout): a control keeps the
+#: rollout from going further (paused, partition, selector), or the availability guard stopped it
+STOPPED = 3
+GUARDED = 4
+#: at most this many blocking nodes are listed (the rest are counted)
+SHOWN_BLOCKERS = 10
 
 
 class TimedOut(TransientError):
@@ -70,44 +81,91 @@ def rollout_message(ds: DaemonSetState) -> tuple[bool, str]:
     return True, f'daemon set "{ds.name}" successfully rolled out\n'
 
 
-async def rollout_status(store: EventStore, name: str, namespace: str, timeout: float, out: TextIO) -> int:
-    state, ds, last = await _ds_with_status(store, namespace, name)
+def progress_lines(progress: Progress) -> list[str]:
+    """What holds the rollout up, a line per node (docs/rollout-control.md)."""
+    lines = [f"  controls: {', '.join(progress.controls)}"] if progress.controls else []
+    for b in progress.blockers[:SHOWN_BLOCKERS]:
+        lines.append(f"  {b.node} holds {b.budget}: {b.why}")
+    if len(progress.blockers) > SHOWN_BLOCKERS:
+        lines.append(f"  ... and {len(progress.blockers) - SHOWN_BLOCKERS} more nodes")
+    return lines
+
+
+def _held_summary(progress: Progress) -> str:
+    names = [n for n, _ in progress.held]
+    shown = ", ".join(names[:SHOWN_BLOCKERS]) + (", ..." if len(names) > SHOWN_BLOCKERS else "")
+    codes = ", ".join(sorted({c for _, c in progress.held}))
+    return f"{len(names)} node(s) kept on their revision ({codes}): {shown}"
+
+
+async def rollout_status(
+    store: EventStore,
+    name: str,
+    namespace: str,
+    timeout: float,
+    out: TextIO,
+    clock: Callable[[], float] = time.time,
+) -> int:
+    """Waits for the rollout; 0 when complete, ``STOPPED`` when a control holds the remaining nodes
+    and nothing else is in progress, ``GUARDED`` when the availability guard stopped it."""
+    key = f"{namespace}/{name}"
+    state = await load_state(store)
+    ds = state.daemonsets.get(key)
+    if ds is None or ds.deleting:
+        raise NotFound(f'daemonsets.apps "{name}" not found')
     if ds.spec.update_strategy.type != "RollingUpdate":
         raise InvalidInput(
             "rollout status is only available for RollingUpdate strategy type", "spec.updateStrategy"
         )
     shown = ""
 
-    def step() -> bool:
+    def step() -> int | None:
         nonlocal shown
-        d = state.daemonsets.get(f"{namespace}/{name}")
+        d = state.daemonsets.get(key)
         if d is None:
             raise NotFound(f'daemonsets.apps "{name}" not found')
         done, msg = rollout_message(d)
         if done and not rollout_complete(d, d.status):
             done = False
-        if msg != shown:
-            out.write(msg)
+        progress = rollout_progress(state, key, clock())
+        code: int | None = 0 if done and progress.phase != "guarded" else None
+        text = msg
+        if progress.phase == "guarded":
+            text = f'daemon set "{d.name}" rollout stopped by the availability guard: {progress.guard}\n'
+            code = GUARDED
+        elif progress.phase == "stopped" and d.status.observed_generation >= d.generation:
+            text = (
+                f'daemon set "{d.name}" rolled out as far as its controls allow: {_held_summary(progress)}\n'
+            )
+            code = STOPPED
+        if code is None:
+            text += "".join(f"{line}\n" for line in progress_lines(progress))
+        elif progress.controls and code != 0:
+            text += f"  controls: {', '.join(progress.controls)}\n"
+        if text != shown:
+            out.write(text)
             out.flush()
-            shown = msg
-        return done
+            shown = text
+        return code
 
-    if step():
-        return 0
-    subjects = daemonset_filters(namespace, name)
+    finished = step()
+    if finished is not None:
+        return finished
+    last = state.seq
 
-    async def follow() -> None:
-        async with contextlib.aclosing(store.follow(last + 1, subjects)) as events:
+    async def follow() -> int:
+        async with contextlib.aclosing(store.follow(last + 1)) as events:
             async for stored in events:
                 apply(state, stored.envelope, stored.seq)
-                if step():
-                    return
+                result = step()
+                if result is not None:
+                    return result
+        return 0
 
     try:
-        await asyncio.wait_for(follow(), timeout=timeout if timeout > 0 else None)
+        return await asyncio.wait_for(follow(), timeout=timeout if timeout > 0 else None)
     except TimeoutError:
         raise TimedOut("timed out waiting for the condition") from None
-    return 0
 
 
 async def rollout_history(
@@ -222,4 +280,100 @@ async def rollout_restart(
             continue
         break
     out.write(f"daemonset.apps/{name} restarted\n")
+    return 0
+
+
+async def _reapply_strategy(
+    store: EventStore, name: str, namespace: str, change: Callable[[RollingUpdate], RollingUpdate | None]
+) -> str:
+    """Append the next generation with ``change`` applied to ``rollingUpdate``; ``change`` returns
+    None when there is nothing to do. Returns what happened: "" (unchanged) or "changed"."""
+    ds, expected = await _rollout_read(store, namespace, name)
+    strategy = ds.spec.update_strategy
+    if strategy.type != "RollingUpdate" or strategy.rolling_update is None:
+        raise InvalidInput(
+            "rollout controls are only available for RollingUpdate strategy type", "spec.updateStrategy"
+        )
+    changed = change(strategy.rolling_update)
+    if changed is None:
+        return ""
+    spec = msgspec.structs.replace(
+        ds.spec, update_strategy=msgspec.structs.replace(strategy, rolling_update=changed)
+    )
+    try:
+        await _append_spec(store, ds, expected, spec)
+    except ConflictError as err:
+        raise ConflictError(
+            f'daemonsets.apps "{name}" changed meanwhile (nothing was written); run it again ({err})'
+        ) from err
+    return "changed"
+
+
+async def _append_spec(store: EventStore, ds: DaemonSetState, expected: int, spec: DaemonSetSpec) -> None:
+    event = DaemonSetApplied(
+        namespace=ds.namespace,
+        name=ds.name,
+        uid=ds.uid,
+        generation=ds.generation + 1,
+        spec=spec,
+        template_hash=template_hash(spec.template, ds.collision_count),
+        labels=dict(ds.labels),
+        annotations=dict(ds.annotations),
+    )
+    env = wrap(event, id=str(uuid.uuid4()), occurred_at=datetime.now(UTC), source="dsctl")
+    await append_within(
+        store,
+        env,
+        Deadline(DEFAULT_DEADLINE),
+        expected_last_subject_seq=expected,
+        expected_subject_filter=daemonset_tree(ds.namespace, ds.name),
+    )
+
+
+async def rollout_pause(store: EventStore, name: str, namespace: str, out: TextIO) -> int:
+    """``rollingUpdate.paused: true`` (docs/rollout-control.md): only the rolling-update step stops."""
+
+    def pause(ru: RollingUpdate) -> RollingUpdate | None:
+        return None if ru.paused else msgspec.structs.replace(ru, paused=True)
+
+    done = await _reapply_strategy(store, name, namespace, pause)
+    out.write(f"daemonset.apps/{name} {'paused' if done else 'already paused'}\n")
+    return 0
+
+
+async def rollout_resume(store: EventStore, name: str, namespace: str, out: TextIO) -> int:
+    """``rollingUpdate.paused: false``. A tripped availability guard stays tripped: only a new
+    template clears it (docs/rollout-control.md)."""
+
+    def resume(ru: RollingUpdate) -> RollingUpdate | None:
+        return msgspec.structs.replace(ru, paused=False) if ru.paused else None
+
+    done = await _reapply_strategy(store, name, namespace, resume)
+    out.write(f"daemonset.apps/{name} {'resumed' if done else 'is not paused'}\n")
+    return 0
+
+
+def parse_partition(value: str) -> int | str:
+    """``N`` or ``P%`` as ``rollingUpdate.partition`` takes it (docs/rollout-control.md)."""
+    try:
+        number, percent = parse_int_or_percent(value if value.endswith("%") else int(value))
+    except (BadIntOrPercent, ValueError):
+        raise InvalidInput(
+            f"partition {value!r} is not a count or a percentage (2, 40%)", "partition"
+        ) from None
+    if number < 0 or (percent and number > 100):
+        raise InvalidInput(f"partition {value!r} must be between 0 and 100% of the nodes", "partition")
+    return value if percent else number
+
+
+async def rollout_partition(store: EventStore, name: str, namespace: str, value: str, out: TextIO) -> int:
+    """Set ``rollingUpdate.partition``: this many nodes (or percent of them) stay on the old revision."""
+    partition = parse_partition(value)
+
+    def set_partition(ru: RollingUpdate) -> RollingUpdate | None:
+        return None if ru.partition == partition else msgspec.structs.replace(ru, partition=partition)
+
+    done = await _reapply_strategy(store, name, namespace, set_partition)
+    what = "partitioned" if done else "unchanged"
+    out.write(f"daemonset.apps/{name} {what} (partition {partition})\n")
     return 0

@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 import msgspec
 
 from engine.core.nodemap import NodeView
-from engine.core.pods import is_deleting, is_updated
+from engine.core.pods import is_available, is_deleting, is_updated, revision_of
 from engine.core.rollout_control import HELD_BY_GUARD, Hold
 from engine.core.scaling import BadIntOrPercent, scaled_value
 from events.types import DaemonSetCondition, DaemonSetStatus
@@ -45,6 +45,9 @@ class Verdict(msgspec.Struct, frozen=True):
     #: when a not-Ready new pod will pass the progress deadline (the reconcile must look again then)
     requeue_after: float | None = None
     since: datetime | None = None
+    #: the revision every desired node runs, available, if there is one (a rollout about to start:
+    #: the previous revision was complete even if no decision recorded it so)
+    whole: str = ""
 
     @property
     def hold(self) -> Hold:
@@ -109,6 +112,7 @@ def verdict(ds: DaemonSetState, views: list[NodeView], now: float) -> Verdict | 
         return None
     desired = sum(1 for v in views if v.eligibility.should_run)
     limit = threshold(ds, desired)
+    whole = _whole(ds, views, now)
     bad, soonest = _bad_pods(ds, views, now)
     earlier = condition(ds.status, GUARD_CONDITION)
     revert = ds.spec.rollout_guard is not None and ds.spec.rollout_guard.auto_revert
@@ -116,9 +120,9 @@ def verdict(ds: DaemonSetState, views: list[NodeView], now: float) -> Verdict | 
         target = _revert_target(ds) if revert else ""
         message = earlier.message.split(" (auto-revert", 1)[0]
         since = earlier.last_transition_time
-        return Verdict(True, tuple(bad), limit, message, target, None, since)
+        return Verdict(True, tuple(bad), limit, message, target, None, since, whole)
     if len(bad) < limit:
-        return Verdict(False, tuple(bad), limit, "", requeue_after=soonest)
+        return Verdict(False, tuple(bad), limit, "", requeue_after=soonest, whole=whole)
     deadline = ds.spec.progress_deadline_seconds
     within = f" within progressDeadlineSeconds {deadline}" if deadline is not None else ""
     listed = "; ".join(f"{node}: {why}" for node, why in bad[:5]) + ("; ..." if len(bad) > 5 else "")
@@ -126,7 +130,22 @@ def verdict(ds: DaemonSetState, views: list[NodeView], now: float) -> Verdict | 
         f"{len(bad)} node(s) with a new-revision pod failed or not Ready{within} "
         f"(failureThreshold {limit}): {listed}"
     )
-    return Verdict(True, tuple(bad), limit, message, _revert_target(ds) if revert else "")
+    return Verdict(True, tuple(bad), limit, message, _revert_target(ds) if revert else "", whole=whole)
+
+
+def _whole(ds: DaemonSetState, views: list[NodeView], now: float) -> str:
+    found = ""
+    for view in views:
+        if not view.eligibility.should_run:
+            continue
+        live = [p for p in view.pods if not is_deleting(p)]
+        if len(live) != 1 or not is_available(live[0], ds.spec.min_ready_seconds, now):
+            return ""
+        revision = revision_of(live[0])
+        if not revision or (found and revision != found):
+            return ""
+        found = revision
+    return found
 
 
 def _revert_target(ds: DaemonSetState) -> str:
@@ -165,9 +184,8 @@ def with_conditions(
     if complete:
         done = DaemonSetCondition(type=COMPLETE_CONDITION, status="True", revision=acted_on)
     else:
-        done = DaemonSetCondition(
-            type=COMPLETE_CONDITION, status="False", revision=last.revision if last is not None else ""
-        )
+        known = found.whole or (last.revision if last is not None else "")
+        done = DaemonSetCondition(type=COMPLETE_CONDITION, status="False", revision=known)
     conditions = [_since(done, last, at)]
     if found.tripped:
         reason, message = TRIPPED, found.message

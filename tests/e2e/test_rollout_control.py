@@ -1,0 +1,207 @@
+"""Rollout controls end to end (docs/rollout-control.md), through a real nats-server, the engine and
+the simulated fleet: a canary on ``canary=true`` nodes then widening, a partition of 2 of 5 nodes,
+pause and resume, and the availability guard stopping and auto-reverting a never-ready template.
+The checks read the world: which revision runs on which node."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from engine.cli import rollout
+from engine.core.guard import GUARD_CONDITION, REVERTED
+from engine.core.rollout_control import HELD_BY_PARTITION
+from projections.model import ClusterState
+from tests.e2e.harness import Cluster, nodes_yaml, pods_of
+
+pytestmark = pytest.mark.integration
+
+NODES = [f"node{i}" for i in range(1, 6)]
+KEY = "default/agent"
+
+DS = """
+apiVersion: {api}
+kind: DaemonSet
+metadata:
+  name: agent
+spec:
+{extra}  selector:
+    matchLabels: {{app: agent}}
+  updateStrategy:
+    type: RollingUpdate
+    rollingUpdate:
+      maxUnavailable: {mu}
+{controls}  template:
+    metadata:
+      labels: {{app: agent}}
+      annotations:
+        sim.dsctl.io/never-ready: "{never}"
+    spec:
+      containers:
+      - name: agent
+        image: example/agent:{version}
+"""
+
+
+def ds(
+    version: str,
+    controls: str = "",
+    *,
+    mu: int = 1,
+    extra: str = "",
+    never_ready: bool = False,
+    api: str = "apps/v1",
+) -> str:
+    lines = "".join(f"      {line}\n" for line in controls.splitlines())
+    body = "".join(f"  {line}\n" for line in extra.splitlines())
+    never = "true" if never_ready else "false"
+    return DS.format(version=version, controls=lines, mu=mu, extra=body, never=never, api=api)
+
+
+def revisions(state: ClusterState) -> dict[str, set[str]]:
+    """node -> revisions of its live pods."""
+    out: dict[str, set[str]] = {n: set() for n in state.nodes}
+    for p in pods_of(state, "agent"):
+        if p.deletion_timestamp is None:
+            out[p.node].add(p.revision_hash)
+    return out
+
+
+def on(state: ClusterState, revision: str) -> list[str]:
+    """Nodes whose only live pod is a Ready one of ``revision``."""
+    ready = {p.node for p in pods_of(state, "agent") if p.ready and p.deletion_timestamp is None}
+    return sorted(n for n, revs in revisions(state).items() if revs == {revision} and n in ready)
+
+
+def current(state: ClusterState) -> str:
+    return state.daemonsets[KEY].template_hash
+
+
+async def status(cluster: Cluster, timeout: float = 20.0) -> tuple[int, str]:
+    out = io.StringIO()
+    code = await rollout.rollout_status(cluster.store, "agent", "default", timeout, out)
+    return code, out.getvalue()
+
+
+async def start(nc: Any, labels: dict[str, dict[str, str]] | None = None, first: str = "") -> Cluster:
+    c = await Cluster(nc).start()
+    await c.apply(nodes_yaml(*NODES, labels=labels))
+    await c.apply(first or ds("1"))
+    v1 = current(c.state)
+    await c.wait("v1 everywhere", lambda s: on(s, v1) == NODES)
+    return c
+
+
+@pytest.fixture
+async def cluster(nc: Any, streams: Any) -> AsyncIterator[Cluster]:
+    c = await start(nc)
+    try:
+        yield c
+    finally:
+        await c.stop()
+
+
+async def test_a_canary_on_labelled_nodes_then_widening(nc: Any, streams: Any) -> None:
+    canary = {"canary": "true"}
+    c = await start(nc, labels={"node2": canary, "node4": canary})
+    try:
+        v1 = current(c.state)
+        # an OpenKruise manifest, as published: only the apiVersion differs
+        await c.apply(ds("2", "selector:\n  matchLabels: {canary: 'true'}", api="apps.kruise.io/v1alpha1"))
+        v2 = current(c.state)
+        await c.wait("the canaries on v2", lambda s: on(s, v2) == ["node2", "node4"])
+        code, text = await status(c)
+        assert code == rollout.STOPPED, text
+        assert "HeldBySelector" in text and "node1" in text
+        assert on(c.state, v1) == ["node1", "node3", "node5"]
+        # widening: the same template without the selector rolls the rest
+        await c.apply(ds("2", api="apps.kruise.io/v1alpha1"))
+        await c.wait("v2 everywhere", lambda s: on(s, v2) == NODES, timeout=30)
+        assert (await status(c))[0] == 0
+    finally:
+        await c.stop()
+
+
+async def test_a_partition_of_2_of_5_keeps_the_smallest_names_old(cluster: Cluster) -> None:
+    v1 = current(cluster.state)
+    await cluster.apply(ds("2", "partition: 2"))
+    v2 = current(cluster.state)
+    await cluster.wait("3 nodes on v2", lambda s: on(s, v2) == ["node3", "node4", "node5"], timeout=30)
+    code, text = await status(cluster)
+    assert code == rollout.STOPPED, text
+    assert "partition 2" in text and HELD_BY_PARTITION in text
+    await asyncio.sleep(1.0)  # nothing else moves
+    assert on(cluster.state, v1) == ["node1", "node2"]
+    out = io.StringIO()
+    assert await rollout.rollout_partition(cluster.store, "agent", "default", "0", out) == 0
+    assert "partitioned" in out.getvalue()
+    await cluster.wait("v2 everywhere", lambda s: on(s, v2) == NODES, timeout=30)
+    assert (await status(cluster))[0] == 0
+
+
+async def test_pause_then_resume(cluster: Cluster) -> None:
+    v1 = current(cluster.state)
+    out = io.StringIO()
+    await rollout.rollout_pause(cluster.store, "agent", "default", out)
+    await rollout.rollout_restart(cluster.store, "agent", "default", out)  # a new template, paused
+    assert out.getvalue().splitlines() == ["daemonset.apps/agent paused", "daemonset.apps/agent restarted"]
+    await cluster.wait("the restart folded", lambda s: current(s) != v1)
+    v2 = current(cluster.state)
+    code, text = await status(cluster)
+    assert code == rollout.STOPPED, text
+    assert "paused" in text
+    assert on(cluster.state, v1) == NODES and on(cluster.state, v2) == []
+    await rollout.rollout_resume(cluster.store, "agent", "default", out)
+    await cluster.wait("v2 everywhere", lambda s: on(s, v2) == NODES, timeout=30)
+    assert (await status(cluster))[0] == 0
+
+
+def tripped(s: ClusterState) -> bool:
+    return any(x.type == GUARD_CONDITION and x.status == "True" for x in s.daemonsets[KEY].status.conditions)
+
+
+GUARD = "progressDeadlineSeconds: 2\nrolloutGuard:\n  failureThreshold: 2\n  autoRevert: {revert}"
+
+
+async def test_the_guard_stops_after_two_never_ready_nodes(nc: Any, streams: Any) -> None:
+    c = await start(nc, first=ds("1", mu=2, extra=GUARD.format(revert="false")))
+    try:
+        v1 = current(c.state)
+        await c.apply(ds("2", mu=2, extra=GUARD.format(revert="false"), never_ready=True))
+        v2 = current(c.state)
+
+        def tripped(s: ClusterState) -> bool:
+            return any(
+                x.type == GUARD_CONDITION and x.status == "True" for x in s.daemonsets[KEY].status.conditions
+            )
+
+        await c.wait("the guard trips", tripped, timeout=30)
+        code, text = await status(c)
+        assert code == rollout.GUARDED, text
+        assert "node4" in text and "node5" in text
+        await asyncio.sleep(1.0)
+        assert on(c.state, v1) == ["node1", "node2", "node3"]
+        assert {n for n, r in revisions(c.state).items() if r == {v2}} == {"node4", "node5"}
+    finally:
+        await c.stop()
+
+
+async def test_auto_revert_restores_availability(nc: Any, streams: Any) -> None:
+    c = await start(nc, first=ds("1", mu=2, extra=GUARD.format(revert="true")))
+    try:
+        v1 = current(c.state)
+        await c.apply(ds("2", mu=2, extra=GUARD.format(revert="true"), never_ready=True))
+        v2 = current(c.state)
+        await c.wait("the guard trips", tripped, timeout=30)
+        await c.wait("v1 everywhere again", lambda s: on(s, v1) == NODES, timeout=40)
+        ds_state = c.state.daemonsets[KEY]
+        assert ds_state.template_hash == v2
+        guard = next(x for x in ds_state.status.conditions if x.type == GUARD_CONDITION)
+        assert (guard.status, guard.reason, guard.revision) == ("True", REVERTED, v2)
+        assert (await status(c))[0] == rollout.GUARDED
+    finally:
+        await c.stop()
