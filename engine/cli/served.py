@@ -21,9 +21,12 @@ from engine.cli import get as get_verb
 from engine.cli import rollout as rollout_verb
 from engine.cli.queries import answering_from
 from engine.cli.remote import via_service
+from engine.console.server import Console, serve_console
 from engine.core.arguments import Kind
 from engine.query.protocol import QueryReply, QueryRequest
+from engine.query.service import QueryService, serve_queries
 from engine.store.event_store import EventStore
+from engine.store.projector import Projector
 from events.errors import DsctlError, InvalidInput
 from projections.model import ClusterState
 
@@ -115,3 +118,44 @@ def _stderr() -> TextIO:
     import sys
 
     return sys.stderr
+
+
+# --- beside an engine: what ``dsctl up`` and ``dsctl engine run`` start -----------------------------------
+
+
+class ReadServices:
+    """The query service and (optionally) the web console over one engine's projection."""
+
+    def __init__(self, query: QueryService, console: Console | None) -> None:
+        self.query = query
+        self.console = console
+
+    @property
+    def console_url(self) -> str:
+        return self.console.url if self.console is not None else ""
+
+    async def stop(self) -> None:
+        if self.console is not None:
+            await self.console.stop()
+        await self.query.stop()
+
+
+async def serve_reads(
+    nc: Any,
+    projector: Projector,
+    *,
+    console: bool = True,
+    console_host: str = "127.0.0.1",
+    console_port: int = 0,
+) -> ReadServices:
+    """Start the query service (and the console) beside an engine, over its projection; the engine's
+    own connection serves them (docs/console.md)."""
+    query = await serve_queries(nc, projector, Answers(projector.store, nc).answer)
+    web = None
+    if console:
+        try:
+            web = await serve_console(projector.store, projector, host=console_host, port=console_port)
+        except BaseException:
+            await query.stop()
+            raise
+    return ReadServices(query, web)
