@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
-from engine.cli import rollout
+from engine.cli import diff, rollout
 from engine.core.guard import GUARD_CONDITION, REVERTED
 from engine.core.rollout_control import HELD_BY_PARTITION
 from projections.model import ClusterState
@@ -203,5 +204,83 @@ async def test_auto_revert_restores_availability(nc: Any, streams: Any) -> None:
         guard = next(x for x in ds_state.status.conditions if x.type == GUARD_CONDITION)
         assert (guard.status, guard.reason, guard.revision) == ("True", REVERTED, v2)
         assert (await status(c))[0] == rollout.GUARDED
+    finally:
+        await c.stop()
+
+
+PLACED = """
+apiVersion: apps/v1
+kind: DaemonSet
+metadata:
+  name: placed
+spec:
+  selector:
+    matchLabels: {{app: placed}}
+  updateStrategy:
+    type: RollingUpdate
+    rollingUpdate: {{maxUnavailable: "100%"}}
+  template:
+    metadata:
+      labels: {{app: placed}}
+    spec:
+      nodeSelector: {{{selector}}}
+      containers:
+      - name: placed
+        image: example/placed:1
+"""
+
+
+def live(state: ClusterState) -> dict[str, str]:
+    return {p.node: p.revision_hash for p in pods_of(state, "placed") if p.deletion_timestamp is None}
+
+
+async def test_a_preview_of_a_node_selector_change_over_100_nodes_matches_the_apply(
+    nc: Any, streams: Any
+) -> None:
+    names = [f"n{i:03d}" for i in range(100)]
+    labels = {
+        n: {"pool": "a" if i < 60 else "b", **({"gpu": "true"} if 40 <= i < 80 else {})}
+        for i, n in enumerate(names)
+    }
+    c = await Cluster(nc).start()
+    try:
+        await c.apply(nodes_yaml(*names, labels=labels))
+        await c.apply(PLACED.format(selector="pool: a"))
+        await c.wait(
+            "60 pods", lambda s: len(live(s)) == 60 and all(p.ready for p in pods_of(s, "placed")), 60
+        )
+        before = live(c.state)
+        change = PLACED.format(selector="gpu: 'true'")
+        last = await c.store.last_seq()
+        out = io.StringIO()
+        assert await diff.apply_dry_run(c.store, change, None, "text", out) == 0
+        assert "daemonset.apps/placed configured (server dry run)" in out.getvalue()
+        out = io.StringIO()
+        assert await diff.diff(c.store, change, None, "json", out) == 1
+        assert await c.store.last_seq() == last, "a preview appends nothing"
+        (found,) = json.loads(out.getvalue())
+        assert found["counts"] == {"place": 20, "stop": 40, "replace": 20, "unchanged": 0, "ineligible": 20}
+        assert len(found["nodes"]) == 100 and all(len(n["reasons"]) == 5 for n in found["nodes"])
+        await c.apply(change)
+        new = c.state.daemonsets["default/placed"].template_hash
+        await c.wait(
+            "the gpu nodes on the new revision",
+            lambda s: (
+                live(s) == {n: new for n in names[40:80]} and all(p.ready for p in pods_of(s, "placed"))
+            ),
+            60,
+        )
+        after = live(c.state)
+        did = {
+            "place": sum(1 for n in after if n not in before),
+            "stop": sum(1 for n in before if n not in after),
+            "replace": sum(1 for n in after if n in before and before[n] != after[n]),
+            "unchanged": sum(1 for n in after if n in before and before[n] == after[n]),
+            "ineligible": sum(1 for n in names if n not in before and n not in after),
+        }
+        assert did == found["counts"]
+        out = io.StringIO()
+        assert await diff.diff(c.store, change, None, "wide", out) == 0
+        assert "place 0  stop 0  replace 0  unchanged 40  ineligible 60" in out.getvalue()
     finally:
         await c.stop()
