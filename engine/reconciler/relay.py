@@ -80,6 +80,8 @@ MAX_BATCH = 4096
 PIPELINE = 4
 #: a run of failures longer than this is logged at error level (a person should look)
 REPORT_AFTER = 30.0
+#: how many refused decision sequences a relay keeps (for tests and a person at a debugger)
+KEEP_REFUSED = 1000
 #: most command messages looked at, from the end of the stream, for the relay's position (messages
 #: without the header, such as a user's ``delete pod``, are passed over)
 POSITION_SCAN = 1000
@@ -229,6 +231,10 @@ class CommandRelay:
         self.refused: list[int] = []
         projector.listen(_nothing, self._after)
 
+    def _refuse(self, seq: int) -> None:
+        self.refused.append(seq)
+        del self.refused[:-KEEP_REFUSED]
+
     @property
     def pending(self) -> int:
         """Decisions folded whose commands are not stored yet."""
@@ -249,7 +255,7 @@ class CommandRelay:
                 )
                 log.error("relay.foreign_decision", seq=stored.seq, subject=stored.subject, why=why,
                           commands=len(decision.commands), verdict="not sent")  # fmt: skip
-                self.refused.append(stored.seq)
+                self._refuse(stored.seq)
                 if self.on_foreign is not None:
                     self.on_foreign(stored.seq, stored.subject, why)
                 return
@@ -367,7 +373,7 @@ class CommandRelay:
             ids = behind[seq]
             if seq in disowned:
                 log.error("relay.disowned_not_resent", seq=seq, commands=len(ids))
-                self.refused.append(seq)
+                self._refuse(seq)
                 continue
             stored = await self._retry(f"read decision {seq}", functools.partial(self._decision, seq))
             if stored is None:
