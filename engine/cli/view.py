@@ -13,6 +13,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import TextIO
 
+from rich import box
 from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
@@ -75,26 +76,41 @@ class Activity:
 _SHOWN_POD_EVENTS = {"pod.failed", "pod.succeeded", "pod.deleted", "pod.evicted"}
 
 
-def render(state: ClusterState, header: str, activity: Activity | None = None) -> Group:
-    table = Table(title="DaemonSets", title_justify="left", expand=False)
-    for col in (
-        "NAMESPACE",
-        "NAME",
-        "DESIRED",
-        "CURRENT",
-        "READY",
-        "UP-TO-DATE",
-        "AVAILABLE",
-        "MISSCHED",
-        "",
-    ):
-        table.add_column(
-            col, justify="right" if col.isupper() and col not in ("NAMESPACE", "NAME") else "left"
-        )
+#: below this terminal width the count columns get kubectl's short names, to leave the names room
+NARROW = 100
+_LONG = ("DESIRED", "CURRENT", "READY", "UP-TO-DATE", "AVAILABLE")
+_SHORT = ("DES", "CUR", "RDY", "UPD", "AVL")
+
+
+def render(
+    state: ClusterState, header: str, activity: Activity | None = None, width: int | None = None
+) -> Group:
+    """The table never cuts a name: one NAMESPACE/NAME column, folded onto more lines only when even
+    short count headers (below ``NARROW`` columns) leave it too little room; the feed's lines end in an
+    ellipsis rather than wrapping mid-word."""
+    table = Table(
+        title="DaemonSets",
+        title_justify="left",
+        expand=False,
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        collapse_padding=True,
+    )
+    table.add_column("DAEMONSET", overflow="fold", min_width=9)
+    for col in _SHORT if width is not None and width < NARROW else _LONG:
+        table.add_column(col, justify="right", no_wrap=True)
+    table.add_column("STATUS", no_wrap=True)
     for key in sorted(state.daemonsets):
         ds = state.daemonsets[key]
-        mark = Text("✓", style="green") if rollout_complete(ds, ds.status) else Text("…", style="yellow")
-        table.add_row(*_status_row(ds), mark)
+        row = _status_row(ds)
+        mark = (
+            Text("✓ done", style="green")
+            if rollout_complete(ds, ds.status)
+            else Text("… rolling", style="yellow")
+        )
+        if ds.status.number_misscheduled:
+            mark.append(f" {ds.status.number_misscheduled} missched", style="red")
+        table.add_row(f"{row[0]}/{row[1]}", *row[2:7], mark)
     ready_nodes = sum(1 for n in state.nodes.values() if not n.unschedulable)
     pods_ready = sum(1 for p in state.pods.values() if p.ready)
     footer = Text(
@@ -105,7 +121,9 @@ def render(state: ClusterState, header: str, activity: Activity | None = None) -
     parts: list[Text | Table] = [Text(header), table, footer]
     if activity is not None and activity.lines:
         parts.append(Text("recent:", style="bold"))
-        parts.extend(Text("  " + line, style="dim") for line in activity.lines)
+        parts.extend(
+            Text("  " + line, style="dim", no_wrap=True, overflow="ellipsis") for line in activity.lines
+        )
     return Group(*parts)
 
 
@@ -122,11 +140,14 @@ async def live_view(
     if stream.isatty():
         console = Console(file=stream)
         with Live(
-            render(get(), header, activity), console=console, refresh_per_second=4, transient=False
+            render(get(), header, activity, console.width),
+            console=console,
+            refresh_per_second=4,
+            transient=False,
         ) as live:
             while True:
                 await asyncio.sleep(period)
-                live.update(render(get(), header, activity))
+                live.update(render(get(), header, activity, console.width))
     else:
         last: list[str] = []
         started = time.monotonic()
