@@ -212,6 +212,8 @@ class Engine:
         if self.integrity is not None:
             return
         self.integrity = err
+        if self.projector is not None:
+            self.projector.untrusted = self.projector.untrusted or err
         self.metrics.log_integrity_failed = 1
         log.error(
             "engine.log_untrusted",

@@ -104,6 +104,10 @@ class Projector:
         #: records no engine wrote (sequence, subject, why), the first ``KEEP_TAMPERED``
         self.tampered: list[tuple[int, str, str]] = []
         self._on_tamper: list[TamperListener] = []
+        #: set when the log this projection follows cannot be trusted any more (a gap, the stream gone
+        #: or replaced): the state stays as it was, and whoever serves it (the engine, its query
+        #: service) should say so rather than answer from it
+        self.untrusted: LogIntegrityError | None = None
 
     def listen(self, before: BeforeListener, after: AfterListener) -> None:
         self._before.append(before)
@@ -234,7 +238,8 @@ class Projector:
         self._since_snapshot += 1
 
     async def run(self) -> None:
-        """Follow the tail forever (until cancelled)."""
+        """Follow the tail forever (until cancelled, or ``LogIntegrityError``, also kept in
+        ``untrusted``)."""
         try:
             while True:
                 try:
@@ -246,6 +251,9 @@ class Projector:
                 except MalformedStoredEvent as err:
                     self._skip(err)
                     await self._notify()
+        except LogIntegrityError as err:
+            self.untrusted = self.untrusted or err
+            raise
         finally:
             if self._snapshot_task is not None:
                 self._snapshot_task.cancel()

@@ -306,6 +306,7 @@ async def test_the_event_stream_deleted_under_the_engine_stops_it_loudly_and_is_
         await api_request(nc, f"STREAM.DELETE.{EVENTS_STREAM}")
         await eventually("the engine to stop reconciling", lambda: engine.integrity is not None, timeout=15)
         assert engine.integrity is not None and engine.integrity.kind == "stream_deleted"
+        assert engine.projector is not None and engine.projector.untrusted is engine.integrity
         [untrusted] = logged(logs, "engine.log_untrusted")
         assert untrusted["kind"] == "stream_deleted" and "gone" in untrusted["error"]
         await eventually("the leadership given up", lambda: not engine.leading.is_set())
