@@ -158,7 +158,7 @@ function axis(items) {
   if (!items.length) return "";
   const lanes = [...new Set(items.map((i) => i.ds))].sort();
   const t0 = Math.min(...items.map((i) => i.time)), t1 = Math.max(...items.map((i) => i.time));
-  const W = 900, L = 180, lane = 22, H = lanes.length * lane + 30;
+  const L = Math.min(360, 16 + 7.2 * Math.max(...lanes.map((d) => d.length))), W = L + 720, lane = 22, H = lanes.length * lane + 30;
   const x = (t) => L + (t1 === t0 ? (W - L) / 2 : ((t - t0) / (t1 - t0)) * (W - L - 10));
   const colour = { failed: "#cf222e", acted: "#1a7f37", waiting: "#9a6700", noop: "#6e7781" };
   let s = `<svg class="axis" role="img" aria-label="Time axis of the decisions on this page, one lane per DaemonSet" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}">`;
