@@ -15,6 +15,7 @@ from typing import IO
 
 from engine.security import servers
 from engine.security.credentials import BASE_IDENTITIES, CredentialStore
+from engine.security.jwt import OperatorMode
 from engine.security.roles import PURPOSE, Identity, Role
 from engine.security.server_config import write_authorization, write_routes
 from engine.store.connection import close, connect
@@ -112,17 +113,37 @@ def _targets(target: str | None, node: str | None) -> list[Identity]:
 
 
 def credentials(
-    store: CredentialStore, target: str | None, *, node: str | None, routes: str | None, out: IO[str]
+    store: CredentialStore,
+    target: str | None,
+    *,
+    node: str | None,
+    routes: str | None,
+    out: IO[str],
+    operator: bool = False,
 ) -> int:
-    """``dsctl admin credentials [ROLE] [--node N] [--routes H:P,...]``: create what is missing (an
-    existing key is kept), render ``auth.conf`` from every identity present, reload the servers dsctl
-    started with this directory, and print each identity with its public key and file (never a seed).
+    """``dsctl admin credentials [ROLE] [--node N] [--routes H:P,...] [--operator]``: create what is
+    missing (an existing key is kept), render ``auth.conf`` from every identity present, reload the
+    servers dsctl started with this directory, and print each identity with its public key and file
+    (never a seed). In operator mode (``--operator`` sets it up, ``engine/security/jwt.py``) each
+    identity also gets a ``.creds``, a user JWT signed with its role's scoped key.
 
     Why a reload: a config-file user exists for the server only once its configuration says so;
-    nats-server re-reads it on SIGHUP without dropping a connection (``engine/security/servers.py``)."""
-    for identity in _targets(target, node):
+    nats-server re-reads it on SIGHUP without dropping a connection (``engine/security/servers.py``).
+    An operator-mode server needs none: it trusts the role's signing key, whatever user it signed."""
+    targets = _targets(target, node)
+    for identity in targets:
         store.ensure(identity)
     auth = write_authorization(store)
+    mode = OperatorMode(store)
+    if operator:
+        mode.init()
+        print(
+            f"operator mode: {mode.server_conf} (servers include it instead of auth.conf)",
+            file=out,
+        )
+    elif mode.exists():
+        for identity in targets:
+            mode.mint(identity)
     if routes:
         hosts = [r.strip() for r in routes.split(",") if r.strip()]
         path = write_routes(store.dir / "routes.conf", hosts, store.dir / "route-password")
@@ -136,7 +157,9 @@ def credentials(
         print(f"{identity.name:<20} {store.public_key(identity)}  {file}  ({what})", file=out)
     print(f"auth.conf: {auth} (include it in each server's configuration)", file=out)
     reloaded = servers.reload(store)
-    if reloaded:
+    if mode.exists():
+        print("operator mode: servers trust the roles' signing keys, a new .creds needs no reload", file=out)
+    elif reloaded:
         print(f"reloaded: {', '.join(reloaded)}", file=out)
     else:
         print(

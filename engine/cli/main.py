@@ -270,6 +270,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="credentials: also write routes.conf (route user, password and these route URLs) for a "
         "cluster's servers to include in their cluster block",
     )
+    adm.add_argument(
+        "--operator",
+        action="store_true",
+        help="credentials: operator mode (decentralised JWT): an operator, an account with one scoped "
+        "signing key per role (the executor's a template on the node), operator/server.conf for the "
+        "servers, and a .creds per identity; later `credentials executor --node N` mints one offline",
+    )
     _store_flags(adm, lease_ttl_help="set the leader lease TTL [keep the bucket's; 5 when created]")
     adm.add_argument(
         "--node-lease-ttl",
@@ -505,12 +512,16 @@ def _run(args: argparse.Namespace) -> int:
 
             logs.configure(level="error" if "DSCTL_LOG_LEVEL" not in os.environ else None)
             install_redaction()
-            return credentials(store, args.target, node=args.node, routes=args.routes, out=sys.stdout)
+            return credentials(
+                store, args.target, node=args.node, routes=args.routes, out=sys.stdout, operator=args.operator
+            )
         case "admin":
             from engine.cli.admin import streams
 
-            if args.target is not None or args.node is not None or args.routes is not None:
-                raise InvalidInput("admin streams takes no ROLE, --node or --routes", "admin streams")
+            if args.target is not None or args.node is not None or args.routes or args.operator:
+                raise InvalidInput(
+                    "admin streams takes no ROLE, --node, --routes or --operator", "admin streams"
+                )
             logs.configure(level="error" if "DSCTL_LOG_LEVEL" not in os.environ else None)
             install_redaction()
             return asyncio.run(

@@ -47,7 +47,8 @@ NODE2 = Identity(Role.EXECUTOR, "node2")
 EVERYONE = (ADMIN, ENGINE, FLEET, INGEST, PUBLISHER, AUDITOR, NODE1, NODE2)
 NOT_ADMIN = tuple(i for i in EVERYONE if i is not ADMIN)
 
-_VIOLATION = re.compile(r'nkey:(U[A-Z0-9]+)".*?(Publish|Subscription) Violation.*?Subject "([^"]+)"')
+# config-file users log as "$G/nkey:U...", operator-mode ones as "<account>/DSCTL/jwt:U..."
+_VIOLATION = re.compile(r'(?:nkey|jwt):(U[A-Z0-9]+)".*?(Publish|Subscription) Violation.*?Subject "([^"]+)"')
 
 AGENT = """
 apiVersion: v1
@@ -85,7 +86,6 @@ class Bus:
     def __init__(self, server: EmbeddedNats, creds: CredentialStore) -> None:
         self.server = server
         self.creds = creds
-        self._owners = {creds.public_key(i): i.name for i in creds.identities()}
         self._open: list[Client] = []
 
     @property
@@ -115,7 +115,8 @@ class Bus:
             text = self.server.log_path.read_text(errors="replace")
         except FileNotFoundError:
             return []
-        return [Violation(self._owners.get(m[1], m[1]), m[2], m[3]) for m in _VIOLATION.finditer(text)]
+        owners = {self.creds.public_key(i): i.name for i in self.creds.identities()}
+        return [Violation(owners.get(m[1], m[1]), m[2], m[3]) for m in _VIOLATION.finditer(text)]
 
     async def refused(self, who: Identity, subject: str, timeout: float = 3.0) -> Violation:
         """Wait for the server to log that it refused ``who`` on ``subject``."""
