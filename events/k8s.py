@@ -66,6 +66,14 @@ class NodeCondition(msgspec.Struct, frozen=True, rename="camel", omit_defaults=T
     last_transition_time: str | None = None
 
 
+class NodeAddress(msgspec.Struct, frozen=True, rename="camel", omit_defaults=True):
+    """A Node's ``status.addresses`` entry (InternalIP, ExternalIP, Hostname, ...): where its daemon
+    pods' host ports are reached (``dsctl get endpoints``, docs/rollout-control.md)."""
+
+    type: str
+    address: str
+
+
 class TemplateMetadata(msgspec.Struct, frozen=True, rename="camel", omit_defaults=True):
     labels: dict[str, str] = {}
     annotations: dict[str, str] = {}

@@ -15,7 +15,7 @@ from typing import ClassVar, Literal
 
 import msgspec
 
-from events.k8s import DaemonSetSpec, NodeCondition, PodTemplate, PropagationPolicy, Taint
+from events.k8s import DaemonSetSpec, NodeAddress, NodeCondition, PodTemplate, PropagationPolicy, Taint
 
 
 class Event(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
@@ -38,6 +38,8 @@ class NodeRegistered(Event, frozen=True, kw_only=True):
     unschedulable: bool = False
     conditions: tuple[NodeCondition, ...] = ()
     capacity: dict[str, str] = {}
+    #: ``status.addresses``, read from this fact by ``dsctl get endpoints`` (docs/rollout-control.md)
+    addresses: tuple[NodeAddress, ...] = ()
 
 
 class NodeLabelsChanged(Event, frozen=True, kw_only=True):

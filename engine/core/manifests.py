@@ -26,7 +26,7 @@ from engine.core.defaults import with_daemonset_defaults
 from engine.core.documents import load_documents
 from engine.core.tolerations import TAINT_EFFECTS
 from engine.core.validation import Checker, FieldError, ManifestInvalid, join
-from events.k8s import DaemonSetSpec, NodeCondition, Taint
+from events.k8s import DaemonSetSpec, NodeAddress, NodeCondition, Taint
 from events.template_hash import template_hash
 from events.types import DaemonSetApplied, NodeRegistered
 from projections.model import DaemonSetState
@@ -131,6 +131,16 @@ def parse_node(doc: dict[str, Any], document: int = 0) -> NodeRegistered:
             )
         )
     capacity = c.string_map(status.get("capacity"), "status.capacity")
+    addresses = []
+    for i, item in enumerate(c.sequence(status.get("addresses"), "status.addresses")):
+        p = join("status.addresses", i)
+        entry = c.mapping(item, p)
+        addresses.append(
+            NodeAddress(
+                type=c.string(entry.get("type"), join(p, "type"), required=True),
+                address=c.string(entry.get("address"), join(p, "address"), required=True),
+            )
+        )
     c.raise_if_any(kind="Node", name=name, document=document)
     return NodeRegistered(
         name=name,
@@ -139,6 +149,7 @@ def parse_node(doc: dict[str, Any], document: int = 0) -> NodeRegistered:
         unschedulable=unschedulable,
         conditions=tuple(conditions),
         capacity=capacity,
+        addresses=tuple(addresses),
     )
 
 

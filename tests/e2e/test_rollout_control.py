@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from engine.cli import diff, rollout
+from engine.cli import diff, endpoints, rollout
 from engine.core.guard import GUARD_CONDITION, REVERTED
 from engine.core.rollout_control import HELD_BY_PARTITION
 from projections.model import ClusterState
@@ -282,5 +282,68 @@ async def test_a_preview_of_a_node_selector_change_over_100_nodes_matches_the_ap
         out = io.StringIO()
         assert await diff.diff(c.store, change, None, "wide", out) == 0
         assert "place 0  stop 0  replace 0  unchanged 40  ineligible 60" in out.getvalue()
+    finally:
+        await c.stop()
+
+
+def node_with_address(name: str, ip: str) -> str:
+    return (
+        f"apiVersion: v1\nkind: Node\nmetadata:\n  name: {name}\n"
+        "status:\n  addresses:\n"
+        f"  - {{type: Hostname, address: {name}}}\n  - {{type: InternalIP, address: {ip}}}\n"
+    )
+
+
+EXPORTER = """
+apiVersion: apps/v1
+kind: DaemonSet
+metadata:
+  name: exporter
+spec:
+  selector:
+    matchLabels: {app: exporter}
+  template:
+    metadata:
+      labels: {app: exporter}
+    spec:
+      containers:
+      - name: exporter
+        image: example/exporter:1
+        ports:
+        - {containerPort: 9100, hostPort: 9100, name: metrics}
+"""
+
+
+async def test_endpoints_list_each_ready_pod_at_its_node_address_and_follow_a_new_node(
+    nc: Any, streams: Any
+) -> None:
+    c = await Cluster(nc).start()
+    try:
+        await c.apply("---\n".join(node_with_address(f"node{i}", f"10.0.0.{i}") for i in (1, 2)))
+        await c.apply(EXPORTER)
+        await c.wait("2 ready", lambda s: sum(p.ready for p in pods_of(s, "exporter")) == 2)
+        out = io.StringIO()
+        assert await endpoints.get_endpoints(c.store, "exporter", "default", "text", out) == 0
+        rows = [line.split() for line in out.getvalue().splitlines()]
+        assert rows[0] == ["POD", "NODE", "ADDRESS", "PORTS"]
+        assert [r[1:] for r in rows[1:]] == [
+            ["node1", "10.0.0.1", "9100/TCP(metrics)"],
+            ["node2", "10.0.0.2", "9100/TCP(metrics)"],
+        ]
+        watched = io.StringIO()
+        stop = asyncio.Event()
+        watching = asyncio.ensure_future(
+            endpoints.get_endpoints(c.store, "exporter", "default", "text", watched, watch=True, stop=stop)
+        )
+        await asyncio.sleep(0.3)
+        await c.apply(node_with_address("node3", "10.0.0.3"))
+        await c.wait("3 ready", lambda s: sum(p.ready for p in pods_of(s, "exporter")) == 3)
+        deadline = asyncio.get_running_loop().time() + 10
+        while "10.0.0.3" not in watched.getvalue() and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.05)
+        stop.set()
+        assert await watching == 0
+        added = [line.split() for line in watched.getvalue().splitlines() if "10.0.0.3" in line]
+        assert [r[1:] for r in added] == [["node3", "10.0.0.3", "9100/TCP(metrics)"]]
     finally:
         await c.stop()
