@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from engine.cli import diff, endpoints, rollout
+from engine.cli.verify import verify
 from engine.core.guard import GUARD_CONDITION, REVERTED
 from engine.core.rollout_control import HELD_BY_PARTITION
 from projections.model import ClusterState
@@ -142,6 +143,9 @@ async def test_a_partition_of_2_of_5_keeps_the_smallest_names_old(cluster: Clust
     assert "partitioned" in out.getvalue()
     await cluster.wait("v2 everywhere", lambda s: on(s, v2) == NODES, timeout=30)
     assert (await status(cluster))[0] == 0
+    await cluster.wait("quiet", lambda s: not s.in_flight, timeout=30)
+    report = await verify(cluster.store, nc=cluster.nc)
+    assert report.checked >= 5 and report.mismatches == [], report.mismatches
 
 
 async def test_pause_then_resume(cluster: Cluster) -> None:
@@ -159,6 +163,9 @@ async def test_pause_then_resume(cluster: Cluster) -> None:
     await rollout.rollout_resume(cluster.store, "agent", "default", out)
     await cluster.wait("v2 everywhere", lambda s: on(s, v2) == NODES, timeout=30)
     assert (await status(cluster))[0] == 0
+    await cluster.wait("quiet", lambda s: not s.in_flight, timeout=30)
+    report = await verify(cluster.store, nc=cluster.nc)
+    assert report.checked >= 5 and report.mismatches == [], report.mismatches
 
 
 def tripped(s: ClusterState) -> bool:
@@ -204,6 +211,10 @@ async def test_auto_revert_restores_availability(nc: Any, streams: Any) -> None:
         guard = next(x for x in ds_state.status.conditions if x.type == GUARD_CONDITION)
         assert (guard.status, guard.reason, guard.revision) == ("True", REVERTED, v2)
         assert (await status(c))[0] == rollout.GUARDED
+        # the guard's decisions are recomputable like any other: replay verify finds them identical
+        await c.wait("quiet", lambda s: not s.in_flight, timeout=30)
+        report = await verify(c.store, nc=c.nc)
+        assert report.checked >= 5 and report.mismatches == [], report.mismatches
     finally:
         await c.stop()
 
