@@ -70,6 +70,7 @@ class Console:
         self._tasks: list[asyncio.Task[Any]] = []
         #: connections being served (an event stream lasts until the browser leaves, or ``stop``)
         self._clients: set[asyncio.Task[Any]] = set()
+        self._closing = False
 
     @property
     def url(self) -> str:
@@ -88,7 +89,12 @@ class Console:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._server.wait_closed(), 2)
             self._server = None
-        tasks = [*self._tasks, *self._clients]
+        # connections end by themselves once told to (an event stream checks ``_closing``): a cancelled
+        # connection task makes asyncio's stream protocol log an error for it
+        self._closing = True
+        if self._clients:
+            await asyncio.wait(set(self._clients), timeout=2)
+        tasks = [*self._tasks, *(t for t in self._clients if not t.done())]
         for task in tasks:
             task.cancel()
         for task in tasks:
@@ -152,7 +158,7 @@ class Console:
         await writer.drain()
         last: tuple[int, int] | None = None
         quiet_since = time.monotonic()
-        while True:
+        while not self._closing:
             now = (self.projector.state.seq, self.timeline.last_seq)
             if now != last:
                 data = json.dumps({"seq": now[0], "decision": now[1]})
