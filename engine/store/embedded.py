@@ -140,9 +140,9 @@ class EmbeddedNats(Managed):
         Linux only; start the server from the main thread (the signal follows the starting thread).
 
         ``config``: configuration file text (e.g. an ``include`` of the users' ``authorization``
-        block), written to ``<store>/nats-server.conf`` (0600) and given as ``-c``; the flags still set
-        the address, ports, store and name. Secrets go there or in included files, never on the
-        command line (which every local user can read)."""
+        block), written with the address, ports, store and name to ``<store>/nats-server.conf`` (0600)
+        and given as ``-c`` alone, so that a reload (SIGHUP) finds every setting in the file. Secrets
+        go there or in included files, never on the command line (which every local user can read)."""
         self.die_with_parent = die_with_parent
         self.config = config
         self.host = host
@@ -180,10 +180,12 @@ class EmbeddedNats(Managed):
         return None if self._proc is None else self._proc.pid
 
     def _command(self) -> list[str]:
-        cmd = [str(self.binary)]
         if self.config is not None:
-            cmd += ["-c", str(self.config_path)]
-        cmd += [
+            # everything in the file: a reload (SIGHUP, e.g. for new users) re-reads the file alone and
+            # refuses to run when a setting given as a flag (server_name) is missing from it
+            return [str(self.binary), "-c", str(self.config_path), *self.extra_args]
+        cmd = [
+            str(self.binary),
             "--addr", self.host,
             "--port", str(self.port),
             "--jetstream",
@@ -195,6 +197,19 @@ class EmbeddedNats(Managed):
             cmd += ["--http_port", str(self.monitor_port)]
         cmd += list(self.extra_args)
         return cmd
+
+    def _config_file(self) -> str:
+        """The flags' settings as configuration, then the caller's ``config`` text."""
+        lines = [
+            "# Written by dsctl (engine/store/embedded.py) at each start.",
+            f"server_name: {json.dumps(self.name)}",
+            f"listen: {json.dumps(f'{self.host}:{self.port}')}",
+            f"log_file: {json.dumps(str(self.log_path))}",
+            f"jetstream {{ store_dir: {json.dumps(str(self.store_dir))} }}",
+        ]
+        if self.monitor_port is not None:
+            lines.append(f"http: {json.dumps(f'{self.host}:{self.monitor_port}')}")
+        return "\n".join(lines) + "\n" + (self.config or "")
 
     def start(self) -> Self:
         """Start the server and return once it answers with its INFO line (bounded by ready_timeout)."""
@@ -212,7 +227,7 @@ class EmbeddedNats(Managed):
         if self.config is not None:
             fd = os.open(self.config_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with os.fdopen(fd, "w") as out:
-                out.write(self.config)
+                out.write(self._config_file())
         self._proc = subprocess.Popen(
             self._command(),
             stdin=subprocess.DEVNULL,

@@ -1,7 +1,8 @@
 """No secret in any log, output, error or process command line, for the processes these tests start.
 
 - ``dsctl up`` as a user starts it (from a directory of its own, defaults everywhere): the CLI finds the
-  credentials by itself (the README walk-through needs nothing more), and no seed is in up's output,
+  credentials by itself (the README walk-through needs nothing more), a node's executor added while
+  it runs can connect at once (the server is reloaded), and no seed is in up's output,
   its log, the server's log or configuration, any CLI output, or the command line of up or its server.
 - An engine given a password in ``NATS_URL`` (the environment, not a flag) loses its server and
   reconnects: neither its log (which once printed the password on reconnect) nor its command line nor
@@ -12,6 +13,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -21,7 +23,10 @@ from pathlib import Path
 
 import pytest
 
+from engine.store.connection import close, connect
 from engine.store.embedded import EmbeddedNats, free_port
+from engine.store.settings import NatsSettings
+from events.errors import PermanentError
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[2]
@@ -100,6 +105,12 @@ def test_dsctl_up_is_secure_by_default_and_shows_no_seed_anywhere(tmp_path: Path
             r = _run(tmp_path, env, *args)
             assert r.returncode == 0, f"dsctl {' '.join(args)}: {r.stdout}{r.stderr}"
             outputs[" ".join(args)] = r.stdout + r.stderr
+        # a node's executor added while up runs: its key, auth.conf again, the server reloaded
+        added = _run(tmp_path, env, "admin", "credentials", "executor", "--node", "node2")
+        assert added.returncode == 0 and "reloaded: dsctl-" in added.stdout, added.stdout + added.stderr
+        outputs["admin credentials"] = added.stdout + added.stderr
+        seed = tmp_path / ".dsctl" / "credentials" / "executor-node2.nk"
+        asyncio.run(_connects(env["NATS_URL"], seed, "_INBOX_executor.node2"))
         # without credentials nothing is possible
         bare = _run(tmp_path, {**env, "DSCTL_CREDENTIALS": str(tmp_path / "none")}, "get", "ds", "-A")
         assert bare.returncode == 1 and "Authorization Violation" in bare.stderr, bare.stderr
@@ -114,7 +125,7 @@ def test_dsctl_up_is_secure_by_default_and_shows_no_seed_anywhere(tmp_path: Path
         out.close()
     creds = tmp_path / ".dsctl" / "credentials"
     assert sorted(p.name for p in creds.glob("*.nk")) == [
-        f"{r}.nk" for r in ("admin", "auditor", "engine", "fleet", "ingest", "publisher")
+        f"{r}.nk" for r in ("admin", "auditor", "engine", "executor-node2", "fleet", "ingest", "publisher")
     ]
     assert oct(creds.stat().st_mode & 0o777) == "0o700"
     assert all(oct(p.stat().st_mode & 0o777) == "0o600" for p in creds.iterdir() if p.is_file())
@@ -128,6 +139,24 @@ def test_dsctl_up_is_secure_by_default_and_shows_no_seed_anywhere(tmp_path: Path
     _no_secret(seeds, outputs)
     assert "Violation" not in outputs["server log"].replace("Authorization Violation", "")
     assert "dsctl up: stopped" in outputs["up output"]
+
+
+async def _connects(url: str, seed: Path, inbox: str) -> None:
+    """Connect with ``seed`` (retried for a moment: the server reloads its configuration after SIGHUP)."""
+    settings = NatsSettings(servers=[url], nkey=str(seed), inbox_prefix=inbox, connect_deadline=5)
+    for attempt in range(30):
+        try:
+            nc = await connect(settings)
+            break
+        except PermanentError:
+            if attempt == 29:
+                raise
+            await asyncio.sleep(0.1)
+    try:
+        await nc.subscribe("dse.cmd.node2")
+        await nc.flush()
+    finally:
+        await close(nc)
 
 
 def _listening(port: int) -> list[str]:
