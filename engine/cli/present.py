@@ -16,6 +16,7 @@ import msgspec
 
 from engine.core import selectors
 from engine.core.eligibility import placement
+from engine.core.progress import controls
 from engine.core.tolerations import with_daemon_tolerations
 from events.k8s import REVISION_HASH_LABEL, PodTemplate, scheduling_spec
 from events.types import DecisionRecorded, Event, PodEvent
@@ -371,6 +372,7 @@ def describe_daemonset(state: ClusterState, ds: DaemonSetState, events: list[Eve
             {**ds.annotations, "deprecated.daemonset.template.generation": str(ds.generation)},
         ),
         f"Update Strategy: {ds.spec.update_strategy.type}",
+        *rollout_control_lines(ds),
         f"Desired Number of Nodes Scheduled: {st.desired_number_scheduled}",
         f"Current Number of Nodes Scheduled: {st.current_number_scheduled}",
         f"Number of Nodes Scheduled with Up-to-date Pods: {st.updated_number_scheduled}",
@@ -382,6 +384,21 @@ def describe_daemonset(state: ClusterState, ds: DaemonSetState, events: list[Eve
         *events_section(events, now),
     ]
     return "\n".join(lines) + "\n"
+
+
+def rollout_control_lines(ds: DaemonSetState) -> list[str]:
+    """The rollout controls and the guard's conditions (docs/rollout-control.md), when there are any:
+    a plain DaemonSet describes exactly as before."""
+    lines = [f"Rollout Control: {c}" for c in controls(ds, ds.status.desired_number_scheduled)]
+    if ds.status.conditions:
+        lines.append("Conditions:")
+        lines.append("  Type             Status  Reason                   Revision    Message")
+        for c in ds.status.conditions:
+            reason = c.reason or "-"
+            lines.append(
+                f"  {c.type:<16} {c.status:<7} {reason:<24} {c.revision or '-':<11} {c.message}".rstrip()
+            )
+    return lines
 
 
 def describe_pod(state: ClusterState, pod: PodState, events: list[EventRow], now: float) -> str:

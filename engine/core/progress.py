@@ -92,7 +92,8 @@ def _why(ds: DaemonSetState, pod: PodState, now: float) -> str:
     return f"{which} pod {pod.name} not Ready ({pod.phase}) {_age(now - pod.created_at)} after it was created"
 
 
-def _controls(ds: DaemonSetState, desired: int) -> tuple[str, ...]:
+def controls(ds: DaemonSetState, desired: int) -> tuple[str, ...]:
+    """The rollout controls in force, for a person (``rollout status``, ``describe``)."""
     out = []
     if is_paused(ds.spec):
         out.append("paused (rollingUpdate.paused)")
@@ -149,7 +150,7 @@ def rollout_progress(state: ClusterState, key: str, now: float) -> Progress:
         phase=phase,
         desired=desired,
         updated=updated,
-        controls=_controls(ds, desired),
+        controls=controls(ds, desired),
         held=tuple((n, h.code) for n, h in sorted(held.items())),
         blockers=blockers,
         guard=found.message if found is not None and tripped else "",

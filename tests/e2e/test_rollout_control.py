@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from engine.cli import diff, endpoints, rollout
+from engine.cli import describe, diff, endpoints, rollout
 from engine.cli.verify import verify
 from engine.core.guard import GUARD_CONDITION, REVERTED
 from engine.core.rollout_control import HELD_BY_PARTITION
@@ -191,6 +191,13 @@ async def test_the_guard_stops_after_two_never_ready_nodes(nc: Any, streams: Any
         code, text = await status(c)
         assert code == rollout.GUARDED, text
         assert "node4" in text and "node5" in text
+        described = io.StringIO()
+        await describe.describe(c.store, None, "daemonsets", "agent", "default", described)
+        assert "Rollout Control: guarded" in described.getvalue()
+        assert any(
+            line.split()[:3] == ["RolloutGuard", "True", "FailureThresholdReached"]
+            for line in described.getvalue().splitlines()
+        ), described.getvalue()
         await asyncio.sleep(1.0)
         assert on(c.state, v1) == ["node1", "node2", "node3"]
         assert {n for n, r in revisions(c.state).items() if r == {v2}} == {"node4", "node5"}
