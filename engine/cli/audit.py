@@ -159,14 +159,16 @@ async def audit(
     out: TextIO,
     nc: Any = None,
     *,
+    decisions: bool | None = None,
     index: bool = True,
 ) -> int:
-    """``nc``: where to ask for the decision index (none: the decisions are scanned); ``index=False``
-    scans even when an engine answers (to compare)."""
+    """``nc``: where to ask for the decision index (with no engine answering, the decisions are
+    scanned); ``decisions``: list a node's decisions (by default when ``nc`` is given, as the CLI gives
+    it); ``index=False`` scans even when an engine answers (to compare)."""
     subjects, _ = audit_subjects(f)
     rows: list[StoredEvent] = []
     stream: AsyncGenerator[StoredEvent, None] = store.read(start_time=f.since, subjects=subjects)
-    if wants_decisions(f):
+    if (nc is not None if decisions is None else decisions) and wants_decisions(f):
         stream = _merged(stream, node_decisions(store, nc, f, index=index))
     async with contextlib.aclosing(stream) as events:
         async for stored in events:
