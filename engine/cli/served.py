@@ -154,7 +154,9 @@ async def serve_reads(
     web = None
     if console:
         try:
-            web = await serve_console(projector.store, projector, host=console_host, port=console_port)
+            web = await serve_console(
+                projector.store, projector, host=console_host, port=console_port, index=query.index
+            )
         except BaseException:
             await query.stop()
             raise

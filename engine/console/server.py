@@ -26,6 +26,7 @@ import structlog
 
 from engine.console import views
 from engine.console.timeline import Timeline, summarise
+from engine.query.index import DecisionIndex
 from engine.store.event_store import EventStore, StoredEvent
 from engine.store.projector import Projector
 from events.errors import DsctlError
@@ -56,13 +57,19 @@ class HttpError(Exception):
 
 class Console:
     def __init__(
-        self, store: EventStore, projector: Projector, *, host: str = "127.0.0.1", port: int = 0
+        self,
+        store: EventStore,
+        projector: Projector,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        index: DecisionIndex | None = None,
     ) -> None:
         self.store = store
         self.projector = projector
         self.host = host
         self.port = port
-        self.timeline = Timeline(store)
+        self.timeline = Timeline(store, index)
         self.eligibility = views.Eligibility()
         self._past: OrderedDict[int, ClusterState] = OrderedDict()
         self._past_lock = asyncio.Lock()
@@ -319,9 +326,15 @@ def _int(text: str | None, name: str) -> int | None:
 
 
 async def serve_console(
-    store: EventStore, projector: Projector, *, host: str = "127.0.0.1", port: int = 0
+    store: EventStore,
+    projector: Projector,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    index: DecisionIndex | None = None,
 ) -> Console:
-    """Start the console over ``projector`` (kept following by its owner); ``await console.stop()``."""
-    console = Console(store, projector, host=host, port=port)
+    """Start the console over ``projector`` (kept following by its owner); ``index``: the query
+    service's decision index, when one runs beside it. ``await console.stop()`` ends it."""
+    console = Console(store, projector, host=host, port=port, index=index)
     await console.start()
     return console

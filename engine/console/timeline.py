@@ -61,18 +61,22 @@ def summarise(seq: int, time: float, d: DecisionRecorded) -> Summary:
 
 
 class Timeline:
-    def __init__(self, store: EventStore) -> None:
+    def __init__(self, store: EventStore, index: DecisionIndex | None = None) -> None:
+        """``index``: a decision index kept by someone else (the query service beside the same
+        engine), used for the node filter instead of keeping a second one."""
         self._store = store
         self._items: list[Summary] = []
         self._seqs: list[int] = []
-        self.index = DecisionIndex(store)
+        self._own_index = index is None
+        self.index = index if index is not None else DecisionIndex(store)
 
     def add(self, seq: int, time: float, d: DecisionRecorded) -> None:
         if self._seqs and seq <= self._seqs[-1]:
             return
         self._items.append(summarise(seq, time, d))
         self._seqs.append(seq)
-        self.index.add(seq, d)
+        if self._own_index:
+            self.index.add(seq, d)
 
     async def run(self) -> None:
         start = 1
@@ -83,7 +87,8 @@ class Timeline:
                     async for stored in events:
                         if isinstance(stored.envelope.data, DecisionRecorded):
                             self.add(stored.seq, stored.time.timestamp(), stored.envelope.data)
-                        self.index.covered = stored.seq
+                        if self._own_index:
+                            self.index.covered = stored.seq
                         start = stored.seq + 1
             except MalformedStoredEvent as err:
                 log.warning("console.timeline_skipped", seq=err.seq, error=str(err))

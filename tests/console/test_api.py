@@ -58,6 +58,13 @@ async def test_fleet_node_rollout_and_decisions(console_cluster: tuple[Cluster, 
     _, first = await fetch(console, f"/api/decision/{seqs[-1]}")
     assert first["daemonset"] == "default/agent" and first["commands"]
     assert all(r["reports"] for r in first["reports"])  # every create was reported by the executor
+    _, about_n3 = await fetch(console, "/api/decisions?node=n3")
+    assert about_n3["items"]
+    for item in about_n3["items"]:
+        _, one = await fetch(console, f"/api/decision/{item['seq']}")
+        assert any(r["node"] == "n3" for r in one["reasons"]) or any(
+            c["node"] == "n3" for c in one["commands"]
+        )
     status, _ = await fetch(console, "/api/decision/1")
     assert status == 404
     status, _ = await fetch(console, "/api/node/nope")

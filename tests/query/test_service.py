@@ -135,6 +135,7 @@ async def test_serve_reads_starts_the_query_service_and_the_console_beside_an_en
         assert await get.get(cluster.store, nc, get.Query(kind="nodes"), "name", out, err) == 0
         assert out.getvalue() == "node/a1\n" and reads.query.counters.answered == 1
         assert reads.console_url.startswith("http://127.0.0.1:")
+        assert reads.console is not None and reads.console.timeline.index is reads.query.index
 
         def page() -> bytes:
             with urllib.request.urlopen(reads.console_url + "api/fleet", timeout=5) as r:
