@@ -11,23 +11,28 @@ same functions the reconcile uses.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Literal
 
 import msgspec
 
 from engine.core import guard, selectors
+from engine.core.backoff import INITIAL_DELAY
 from engine.core.budgets import ROLLING_UPDATE, budgets
 from engine.core.eligibility import placement
 from engine.core.nodemap import NodeView, node_views
 from engine.core.ownership import claim_pods
 from engine.core.pods import is_available, is_deleting, is_updated
 from engine.core.rollout_control import (
+    Hold,
     held_nodes,
     is_paused,
     partition_count,
     rollout_selector,
 )
 from events.errors import NotFound
+from events.types import DaemonSetCondition, DaemonSetStatus
 from projections.model import ClusterState, DaemonSetState, PodState
 
 Phase = Literal["complete", "progressing", "stopped", "guarded"]
@@ -57,7 +62,7 @@ def _age(seconds: float) -> str:
     return f"{math.floor(max(0.0, seconds))}s"
 
 
-def _blocker(ds: DaemonSetState, view: NodeView, surge: bool, now: float) -> Blocker | None:
+def _blocker(ds: DaemonSetState, view: NodeView, surge: bool, now: float, stable: bool) -> Blocker | None:
     live = [p for p in view.pods if not is_deleting(p)]
     gone = [p for p in view.pods if is_deleting(p)]
     mrs = ds.spec.min_ready_seconds
@@ -65,30 +70,46 @@ def _blocker(ds: DaemonSetState, view: NodeView, surge: bool, now: float) -> Blo
         if gone:
             pod = gone[0]
             since = pod.deletion_timestamp or now
-            why = f"pod {pod.name} terminating for {_age(now - since)}; its replacement waits"
+            when = "" if stable else f" for {_age(now - since)}"
+            why = f"pod {pod.name} terminating{when}; its replacement waits"
             return Blocker(view.name, "maxUnavailable", why, pod.name)
         return Blocker(view.name, "maxUnavailable", "no pod yet")
     new = [p for p in live if is_updated(p, ds)]
     old = [p for p in live if not is_updated(p, ds)]
     if surge and new and old and not is_available(new[0], mrs, now):
-        return Blocker(view.name, "maxSurge", _why(ds, new[0], now), new[0].name)
+        return Blocker(view.name, "maxSurge", _why(ds, new[0], now, stable), new[0].name)
     first = live[0]
     if is_available(first, mrs, now):
         return None
-    return Blocker(view.name, "maxUnavailable", _why(ds, first, now), first.name)
+    return Blocker(view.name, "maxUnavailable", _why(ds, first, now, stable), first.name)
 
 
-def _why(ds: DaemonSetState, pod: PodState, now: float) -> str:
+def _instant(at: float) -> str:
+    return datetime.fromtimestamp(at, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _failures(delay: float) -> int:
+    """How many failures a failed-pod backoff delay stands for (it doubles from the initial delay)."""
+    return max(1, round(math.log2(max(delay, INITIAL_DELAY) / INITIAL_DELAY)) + 1)
+
+
+def _why(ds: DaemonSetState, pod: PodState, now: float, stable: bool = False) -> str:
     which = "new" if is_updated(pod, ds) else "old"
     if pod.phase == "Failed":
         backoff = ds.backoffs.get(pod.node)
-        extra = f" (failed-pod backoff {backoff.delay_seconds:g}s)" if backoff is not None else ""
+        extra = ""
+        if backoff is not None and backoff.generation == ds.generation:
+            times = _failures(backoff.delay_seconds)
+            extra = (
+                f" ({times} time{'s' if times > 1 else ''} on this node; backoff {backoff.delay_seconds:g}s)"
+            )
         return f"{which} pod {pod.name} failed{extra}"
     if pod.ready and pod.ready_since is not None:
-        return (
-            f"{which} pod {pod.name} Ready for {_age(now - pod.ready_since)}, not yet available "
-            f"(minReadySeconds {ds.spec.min_ready_seconds})"
-        )
+        when = f"since {_instant(pod.ready_since)}" if stable else f"for {_age(now - pod.ready_since)}"
+        mrs = ds.spec.min_ready_seconds
+        return f"{which} pod {pod.name} Ready {when}, not yet available (minReadySeconds {mrs})"
+    if stable:  # no phase, no time: a status must not change while only the pod's age does
+        return f"{which} pod {pod.name} not Ready"
     return f"{which} pod {pod.name} not Ready ({pod.phase}) {_age(now - pod.created_at)} after it was created"
 
 
@@ -121,16 +142,31 @@ def rollout_progress(state: ClusterState, key: str, now: float) -> Progress:
     acting = guard.reverted(ds, found.revert_to) if found is not None and found.revert_to else ds
     if acting is not ds:
         views = node_views(state, placement(acting.spec.template), claim.pods)
+    stopped = found.hold if found is not None and found.tripped and not found.revert_to else None
+    held = held_nodes(acting, views, state.nodes, stopped) if acting is ds else {}
+    return assess(ds, acting, views, held, found, now)
+
+
+def assess(
+    ds: DaemonSetState,
+    acting: DaemonSetState,
+    views: list[NodeView],
+    held: Mapping[str, Hold],
+    found: guard.Verdict | None,
+    now: float,
+    *,
+    stable: bool = False,
+) -> Progress:
+    """The progress of ``ds``'s rollout, ``acting`` being the DaemonSet the reconcile acts on (the
+    reverted one under auto-revert). ``stable``: reasons without ages or phases (a Ready pod's
+    instant is kept), so a status condition built from them changes only with the facts that count."""
     desired_views = [v for v in views if v.eligibility.should_run]
     desired = len(desired_views)
     surge, _ = budgets(ds.spec, desired)
-    stopped = found.hold if found is not None and found.tripped and not found.revert_to else None
-    held = held_nodes(acting, views, state.nodes, stopped) if acting is ds else {}
-    blockers = tuple(
-        b
-        for v in desired_views
-        if v.name not in held and (b := _blocker(acting, v, surge > 0, now)) is not None
+    found_blockers = (
+        _blocker(acting, v, surge > 0, now, stable) for v in desired_views if v.name not in held
     )
+    blockers = tuple(b for b in found_blockers if b is not None)
     updated = sum(
         1 for v in desired_views if any(is_updated(p, acting) and not is_deleting(p) for p in v.pods)
     )
@@ -155,3 +191,43 @@ def rollout_progress(state: ClusterState, key: str, now: float) -> Progress:
         blockers=blockers,
         guard=found.message if found is not None and tripped else "",
     )
+
+
+PROGRESSING = "Progressing"
+#: blocking nodes a condition names (the rest are counted)
+CONDITION_NODES = 5
+
+
+def with_progress_condition(
+    ds: DaemonSetState, status: DaemonSetStatus, progress: Progress, now: float
+) -> DaemonSetStatus:
+    """``status`` plus a ``Progressing`` condition for a DaemonSet under rollout controls
+    (docs/rollout-control.md): True while rolling (naming the nodes that hold a budget and why) or
+    once complete; False when a control or the guard stopped it, naming the control and the nodes it
+    holds. Built from ``assess(..., stable=True)``: it changes only when the facts do."""
+    if progress.phase == "complete":
+        cond = DaemonSetCondition(type=PROGRESSING, status="True", reason="RolloutComplete")
+    elif progress.phase == "guarded":
+        cond = DaemonSetCondition(
+            type=PROGRESSING, status="False", reason="GuardTripped", message=progress.guard
+        )
+    elif progress.phase == "stopped":
+        codes = sorted({c for _, c in progress.held})
+        names = [n for n, _ in progress.held]
+        shown = ", ".join(names[:CONDITION_NODES]) + (", ..." if len(names) > CONDITION_NODES else "")
+        message = f"{len(names)} node(s) kept on their revision by {', '.join(codes)}: {shown}"
+        cond = DaemonSetCondition(type=PROGRESSING, status="False", reason=codes[0], message=message)
+    else:
+        listed = "; ".join(f"{b.node} holds {b.budget}: {b.why}" for b in progress.blockers[:CONDITION_NODES])
+        more = len(progress.blockers) - CONDITION_NODES
+        message = listed + (f"; and {more} more" if more > 0 else "")
+        if progress.held:
+            message += f" ({len(progress.held)} node(s) held by {', '.join(progress.controls)})"
+        cond = DaemonSetCondition(type=PROGRESSING, status="True", reason="RollingUpdate", message=message)
+    kept = next((c for c in ds.status.conditions if c.type == PROGRESSING), None)
+    if kept is not None and (kept.status, kept.reason) == (cond.status, cond.reason):
+        cond = msgspec.structs.replace(cond, last_transition_time=kept.last_transition_time)
+    else:
+        cond = msgspec.structs.replace(cond, last_transition_time=datetime.fromtimestamp(now, tz=UTC))
+    others = tuple(c for c in status.conditions if c.type != PROGRESSING)
+    return msgspec.structs.replace(status, conditions=(cond, *others))

@@ -33,7 +33,7 @@ from datetime import UTC, datetime
 
 import msgspec
 
-from engine.core import expectations, guard, selectors
+from engine.core import expectations, guard, progress, selectors
 from engine.core.budgets import ROLLING_UPDATE, allows_surge
 from engine.core.decision import (
     SUMMARY_THRESHOLD,
@@ -195,6 +195,8 @@ def _reconcile(
         # auto-revert: act on the last fully available revision (docs/rollout-control.md)
         ds = guard.reverted(ds, found.revert_to)
         views = node_views(state, placement(ds.spec.template), claim.pods, memo, ds.template_hash)
+    stopped = found.hold if found is not None and found.tripped and not found.revert_to else None
+    held = {} if found is not None and found.revert_to else held_nodes(ds, views, state.nodes, stopped)
     in_flight = expectations.pending(state, ds, now)
     if in_flight:
         # a create issued before the last apply may carry an older template: its revision is unknown
@@ -217,15 +219,11 @@ def _reconcile(
             ]
         )
         plan.requeue(expectations.seconds_until_expiry(in_flight, now))
-        status = guard.with_conditions(
-            real, compute_status(ds, seen, now, ds.observed_generation), found, now
-        )
+        status = _status(real, ds, seen, held, found, now, ds.observed_generation)
         plan.requeue(availability_timer(ds, seen, now))
         return finish(state, ds, now, plan, status, claim.adopted, claim.released)
 
     surge = allows_surge(ds.spec)
-    stopped = found.hold if found is not None and found.tripped and not found.revert_to else None
-    held = {} if found is not None and found.revert_to else held_nodes(ds, views, state.nodes, stopped)
     controlled = has_controls(ds.spec) and not (found is not None and found.revert_to)
     plan = manage(ds, views, surge, now)
     _replace_held_failed(ds, held, plan)
@@ -244,9 +242,27 @@ def _reconcile(
     assign_pod_names(state, ds, plan)
     created = [virtual_pod(ds, c.node, plan.pod_names[c.node], now, c.revision or None) for c in plan.creates]
     seen = with_extra_pods(views, created)
-    status = guard.with_conditions(real, compute_status(ds, seen, now, ds.generation), found, now)
+    status = _status(real, ds, seen, held, found, now, ds.generation)
     plan.requeue(availability_timer(ds, seen, now))
     return finish(state, ds, now, plan, status, claim.adopted, claim.released)
+
+
+def _status(
+    real: DaemonSetState,
+    acting: DaemonSetState,
+    seen: list[NodeView],
+    held: dict[str, Hold],
+    found: guard.Verdict | None,
+    now: float,
+    observed_generation: int,
+) -> DaemonSetStatus:
+    """Upstream's counts (of the revision acted on), plus, under rollout controls, the guard's
+    conditions and a ``Progressing`` condition naming what holds the rollout (docs/rollout-control.md)."""
+    status = guard.with_conditions(real, compute_status(acting, seen, now, observed_generation), found, now)
+    if has_controls(real.spec) and real.spec.update_strategy.type == ROLLING_UPDATE:
+        assessed = progress.assess(real, acting, seen, held, found, now, stable=True)
+        status = progress.with_progress_condition(real, status, assessed, now)
+    return status
 
 
 def _replace_held_failed(ds: DaemonSetState, held: dict[str, Hold], plan: Plan) -> None:

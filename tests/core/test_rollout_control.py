@@ -16,6 +16,7 @@ from engine.core.guard import (
     TRIPPED,
 )
 from engine.core.manifests import parse_daemonset
+from engine.core.progress import PROGRESSING, rollout_progress
 from engine.core.rollout_control import (
     HELD_BY_GUARD,
     HELD_BY_PARTITION,
@@ -314,7 +315,10 @@ def conditions(w: World) -> dict[str, tuple[str, str, str]]:
 
 def test_a_guarded_daemonset_remembers_its_last_complete_revision() -> None:
     w = guarded_fleet()
-    assert conditions(w) == {COMPLETE_CONDITION: ("True", "", w.ds().template_hash)}
+    assert conditions(w) == {
+        PROGRESSING: ("True", "RolloutComplete", ""),
+        COMPLETE_CONDITION: ("True", "", w.ds().template_hash),
+    }
 
 
 def test_an_unguarded_daemonset_has_no_conditions() -> None:
@@ -401,3 +405,51 @@ def test_explain_node_names_the_control_that_holds_it() -> None:
     found = explain_node(w.state, KEY, "node-0", w.now)
     assert [r.code for r in found.reasons] == [HELD_BY_PARTITION]
     assert "partition" in found.reasons[0].message
+
+
+def progressing(w: World) -> tuple[str, str, str]:
+    (cond,) = [c for c in w.ds().status.conditions if c.type == PROGRESSING]
+    return cond.status, cond.reason, cond.message
+
+
+def test_status_names_the_nodes_holding_the_budget_and_the_control_that_stops_the_rollout() -> None:
+    w = fleet(5, partition=2)
+    update(w, partition=2)
+    w.step()  # node-4's old pod deleted
+    w.step(ready=False)  # its replacement never becomes Ready
+    status, reason, message = progressing(w)
+    assert (status, reason) == ("True", "RollingUpdate")
+    assert "node-4 holds maxUnavailable: new pod" in message and "not Ready" in message
+    progress = rollout_progress(w.state, KEY, w.now + 30)
+    assert progress.phase == "progressing"
+    assert [b.node for b in progress.blockers] == ["node-4"]
+    assert "30s after it was created" in progress.blockers[0].why
+    (pod,) = w.pods_on("node-4")
+    w.ready(pod)
+    w.settle()
+    assert progressing(w) == (
+        "False",
+        HELD_BY_PARTITION,
+        f"2 node(s) kept on their revision by {HELD_BY_PARTITION}: node-0, node-1",
+    )
+    assert rollout_progress(w.state, KEY, w.now).phase == "stopped"
+
+
+def test_the_progress_condition_does_not_change_with_time_alone() -> None:
+    w = fleet(3, partition=1)
+    update(w, partition=1)
+    w.step()
+    w.step(ready=False)
+    before = w.ds().status
+    w.tick(120)
+    assert w.reconcile().decision is None
+    assert w.ds().status == before
+
+
+def test_a_paused_rollout_is_stopped_by_the_pause() -> None:
+    w = fleet(3)
+    update(w, paused=True)
+    w.settle()
+    assert progressing(w)[:2] == ("False", HELD_BY_PAUSE)
+    progress = rollout_progress(w.state, KEY, w.now)
+    assert progress.phase == "stopped" and progress.controls == ("paused (rollingUpdate.paused)",)
