@@ -163,12 +163,14 @@ class Console:
                 "Connection: keep-alive", "X-Content-Type-Options: nosniff"]  # fmt: skip
         writer.write(("\r\n".join(head) + "\r\n\r\n").encode() + b"retry: 2000\n\n")
         await writer.drain()
-        last: tuple[int, int] | None = None
+        last: tuple[int, int, bool] | None = None
         quiet_since = time.monotonic()
         while not self._closing:
-            now = (self.projector.state.seq, self.timeline.last_seq)
+            now = (self.projector.state.seq, self.timeline.last_seq, self.projector.untrusted is not None)
             if now != last:
-                data = json.dumps({"seq": now[0], "decision": now[1]})
+                untrusted = self.projector.untrusted
+                data = json.dumps({"seq": now[0], "decision": now[1],
+                                   "untrusted": str(untrusted) if untrusted is not None else ""})  # fmt: skip
                 writer.write(f"event: log\ndata: {data}\n\n".encode())
                 await writer.drain()
                 last, quiet_since = now, time.monotonic()
@@ -209,8 +211,10 @@ class Console:
         elif path.startswith("/api/decision/"):
             result = await self.decision(_int(path.removeprefix("/api/decision/"), "seq") or 0)
         elif path == "/api/status":
+            untrusted = self.projector.untrusted
             result = {"seq": self.projector.state.seq, "decision": self.timeline.last_seq,
-                      "time": self.projector.state.last_time}  # fmt: skip
+                      "time": self.projector.state.last_time,
+                      "untrusted": str(untrusted) if untrusted is not None else ""}  # fmt: skip
         else:
             raise HttpError(404, f"no such API: {path}")
         if result is None:

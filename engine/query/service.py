@@ -153,6 +153,10 @@ class QueryService:
         except msgspec.DecodeError as err:
             self.counters.failed += 1
             return QueryReply(unavailable=f"malformed query: {err}")
+        untrusted = self._projector.untrusted
+        if untrusted is not None:  # never answer from a state whose log cannot be trusted (tamper evidence)
+            self.counters.unavailable += 1
+            return QueryReply(unavailable=f"this engine no longer trusts the log it follows: {untrusted}")
         if req.verb == AUDIT:
             node = req.args.get("node")
             if not isinstance(node, str) or not node:

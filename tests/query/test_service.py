@@ -145,3 +145,23 @@ async def test_serve_reads_starts_the_query_service_and_the_console_beside_an_en
     finally:
         await reads.stop()
         await cluster.stop()
+
+
+async def test_an_engine_that_no_longer_trusts_its_log_does_not_answer(
+    served_cluster: tuple[Cluster, QueryService], nc: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Tamper evidence (docs/design.md): a projection whose log was found replaced or with a gap is
+    not answered from; the client reads the log itself."""
+    from engine.store.port import LogIntegrityError
+
+    cluster, service = served_cluster
+    assert cluster.engine is not None and cluster.engine.projector is not None
+    monkeypatch.setattr(
+        cluster.engine.projector, "untrusted", LogIntegrityError("sequence gap", "sequence_gap")
+    )
+    reply = await ask(nc, "get", {"query": {"kind": "nodes"}, "fmt": "name"}, 0)
+    assert reply is not None and "no longer trusts" in reply.unavailable
+    out, err = io.StringIO(), io.StringIO()
+    answered = service.counters.answered
+    await get.get(cluster.store, nc, get.Query(kind="nodes"), "name", out, err)
+    assert out.getvalue() == "node/n1\nnode/n2\nnode/n3\n" and service.counters.answered == answered

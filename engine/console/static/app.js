@@ -6,6 +6,7 @@ const main = document.getElementById("main");
 const statusEl = document.getElementById("status");
 const atInput = document.getElementById("at");
 let lastSeq = 0;
+let untrusted = "";
 let pending = null;
 
 function esc(v) {
@@ -217,6 +218,11 @@ async function decision(seq) {
 }
 
 function showStatus() {
+  if (untrusted) {
+    statusEl.textContent = `warning: the log cannot be trusted, what is shown stopped at sequence ${lastSeq}: ${untrusted}`;
+    statusEl.setAttribute("role", "alert");
+    return;
+  }
   if (!lastSeq && !at()) return;
   statusEl.textContent = at() ? `time travel: sequence ${at()} (live log at ${lastSeq})` : `live · log sequence ${lastSeq}`;
 }
@@ -269,6 +275,7 @@ const events = new EventSource("/api/stream");
 events.addEventListener("log", (e) => {
   const d = JSON.parse(e.data);
   lastSeq = d.seq;
+  untrusted = d.untrusted || "";
   showStatus();
   statusEl.dataset.seq = String(d.seq);
   refreshSoon();
