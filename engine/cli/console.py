@@ -13,6 +13,8 @@ import contextlib
 import signal
 from typing import TextIO
 
+import structlog
+
 from engine.console.server import serve_console
 from engine.runtime import tasks
 from engine.store.connection import close, connect
@@ -21,12 +23,32 @@ from engine.store.projector import ObjectSnapshots, Projector
 from engine.store.settings import NatsSettings
 from engine.store.streams import SNAPSHOTS_BUCKET
 
+log = structlog.get_logger("dsctl.console")
 
-async def _snapshots(nc: object) -> ObjectSnapshots | None:
+
+class _ReadOnlySnapshots:
+    """The newest snapshot if it can be read (a role may not be allowed to); never written."""
+
+    def __init__(self, inner: ObjectSnapshots) -> None:
+        self._inner = inner
+
+    async def load(self) -> bytes | None:
+        try:
+            return await self._inner.load()
+        except Exception as err:  # start from the log instead
+            log.warning("console.snapshot_unreadable", error=f"{type(err).__name__}: {err}")
+            return None
+
+    async def save(self, data: bytes) -> None:
+        return None
+
+
+async def _snapshots(nc: object) -> _ReadOnlySnapshots | None:
     try:
-        return ObjectSnapshots(await nc.jetstream().object_store(SNAPSHOTS_BUCKET))  # type: ignore[attr-defined]
+        store = await nc.jetstream().object_store(SNAPSHOTS_BUCKET)  # type: ignore[attr-defined]
     except Exception:  # no bucket, or not allowed to read it: start from the log
         return None
+    return _ReadOnlySnapshots(ObjectSnapshots(store))
 
 
 async def run_console(
@@ -38,6 +60,8 @@ async def run_console(
         projector = Projector(store, await _snapshots(nc))
         await projector.load()
         projector.snapshots = None  # this process reads snapshots, never writes them
+        if projector.seq == 0 and await store.last_seq() == 0:
+            print("dsctl console: the event log is empty so far", file=out, flush=True)
         follower = asyncio.ensure_future(projector.run())
         console = await serve_console(store, projector, host=host, port=port)
         print(f"dsctl console: {console.url} (log sequence {projector.seq})", file=out, flush=True)

@@ -119,3 +119,37 @@ async def test_event_stream_says_when_the_log_moves(console_cluster: tuple[Clust
     await asyncio.wait_for(task, 10)
     assert seen[1] > seen[0]
     writer.close()
+
+
+async def test_dsctl_console_serves_any_deployment_with_a_projection_of_its_own(
+    console_cluster: tuple[Cluster, Console], nats_server: Any
+) -> None:
+    """``dsctl console --nats URL`` (``run_console``): its own projection from the log, the same pages."""
+    import io
+
+    from engine.cli.console import run_console
+    from engine.store.settings import NatsSettings
+
+    cluster, _ = console_cluster
+    out = io.StringIO()
+    stop = asyncio.Event()
+    task = asyncio.ensure_future(
+        run_console(NatsSettings(servers=[nats_server.url]), host="127.0.0.1", port=0, out=out, stop=stop)
+    )
+    try:
+        for _ in range(100):
+            if "http://" in out.getvalue():
+                break
+            await asyncio.sleep(0.05)
+        url = out.getvalue().split()[2]
+
+        def get() -> Any:
+            with urllib.request.urlopen(url + "api/fleet", timeout=10) as r:
+                return json.loads(r.read())
+
+        fleet = await asyncio.to_thread(get)
+        assert fleet["seq"] >= cluster.state.seq - 5 and fleet["nodes"] == 6
+        assert [d["key"] for d in fleet["daemonsets"]] == ["default/agent", "default/gpu"]
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 15)
