@@ -427,6 +427,28 @@ async def test_start_up_set_up_refuses_to_create_the_event_stream_over_a_deleted
         await api_request(nc, f"STREAM.INFO.{EVENTS_STREAM}")
 
 
+async def test_an_engine_restarted_on_its_own_log_starts_and_leads_without_complaint(
+    cluster: Cluster, nc: Any
+) -> None:
+    """The start-up checks are not set off by the log they guard: snapshot, later events, relayed
+    commands, a server-side stream untouched."""
+    await running(cluster, ["n1", "n2"])
+    assert await engine_of(cluster).projector.save_snapshot() > 0  # type: ignore[union-attr]
+    await still_serves(cluster, ["n1", "n2"], "n3")
+    pods = set(cluster.state.pods)
+    await cluster.stop()
+    again = await Cluster(nc, identity="engine-a2").start()
+    try:
+        await settled(again, ["n1", "n2", "n3"])
+        assert set(again.state.pods) == pods
+        engine = engine_of(again)
+        assert engine.integrity is None and engine.metrics.tamper_records == 0
+        assert engine.projector is not None and engine.projector.loaded_from_snapshot > 0
+        await still_serves(again, ["n1", "n2", "n3"], "n4")
+    finally:
+        await again.stop()
+
+
 def _printed(report: Any) -> str:
     import io
 
