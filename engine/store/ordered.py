@@ -153,6 +153,11 @@ async def ordered_messages(
                 try:
                     await check_on_reset()
                 except TransientError as err:
+                    if stall_timeout is not None and time.monotonic() - progress_at > stall_timeout:
+                        raise TransientError(
+                            f"reading {stream}: no progress for {stall_timeout:g}s "
+                            f"(last seq {last_seq}): {err}"
+                        ) from err
                     log.debug("ordered.check_retry", stream=stream, error=str(err))
                     await asyncio.sleep(backoff)
                     backoff = min(backoff * 2, 1.0)
