@@ -34,6 +34,7 @@ from engine.reconciler.engine import Engine
 from engine.runtime.metrics import Metrics, serve
 from engine.security import servers
 from engine.security.credentials import DEFAULT_DIR, DIR_ENV, CredentialStore, with_credentials
+from engine.security.jwt import OperatorMode
 from engine.security.roles import Identity, Role
 from engine.security.server_config import include_line, write_authorization
 from engine.store.connection import connect
@@ -105,9 +106,14 @@ class Connections:
 
 def secure_server_config(credentials: CredentialStore, store_dir: str | Path) -> str:
     """Every base role's credentials (created if missing) and the server config that requires them
-    (``EmbeddedNats`` writes it into the store directory)."""
+    (``EmbeddedNats`` writes it into the store directory): the users' ``auth.conf``, or, for a
+    directory in operator mode, its ``server.conf`` (every identity's ``.creds`` minted again)."""
     credentials.init()
     auth = write_authorization(credentials)
+    operator = OperatorMode(credentials)
+    if operator.exists():
+        operator.init()
+        return include_line(operator.server_conf, store_dir) + "\n"
     return include_line(auth, store_dir) + "\n"
 
 

@@ -131,3 +131,18 @@ async def test_without_a_jwt_nothing_connects(bus: Bus) -> None:
     with pytest.raises(PermanentError, match="Authorization Violation"):
         await bus.connect(ADMIN)
     assert NODE2 in bus.creds.identities()
+
+
+def test_dsctl_up_and_ops_cluster_serve_a_directory_in_operator_mode_with_its_operator(
+    creds: CredentialStore, tmp_path: Path
+) -> None:
+    from engine.cli.cluster.layout import default_layout, server_config
+    from engine.cli.up import secure_server_config
+
+    store = tmp_path / "nats"
+    assert secure_server_config(creds, store) == 'include "../credentials/operator/server.conf"\n'
+    conf = server_config(
+        default_layout(), 0, str(tmp_path / "cluster"), credentials=str(creds.dir),
+        authorization="operator/server.conf",
+    )  # fmt: skip
+    assert 'include "../credentials/operator/server.conf"' in conf

@@ -39,6 +39,7 @@ from engine.cli.cluster.views import (
 from engine.cli.demo import DEMO_DIR, NAMESPACES
 from engine.security import servers as server_registry
 from engine.security.credentials import DIR_ENV, CredentialStore, with_credentials
+from engine.security.jwt import OperatorMode
 from engine.security.roles import Identity, Role
 from engine.security.server_config import write_authorization, write_routes
 from engine.store.connection import close, connect
@@ -103,6 +104,8 @@ def _secure(layout: Layout) -> CredentialStore | None:
     store = CredentialStore(layout.credentials)
     store.init()
     write_authorization(store)
+    if OperatorMode(store).exists():
+        OperatorMode(store).init()
     write_routes(store.dir / "routes.conf", routes(layout), store.dir / "route-password")
     return store
 
@@ -202,7 +205,18 @@ def up(
 
     for i, s in enumerate(layout.servers):
         conf = ws.base / f"n{i + 1}.conf"
-        conf.write_text(server_config(layout, i, str(ws.base.resolve()), credentials=layout.credentials))
+        conf.write_text(
+            server_config(
+                layout,
+                i,
+                str(ws.base.resolve()),
+                credentials=layout.credentials,
+                # a credentials directory in operator mode: the servers trust its operator instead
+                authorization="operator/server.conf"
+                if store and OperatorMode(store).exists()
+                else "auth.conf",
+            )
+        )
         rec = ws.record(s.name)
         if rec is not None:
             print(f"{s.name}: already running (pid {rec.pid})")

@@ -85,13 +85,21 @@ def _include(path: str, config_dir: str) -> str:
 
 
 def server_config(
-    layout: Layout, index: int, root: str, *, credentials: str | None = None, config_dir: str | None = None
+    layout: Layout,
+    index: int,
+    root: str,
+    *,
+    credentials: str | None = None,
+    config_dir: str | None = None,
+    authorization: str = "auth.conf",
 ) -> str:
     """One server's configuration file. ``root`` is where stores and logs go (``.dsctl/cluster`` in the
     committed files, relative to the repository root; an absolute directory when ``up`` renders it).
     With ``credentials`` (a directory) the server requires the roles' nkeys (its ``auth.conf``) and its
     routes authenticate (``routes.conf``), both included by a path relative to ``config_dir``, where
-    the file lives (``ops/nats`` for the committed ones); without, it takes anyone."""
+    the file lives (``ops/nats`` for the committed ones); without, it takes anyone. ``authorization`` is
+    the file of the credentials directory that says who may connect (``operator/server.conf`` in
+    operator mode)."""
     me = layout.servers[index]
     url = ",".join(f"nats://{layout.host}:{s.client}" for s in layout.servers)
     where = root if config_dir is None else config_dir
@@ -100,7 +108,7 @@ def server_config(
 # Clients authenticate with nkeys, one per role, each allowed only the subjects of its job; the users
 # and their permissions (public keys only) are in auth.conf, written with the keys by `ops/cluster up`
 # or `dsctl admin credentials` (docs/deploy.md, "Roles and credentials").
-include "{_include(f"{credentials}/auth.conf", where)}"
+include "{_include(f"{credentials}/{authorization}", where)}"
 """
         cluster_routes = f"""\
   # the route user, its password and every member's route URL with it (a server skips the route to
