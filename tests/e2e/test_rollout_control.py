@@ -9,6 +9,7 @@ import asyncio
 import io
 import json
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -17,6 +18,8 @@ from engine.cli import describe, diff, endpoints, rollout
 from engine.cli.verify import verify
 from engine.core.guard import GUARD_CONDITION, REVERTED
 from engine.core.rollout_control import HELD_BY_PARTITION
+from events.envelope import wrap
+from events.types import PodFailed
 from projections.model import ClusterState
 from tests.e2e.harness import Cluster, nodes_yaml, pods_of
 
@@ -146,6 +149,28 @@ async def test_a_partition_of_2_of_5_keeps_the_smallest_names_old(cluster: Clust
     await cluster.wait("quiet", lambda s: not s.in_flight, timeout=30)
     report = await verify(cluster.store, nc=cluster.nc)
     assert report.checked >= 5 and report.mismatches == [], report.mismatches
+
+
+async def test_a_failed_old_pod_on_a_partitioned_node_comes_back_on_its_revision(cluster: Cluster) -> None:
+    v1 = current(cluster.state)
+    await cluster.apply(ds("2", "partition: 2"))
+    v2 = current(cluster.state)
+    await cluster.wait("3 nodes on v2", lambda s: on(s, v2) == ["node3", "node4", "node5"], timeout=30)
+    (old,) = [p for p in pods_of(cluster.state, "agent") if p.node == "node1"]
+    # the pod dies on its node (what the executor reports for a crashed container)
+    failed = PodFailed(namespace="default", name=old.name, node="node1", reason="crash", exit_code=1)
+    await cluster.store.append(
+        wrap(failed, id=f"failed-{old.name}", occurred_at=datetime.now(UTC), source="test")
+    )
+    await cluster.wait(
+        "node1 back on v1 with a new pod",
+        lambda s: on(s, v1) == ["node1", "node2"] and old.name not in {p.name for p in pods_of(s, "agent")},
+        timeout=30,
+    )
+    assert on(cluster.state, v2) == ["node3", "node4", "node5"]
+    await cluster.wait("quiet", lambda s: not s.in_flight, timeout=30)
+    report = await verify(cluster.store, nc=cluster.nc)
+    assert report.mismatches == [], report.mismatches
 
 
 async def test_pause_then_resume(cluster: Cluster) -> None:
