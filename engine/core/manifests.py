@@ -70,7 +70,9 @@ def parse_object(doc: dict[str, Any], document: int = 0) -> Manifest:
         return parse_node(doc, document)
     what = f"{api_version}/{kind}" if api_version else str(kind)
     error = FieldError(
-        "kind", f'Unsupported value: "{what}": supported values: "apps/v1 DaemonSet", "v1 Node"'
+        "kind",
+        f'Unsupported value: "{what}": supported values: "apps/v1 DaemonSet", '
+        '"apps.kruise.io/v1alpha1 DaemonSet", "apps.kruise.io/v1beta1 DaemonSet", "v1 Node"',
     )
     raise ManifestInvalid([error], kind=str(kind or ""), name=_name_of(doc), document=document)
 
