@@ -7,6 +7,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from engine.core.guard import (
     COMPLETE_CONDITION,
@@ -453,3 +455,34 @@ def test_a_paused_rollout_is_stopped_by_the_pause() -> None:
     assert progressing(w)[:2] == ("False", HELD_BY_PAUSE)
     progress = rollout_progress(w.state, KEY, w.now)
     assert progress.phase == "stopped" and progress.controls == ("paused (rollingUpdate.paused)",)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    nodes=st.integers(min_value=1, max_value=8),
+    partition=st.one_of(st.integers(min_value=0, max_value=10), st.sampled_from(["0%", "25%", "50%", "99%"])),
+    mu=st.integers(min_value=1, max_value=3),
+    surge=st.booleans(),
+    joiners=st.integers(min_value=0, max_value=2),
+)
+def test_a_settled_partition_keeps_exactly_its_count_old_the_smallest_names(
+    nodes: int, partition: int | str, mu: int, surge: bool, joiners: int
+) -> None:
+    controls = {"mu": 0, "ms": mu} if surge else {"mu": mu}
+    w = fleet(nodes, **controls, partition=partition)
+    update(w, **controls, partition=partition)
+    w.step()
+    for i in range(joiners):  # nodes joining mid-rollout
+        w.node(f"node-{nodes + i}")
+    w.settle()
+    total = nodes + joiners
+    kept = min(total, partition_count(w.ds().spec, total))
+    got = revisions(w)
+    old = sorted(n for n, r in got.items() if r == "old")
+    assert set(got.values()) <= {"old", "new"}, got  # one live pod per node at the end
+    # joiners always get the new revision, so fewer may stay old than the partition asks
+    assert len(old) <= kept
+    assert old == sorted(n for n in got if n.startswith("node-") and int(n[5:]) < nodes)[: len(old)]
+    assert all(got[f"node-{nodes + i}"] == "new" for i in range(joiners))
+    if joiners == 0:
+        assert len(old) == kept
