@@ -31,9 +31,12 @@ COMMAND_TIMEOUT = 30.0
 POLL_SECONDS = 0.1
 
 
-def cli_env(url: str) -> dict[str, str]:
-    """The environment of every dsctl process: this checkout's code first, the server in NATS_URL."""
+def cli_env(url: str, credentials: Path | None = None) -> dict[str, str]:
+    """The environment of every dsctl process: this checkout's code first, the server in NATS_URL, and
+    the credentials a secured ``dsctl up`` made (``DSCTL_CREDENTIALS``) when there are any."""
     env = dict(os.environ, NATS_URL=url)
+    if credentials is not None:
+        env["DSCTL_CREDENTIALS"] = str(credentials)
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])
     env.pop("DSCTL_LOG_LEVEL", None)
     return env
@@ -102,13 +105,14 @@ def describe(pods: Sequence[Pod]) -> str:
 class Dsctl:
     """The ``dsctl`` command against one NATS URL."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, credentials: Path | None = None) -> None:
         self.url = url
+        self.credentials = credentials
 
     def run(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [sys.executable, "-m", "engine.cli", *args],
-            cwd=ROOT, env=cli_env(self.url), input=stdin, capture_output=True, text=True,
+            cwd=ROOT, env=cli_env(self.url, self.credentials), input=stdin, capture_output=True, text=True,
             timeout=COMMAND_TIMEOUT,
         )  # fmt: skip
 
@@ -329,7 +333,8 @@ class Up(Background):
              "--lease-ttl", "2", "--log-file", str(tmp / "dsctl.log")],
             self.url, tmp / f"up-{self.port}-{time.monotonic_ns()}.out",
         )  # fmt: skip
-        self.cli = Dsctl(self.url)
+        # secure by default: up keeps the credentials it made next to its store
+        self.cli = Dsctl(self.url, self.store.parent / "credentials")
         try:
             self.cli.wait("dsctl up to serve", self._serving, timeout=30)
         except BaseException:
