@@ -80,7 +80,8 @@ async def test_connect_failure_hides_the_password() -> None:
     settings = NatsSettings(servers=[f"nats://me:secret@127.0.0.1:{port}"], connect_deadline=0.5)
     with pytest.raises(TransientError) as info:
         await connect(settings)
-    assert "secret" not in str(info.value) and f"me:***@127.0.0.1:{port}" in str(info.value)
+    # the URL is named, its credentials are not (taken out of the URL, or masked)
+    assert "secret" not in str(info.value) and f"127.0.0.1:{port}" in str(info.value)
 
 
 @pytest.mark.integration
