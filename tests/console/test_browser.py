@@ -101,7 +101,7 @@ async def test_console_in_a_browser(
     await page.get_by_role("link", name="default/agent").first.click()
     await expect(page.locator("h2")).to_have_text("Rollout of default/agent")
     await page.evaluate("window.__same_page = true")
-    await cluster.apply(ds("agent", 2, ready_after=0.3))
+    await cluster.apply(ds("agent", 2, ready_after=0.6))  # one node at a time: 3 s or more
     await expect(page.locator("main")).to_contain_text("rollout in progress", timeout=10_000)
     await expect(page.locator("main")).to_contain_text("Revision 2", timeout=10_000)
     await cluster.wait("agent v2", converged("agent", 5), timeout=30)
