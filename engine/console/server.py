@@ -18,6 +18,7 @@ import json
 import time
 import urllib.parse
 from collections import OrderedDict
+from datetime import UTC, datetime
 from importlib import resources
 from typing import Any
 
@@ -183,7 +184,7 @@ class Console:
     async def _route(self, path: str, q: dict[str, str]) -> tuple[int, bytes, str]:
         if not path.startswith("/api/"):
             return self._static(path)
-        at = _int(q.get("at"), "at")
+        at = await self._at(q.get("at"))
         result: Any
         if path == "/api/fleet":
             state = await self.state(at)
@@ -232,6 +233,25 @@ class Console:
         return 200, item.read_bytes(), _TYPES.get(suffix, "application/octet-stream")
 
     # --- data -------------------------------------------------------------------------------------------
+
+    async def _at(self, text: str | None) -> int | None:
+        """A point of the log: a sequence, or an RFC 3339 time (the last event stored at or before it,
+        by the store's clock, as ``dsctl get --at``)."""
+        if text is None or text.strip() == "":
+            return None
+        value = text.strip()
+        if value.isdigit():
+            return int(value)
+        try:
+            when = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            raise HttpError(400, f"at: {text!r} is neither a log sequence nor an RFC 3339 time") from None
+        when = when if when.tzinfo is not None else when.replace(tzinfo=UTC)
+        events = self.store.read(start_time=when)
+        async with contextlib.aclosing(events):
+            async for stored in events:
+                return stored.seq - 1 if stored.time > when else stored.seq
+        return self.projector.state.seq
 
     async def state(self, at: int | None) -> ClusterState:
         """The live state, or the state at ``at`` rebuilt from the log (the last two kept)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import urllib.parse
 import urllib.request
 from typing import Any
 
@@ -95,6 +96,12 @@ async def test_paging_keeps_its_order_and_time_travel(console_cluster: tuple[Clu
     assert past["seq"] == before_roll
     assert [d["revision"] for d in past["daemonsets"] if d["name"] == "agent"] == [1]
     assert [d["revision"] for d in now["daemonsets"] if d["name"] == "agent"] == [2]
+    # the same point named by its time (the store's clock of the event there)
+    when = (await cluster.store.get(before_roll)).time.isoformat()
+    _, by_time = await fetch(console, "/api/fleet?at=" + urllib.parse.quote(when))
+    assert by_time["seq"] == before_roll
+    status, bad = await fetch(console, "/api/fleet?at=yesterday")
+    assert status == 400 and "RFC 3339" in bad["error"]
     _, older = await fetch(console, f"/api/decisions?at={before_roll}&limit=500")
     assert all(i["seq"] <= before_roll for i in older["items"])
 
