@@ -237,9 +237,9 @@ async def _raw_baseline(nc: Client, count: int) -> list[float]:
 
 
 async def fanout(quick: bool) -> list[Row]:
-    nodes = 600 if quick else 10_000
+    nodes = 400 if quick else 10_000
     selected = nodes // 2
-    window = 5.0 if quick else 30.0
+    window = 3.0 if quick else 30.0
     cluster = EmbeddedCluster(3)
     await asyncio.to_thread(cluster.start)
     rows: list[Row] = []
