@@ -1,4 +1,4 @@
-"""The ``fanout`` scenario: 10,000 node executors (``--quick``: 600) on a 3-node replicated cluster.
+"""The ``fanout`` scenario: 10,000 node executors (``--quick``: 400) on a 3-node replicated cluster.
 
 Each executor is the product's own (``run_executor``: its node lease, its checkpoint, its command feed),
 run by worker processes (``engine.bench.fanout_worker``, two of them, executors sharing a few
@@ -7,7 +7,7 @@ connections each); the engine runs here. What it prints, each beside a baseline 
 1. **Idle cost per server** (the highest of the three): RSS and CPU with every executor connected and
    nothing to do, against the same servers before any executor connected. The node lease TTL is 30 s
    (renewed every 10 s: 1,000 replicated writes a second at 10,000 nodes; docs/deploy.md).
-2. **Decision to executor**, p50 and p99 over the 5,000 creates (``--quick``: 300) of one DaemonSet
+2. **Decision to executor**, p50 and p99 over the 5,000 creates (``--quick``: 200) of one DaemonSet
    applied to half the nodes: from the decision's store time to the executor reading the command.
    Baseline: the same count of raw JetStream publishes into an R3 stream, from publish to a plain
    subscriber's receipt, on the same cluster.
