@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from engine.cli import audit, daemonsets, describe, explain, get, nodes, pods, rollout, verify
+from engine.cli import audit, daemonsets, get, nodes, pods, rollout, served, verify
 from engine.core import arguments
 from engine.runtime.retry import Deadline
 from engine.store.connection import close, connect
@@ -96,7 +96,7 @@ async def _dispatch(args: argparse.Namespace, nc: Any, store: JetStreamEventStor
             return 0
     if cmd == "describe":
         at = arguments.parse_at(args.at) if args.at else None
-        return await describe.describe(
+        return await served.describe(
             store, nc, arguments.kind_of(args.type), args.name, args.namespace, out, at=at
         )
     if cmd == "rollout":
@@ -106,7 +106,7 @@ async def _dispatch(args: argparse.Namespace, nc: Any, store: JetStreamEventStor
                 store, name, args.namespace, arguments.parse_duration(args.timeout), out
             )
         if args.action == "history":
-            return await rollout.rollout_history(store, name, args.namespace, args.revision or None, out)
+            return await served.rollout_history(store, nc, name, args.namespace, args.revision or None, out)
         if args.action == "undo":
             return await rollout.rollout_undo(store, name, args.namespace, args.to_revision, out)
         return await rollout.rollout_restart(store, name, args.namespace, out, time.time)
@@ -116,11 +116,11 @@ async def _dispatch(args: argparse.Namespace, nc: Any, store: JetStreamEventStor
         return verify.print_verify(report, out, args.output)
     if cmd == "explain":
         if args.type == "pod":
-            return await explain.explain_pod(store, args.name, args.namespace, out)
+            return await served.explain_pod(store, nc, args.name, args.namespace, out)
         if not args.ds:
             raise InvalidInput("explain node needs --ds NAMESPACE/NAME", "--ds")
         at = arguments.parse_at(args.at) if args.at else None
-        return await explain.explain_node(store, nc, args.name, args.ds, out, at=at)
+        return await served.explain_node(store, nc, args.name, args.ds, out, at=at)
     if cmd == "audit":
         if args.limit is not None and args.limit <= 0:
             raise InvalidInput("--limit must be a positive number", "--limit")
@@ -133,7 +133,7 @@ async def _dispatch(args: argparse.Namespace, nc: Any, store: JetStreamEventStor
             until=_time(args.until, "--until"),
             limit=args.limit,
         )
-        return await audit.audit(store, f, args.output, out)
+        return await audit.audit(store, f, args.output, out, nc)
     if cmd == "events":
         from engine.ingest.publish import publish_file
 

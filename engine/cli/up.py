@@ -25,12 +25,13 @@ import msgspec
 import structlog
 from nats.aio.client import Client
 
+from engine.cli.served import serve_reads
 from engine.cli.view import Activity, live_view
 from engine.executor.drivers.base import Driver
 from engine.executor.drivers.process import ProcessDriver
 from engine.executor.drivers.sim import SimDriver
 from engine.executor.run import log_dir, run_executor, state_dir
-from engine.reconciler.engine import Engine
+from engine.reconciler.engine import Engine, prepare
 from engine.runtime.metrics import Metrics, serve
 from engine.security import servers
 from engine.security.credentials import DEFAULT_DIR, DIR_ENV, CredentialStore, with_credentials
@@ -42,7 +43,6 @@ from engine.store.embedded import EmbeddedNats
 from engine.store.jetstream_store import JetStreamEventStore
 from engine.store.port import EventStore
 from engine.store.settings import NatsSettings
-from engine.store.setup import ensure
 
 log = structlog.get_logger("dsctl.up")
 
@@ -131,6 +131,7 @@ async def up(
     credentials: CredentialStore | None = None,
     secure: bool = True,
     metrics_address: str = "127.0.0.1",
+    console_port: int = 0,
 ) -> int:
     """``lease_ttl`` None keeps the leader bucket's TTL (the file's on a fresh store); ``replicas`` is
     applied to every stream, bucket and the object store (``engine.store.setup.ensure``).
@@ -158,7 +159,7 @@ async def up(
     try:
         nc = await conns.open(Identity(Role.ENGINE))
         # `up` runs an engine, so it sets the store up (a fresh one, or one an engine left)
-        ttl = (await ensure(nc, replicas=replicas, lease_ttl=lease_ttl)).lease_ttl
+        ttl = (await prepare(nc, replicas=replicas, lease_ttl=lease_ttl)).lease_ttl
         metrics = Metrics()
         engine = Engine(nc, lease_ttl=ttl, metrics=metrics)
         projector = await engine.start()
@@ -179,6 +180,10 @@ async def up(
         ingest_store = JetStreamEventStore(nc_ingest)
         ingest = await serve_ingest(nc_ingest, ingest_store)
         print("          ingest service dsctl-ingest on dse.ingest.event / dse.ingest.batch", flush=True)
+        # reads answered from the engine's projection, and the web console over it (docs/console.md)
+        reads = await serve_reads(nc, projector, console_port=console_port)
+        print("          query service dsctl-query on dse.query.<verb>", flush=True)
+        print(f"          console on {reads.console_url}", flush=True)
         metrics_server = None
         if metrics_port is not None:
             metrics_server = await serve(metrics, metrics_address, metrics_port)
@@ -225,6 +230,7 @@ async def up(
                 await _cancel(view_task, executor_task, engine_task)
 
         await _until_signalled(main)
+        await reads.stop()
         await ingest.stop()
         await ingest_store.close()
         if metrics_server is not None:
@@ -259,19 +265,27 @@ async def engine_run(
     workers: int,
     replicas: int | None = None,
     metrics_address: str = "127.0.0.1",
+    console_port: int | None = None,
 ) -> int:
     """``dsctl engine run``: ensure the store (only an engine or ``dsctl admin streams`` writes stream
     definitions), then run the engine with the lease TTL the store has."""
     nc = await connect(settings)
     try:
-        setup = await ensure(nc, replicas=replicas, lease_ttl=lease_ttl)
+        # prepare: ensure, but never re-create an event log that existed and vanished (tampering)
+        setup = await prepare(nc, replicas=replicas, lease_ttl=lease_ttl)
         log.info("engine.store_ready", replicas=setup.replicas, lease_ttl=setup.lease_ttl)
         metrics = Metrics()
         engine = Engine(nc, identity=identity, lease_ttl=setup.lease_ttl, metrics=metrics, workers=workers)
-        await engine.start()
+        projector = await engine.start()
         if metrics_port is not None:
             # loopback unless told otherwise (--metrics-address): the numbers tell who leads and how busy
             await serve(metrics, metrics_address, metrics_port)
+        # every engine answers reads from its projection; the console only when asked for a port
+        reads = await serve_reads(
+            nc, projector, console=console_port is not None, console_port=console_port or 0
+        )
+        if reads.console:
+            log.info("engine.console", url=reads.console_url)
 
         async def main(stop: asyncio.Event) -> None:
             task = asyncio.ensure_future(engine.run())
@@ -280,6 +294,7 @@ async def engine_run(
             await _cancel(task, stopper)
 
         await _until_signalled(main)
+        await reads.stop()
     finally:
         with contextlib.suppress(Exception):
             await nc.drain()

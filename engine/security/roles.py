@@ -299,6 +299,9 @@ def _ingest(inbox: str) -> Permissions:
         f"{PREFIX}.node.>",
         f"{PREFIX}.ds.>",
         f"{PREFIX}.rejected.>",
+        # a batch holding ids already stored is answered as duplicates: the last two minutes of the
+        # log are read to find them (engine/ingest/service.py)
+        *consumer_reads(EVENTS_STREAM),
     ]
     subscribe = [INGEST_EVENT_SUBJECT, INGEST_BATCH_SUBJECT, *micro_discovery(), f"{inbox}.>"]
     return Permissions(publish=_unique(publish), subscribe=_unique(subscribe), responses=1)

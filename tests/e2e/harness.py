@@ -69,6 +69,7 @@ class Cluster:
         await prepare(self.nc, lease_ttl=self.lease_ttl, replicas=self.replicas)
         self.engine = Engine(self.nc, identity=self.identity, lease_ttl=self.lease_ttl, store=self.store)
         projector = await self.engine.start()
+
         def observe(state: ClusterState, event: object, ctx: object) -> None:
             for obs in self.observers:
                 obs(state)
