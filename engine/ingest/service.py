@@ -325,6 +325,15 @@ class IngestService:
         started = time.perf_counter()
         try:
             data = bytes(request.data or b"")
+            if _replayed(request):
+                # a JetStream consumer's delivery (its reply subject acks it): someone with read access to
+                # a stream had the server copy stored records onto our subject. Not a publisher's request:
+                # kept as refused, never appended, and not answered (the answer would ack the delivery).
+                refused = clipped(refusal(InvalidInput(REPLAYED_TEXT, "reply")))
+                self.counters.rejected += 1
+                log.warning("ingest.replayed_refused", endpoint=endpoint)
+                await self._keep_rejected(endpoint, data, refused)
+                return
             try:
                 body: bytes = await work(data)
             except InvalidInput as err:
@@ -426,6 +435,19 @@ class IngestService:
             # record is missing
             self.counters.rejections_lost += 1
             log.error("ingest.rejection_not_recorded", subject=subject, error=str(err))
+
+
+REPLAYED_TEXT = (
+    "a message delivered by a JetStream consumer (reply subject $JS.ACK.*) is a replay of stored records, "
+    "not a request"
+)
+
+
+def _replayed(request: Request) -> bool:
+    """nats-py's micro ``Request`` keeps the reply subject on its message only."""
+    msg = getattr(request, "_msg", None)
+    reply = getattr(msg, "reply", "") or ""
+    return str(reply).startswith("$JS.ACK.")
 
 
 async def serve_ingest(

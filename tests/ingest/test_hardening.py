@@ -6,6 +6,7 @@ unknown field named ``$``."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -428,3 +429,33 @@ def test_the_limits_are_in_the_printed_contract() -> None:
         "limit"
         in msgspec.json.decode(json.dumps(doc["ingest"]["error"]))["$defs"]["ErrorReply"]["properties"]
     )
+
+
+async def test_stored_records_replayed_onto_the_ingest_subject_by_a_consumer_are_refused(
+    nc: Any, ingest: IngestService
+) -> None:
+    """A role that may read a stream may also have the server push its records to any subject (a push
+    consumer's deliver subject is not checked against permissions). Pushed onto the ingest subject,
+    old facts would be appended again once the duplicate window is past: such deliveries carry a
+    ``$JS.ACK.`` reply subject and are refused, kept, never appended."""
+    answer = await ask(nc, body(node_registered("node-9")))
+    assert answer.code is None, answer
+    assert await events_count(nc) == 1
+    config = {
+        "deliver_subject": INGEST_EVENT_SUBJECT,
+        "deliver_group": "q",  # the service listens in nats micro's queue group
+        "ack_policy": "explicit",
+        "deliver_policy": "all",
+        "ack_wait": 30 * 1_000_000_000,
+    }
+    await api_request(
+        nc, f"CONSUMER.CREATE.{EVENTS_STREAM}", {"stream_name": EVENTS_STREAM, "config": config}
+    )
+    for _ in range(100):
+        records = await rejected(nc)
+        if records:
+            break
+        await asyncio.sleep(0.05)
+    [(_, record)] = records
+    assert record.field == "reply" and "$JS.ACK" in record.reason
+    assert await events_count(nc) == 1
