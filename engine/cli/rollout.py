@@ -127,6 +127,11 @@ async def rollout_status(
         done, msg = rollout_message(d)
         if done and not rollout_complete(d, d.status):
             done = False
+        # printed again only when the facts change, not when only an age moved on
+        steady = rollout_progress(state, key, clock(), stable=True)
+        seen = msg + steady.phase + "".join(progress_lines(steady))
+        if seen == shown and steady.phase in ("progressing", "complete") and not done:
+            return None
         progress = rollout_progress(state, key, clock())
         code: int | None = 0 if done and progress.phase != "guarded" else None
         text = msg
@@ -142,10 +147,10 @@ async def rollout_status(
             text += "".join(f"{line}\n" for line in progress_lines(progress))
         elif progress.controls and code != 0:
             text += f"  controls: {', '.join(progress.controls)}\n"
-        if text != shown:
+        if seen != shown:
             out.write(text)
             out.flush()
-            shown = text
+            shown = seen
         return code
 
     finished = step()

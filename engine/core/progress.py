@@ -132,7 +132,7 @@ def controls(ds: DaemonSetState, desired: int) -> tuple[str, ...]:
     return tuple(out)
 
 
-def rollout_progress(state: ClusterState, key: str, now: float) -> Progress:
+def rollout_progress(state: ClusterState, key: str, now: float, *, stable: bool = False) -> Progress:
     ds = state.daemonsets.get(key)
     if ds is None:
         raise NotFound(f"daemonset {key} not found")
@@ -144,7 +144,7 @@ def rollout_progress(state: ClusterState, key: str, now: float) -> Progress:
         views = node_views(state, placement(acting.spec.template), claim.pods)
     stopped = found.hold if found is not None and found.tripped and not found.revert_to else None
     held = held_nodes(acting, views, state.nodes, stopped) if acting is ds else {}
-    return assess(ds, acting, views, held, found, now)
+    return assess(ds, acting, views, held, found, now, stable=stable)
 
 
 def assess(
