@@ -8,7 +8,12 @@ day it is added.
 
 Schemas are hoisted into ``components.schemas`` with their ``$ref``\\s rewritten, because a
 ``#/$defs/...`` reference inside an embedded schema would resolve against the root of the AsyncAPI
-document.
+document; and msgspec's OpenAPI-3.1-style ``discriminator`` object becomes the property name alone,
+because an AsyncAPI Schema Object's ``discriminator`` is a string (the object form made
+@asyncapi/parser refuse the whole document). The ingest endpoints carry the same ingest-line and
+batch schemas ``dsctl schema -o json`` prints, so a sender can validate a request against either.
+The document is checked against the AsyncAPI specification's own JSON Schema, and by
+@asyncapi/parser where node is installed (``tests/contract/test_asyncapi_valid.py``).
 """
 
 from __future__ import annotations
@@ -20,12 +25,12 @@ from events.ingest_wire import (
     DEFAULT_SOURCE,
     ENGINE_ONLY,
     EXECUTOR_ONLY,
+    MAX_BATCH,
     REASON_CODES,
     SERVICE_NAME,
     BatchReply,
     ErrorReply,
     IngestReply,
-    IngestRequest,
     Rejection,
 )
 from events.subjects import (
@@ -90,7 +95,11 @@ def _ref(name: str) -> dict[str, str]:
 def _rewrite(node: Any) -> Any:
     """Point every local reference (``$ref``, discriminator ``mapping``) at ``components.schemas``."""
     if isinstance(node, dict):
-        return {k: _rewrite(v) for k, v in node.items()}
+        return {
+            k: v["propertyName"] if k == "discriminator" and isinstance(v, dict) else _rewrite(v)
+            for k, v in node.items()
+            if k != "$schema"
+        }
     if isinstance(node, list | tuple):
         return [_rewrite(v) for v in node]
     if isinstance(node, str) and node.startswith("#/$defs/"):
@@ -230,12 +239,7 @@ def asyncapi_document(version: str) -> dict[str, Any]:
         "messages": [{"$ref": "#/channels/rejected/messages/rejected"}],
     }
 
-    request_ref = components.add("IngestRequest", schema.titled(IngestRequest, "IngestRequest"))
-    request_ref_schema = components.schemas["IngestRequest"]
-    request_ref_schema["properties"]["data"] = {
-        "type": "object",
-        "description": "the event payload for `type` (see the event schemas)",
-    }
+    request_ref = components.add("IngestLine", schema.ingest_line_schema())
     messages["ingest_request"] = {
         "name": "ingest_request",
         "title": "one event (or envelope) to validate and append",
@@ -246,7 +250,7 @@ def asyncapi_document(version: str) -> dict[str, Any]:
         "name": "ingest_batch_request",
         "title": "JSON lines, or a JSON array of ingest requests (at most 1000)",
         "contentType": "application/json",
-        "payload": {"type": "array", "items": request_ref},
+        "payload": {"type": "array", "items": request_ref, "minItems": 1, "maxItems": MAX_BATCH},
     }
     messages["ingest_reply"] = {
         "name": "ingest_reply",

@@ -1,6 +1,8 @@
 """The public contract, printed for people and tools in other languages: ``dsctl schema -o json`` (JSON
-Schema for every event, the envelope, the command, the ingest request/replies and the rejected-input
-record) and ``dsctl schema -o asyncapi`` (AsyncAPI 3.0, every subject).
+Schema for every event, the envelope, the command, the ingest request/replies, the rejected-input
+record, and ``ingest_line``/``ingest_batch``: what another service sends, as strict as the service, so
+it can validate before sending; docs/ingest.md, "The contract") and ``dsctl schema -o asyncapi``
+(AsyncAPI 3.0.0, every subject, valid for @asyncapi/parser).
 
 The documents themselves are pure and live with the vocabulary (``events.schema``, ``events.asyncapi``);
 this is the shell's part: the package version they are stamped with (read from the installed
