@@ -334,7 +334,7 @@ class Controller:
             self.scheduler.scoped_done(key, time.monotonic(), None, pace)
             self._apply()
             return _FULL if not forward else None
-        decision, outcome = await self._record(key, state, result, started)
+        decision, outcome = await self._record(key, state, result, started, "nodes")
         self.scheduler.scoped_done(key, time.monotonic(), outcome, pace)
         self._apply()
         return decision
@@ -349,7 +349,7 @@ class Controller:
         started = time.perf_counter()
         result = reconcile(state, key, now, self._memo)
         self.scheduler.full_cost(key, time.perf_counter() - started)
-        decision, outcome = await self._record(key, state, result, started)
+        decision, outcome = await self._record(key, state, result, started, "full")
         self.scheduler.full_done(key, time.monotonic(), outcome)
         self._apply()
         return decision
@@ -379,10 +379,12 @@ class Controller:
         return datetime.fromtimestamp(self.clock(), UTC).timestamp()
 
     async def _record(
-        self, key: str, state: ClusterState, result: ReconcileResult, started: float
+        self, key: str, state: ClusterState, result: ReconcileResult, started: float, lane: str
     ) -> tuple[DecisionRecorded | None, Outcome]:
         """Append the decision (fenced); its commands are the relay's to send, once it is folded."""
-        decide_ms = (time.perf_counter() - started) * 1000
+        decided = time.perf_counter() - started
+        decide_ms = decided * 1000
+        self.metrics.reconcile_seconds[lane].observe(decided)
         decision = result.decision
         seq = 0
         if decision is not None:
@@ -390,7 +392,7 @@ class Controller:
             appending = time.perf_counter()
             seq = await self.writer.append(decision)
             self.metrics.appends += 1
-            self.metrics.append_seconds_sum += time.perf_counter() - appending
+            self.metrics.append_seconds.observe(time.perf_counter() - appending)
             self.metrics.decisions += 1
         self.metrics.reconciles += 1
         st = result.status

@@ -156,6 +156,9 @@ class Engine:
         snapshots = ObjectSnapshots(await js.object_store(SNAPSHOTS_BUCKET))
         self.projector = Projector(self.store, snapshots, snapshot_every=self.snapshot_every)
         self.projector.on_tamper(self.tamper_record)
+        # the per-DaemonSet gauges are read from the live projection at scrape time
+        projector = self.projector
+        self.metrics.state = lambda: projector.state
         await self.projector.load(use_snapshot=use_snapshot)
         await self._check_against_commands()
         if self.projector.replayed >= self.snapshot_every:

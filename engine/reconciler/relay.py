@@ -217,6 +217,8 @@ class CommandRelay:
         self.drained.set()
         #: the highest decision sequence queued this run (offers at or below it are repeats)
         self._offered = 0
+        #: when each queued decision was offered (perf_counter), for ``dsctl_relay_seconds``
+        self._offered_at: dict[int, float] = {}
         #: set (and cleared by waiters) whenever the position moves
         self._moved = asyncio.Event()
         self._active = False
@@ -272,6 +274,7 @@ class CommandRelay:
         if not self._active or seq <= self._offered or not decision.commands:
             return
         self._offered = seq
+        self._offered_at[seq] = time.perf_counter()
         # made whole now, from a state that holds the decision's revision
         self._queue.append((seq, commands_to_send(state, decision)))
         self.drained.clear()
@@ -283,6 +286,7 @@ class CommandRelay:
         # queued, every one folded before is covered by the catch-up
         self._active = True
         self._queue.clear()
+        self._offered_at.clear()
         self.position = 0
         # everything folded so far is the catch-up's; from here on, each decision is queued once
         self._offered = self.projector.state.seq
@@ -294,6 +298,7 @@ class CommandRelay:
         finally:
             self._active = False
             self._queue.clear()
+            self._offered_at.clear()
             self.drained.set()
 
     async def _pump(self) -> None:
@@ -436,6 +441,11 @@ class CommandRelay:
         await self._retry(f"send {len(batch)} commands of decisions {first}..{last}", publish)
         self.sent += len(batch)
         self.metrics.commands += len(batch)
+        stored = time.perf_counter()
+        for seq in dict.fromkeys(s for s, _ in batch):
+            offered = self._offered_at.pop(seq, None)
+            if offered is not None:  # catch-up resends were not offered: no decision-to-stored time
+                self.metrics.relay_seconds.observe(stored - offered)
         log.debug("relay.sent", decisions=f"{first}..{last}", commands=len(batch),
                   ms=round((time.perf_counter() - started) * 1000, 2))  # fmt: skip
 

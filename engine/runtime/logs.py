@@ -2,7 +2,7 @@
 
 ``DSCTL_LOG_FORMAT=json|console`` chooses (default: console on a terminal, JSON otherwise);
 ``DSCTL_LOG_LEVEL`` sets the level (default info). ``dsctl up`` sends logs to a file so they do not
-tear its live view.
+tear its live view. Documented for operators in docs/deploy.md, "Metrics and logs".
 """
 
 from __future__ import annotations
