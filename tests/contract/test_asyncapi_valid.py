@@ -97,3 +97,24 @@ def test_asyncapi_parser_accepts_the_document(tmp_path: Path) -> None:
     errors = [d for d in lines if d.get("severity") == 0]
     assert run.returncode == 0 and not errors, run.stdout[-4000:] + run.stderr[-2000:]
     assert lines[-1] == {"errors": 0, "document": True}
+
+
+def test_the_asyncapi_ingest_schema_gives_the_json_schemas_verdicts() -> None:
+    """The hoisted copy (draft-07, as an AsyncAPI Schema Object) still refuses what ingest refuses."""
+    doc = document()
+    line = jsonschema.Draft7Validator({"$ref": "#/components/schemas/IngestLine", **doc})
+    good = {
+        "type": "node.registered",
+        "data": {"name": "node-7", "taints": [{"key": "k", "effect": "NoExecute"}]},
+    }
+    assert line.is_valid(good)
+    assert not line.is_valid({**good, "data": {"name": "Node_7"}})
+    assert not line.is_valid({**good, "data": {"name": "node-7", "colour": "blue"}})
+    assert not line.is_valid({**good, "data": {"name": "n", "taints": [{"key": "k", "effect": "Sometimes"}]}})
+
+
+def test_every_json_schema_of_the_contract_is_valid_draft_2020_12() -> None:
+    doc = json.loads(schema_text("json"))
+    schemas = [doc["envelope"], doc["command"], doc["ingest_line"], doc["ingest_batch"], doc["rejected"]]
+    for schema in [*schemas, *doc["events"].values(), *doc["ingest"].values()]:
+        jsonschema.Draft202012Validator.check_schema(schema)
