@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from engine.cli import audit, daemonsets, get, nodes, pods, rollout, served, verify
+from engine.cli import audit, daemonsets, diff, endpoints, get, nodes, pods, rollout, served, verify
 from engine.core import arguments
 from engine.runtime.retry import Deadline
 from engine.store.connection import close, connect
@@ -61,7 +61,11 @@ async def run_client(args: argparse.Namespace, settings: NatsSettings) -> int:
 async def _dispatch(args: argparse.Namespace, nc: Any, store: JetStreamEventStore, out: Any) -> int:
     cmd = args.command
     if cmd == "apply":
+        if args.dry_run == "server":
+            return await diff.apply_dry_run(store, _read(args.filename), _ns(args), args.output, out)
         return await daemonsets.apply_file(store, _read(args.filename), _ns(args), out)
+    if cmd == "diff":
+        return await diff.diff(store, _read(args.filename), _ns(args), args.output, out)
     if cmd == "delete":
         if args.filename:
             return await daemonsets.delete_file(store, _read(args.filename), _ns(args), args.cascade, out)
@@ -81,6 +85,13 @@ async def _dispatch(args: argparse.Namespace, nc: Any, store: JetStreamEventStor
         return await nodes.taint(store, args.name, args.taints, out)
     if cmd in ("cordon", "uncordon"):
         return await nodes.cordon(store, args.name, cmd == "cordon", out)
+    if cmd == "get" and args.type.lower() in ("endpoints", "ep"):
+        try:
+            return await endpoints.get_endpoints(
+                store, arguments.parse_ds_ref(args.name or ""), args.namespace, args.output, out, args.watch
+            )
+        except KeyboardInterrupt:
+            return 0
     if cmd == "get":
         q = get.Query(
             kind=arguments.kind_of(args.type),
@@ -109,6 +120,14 @@ async def _dispatch(args: argparse.Namespace, nc: Any, store: JetStreamEventStor
             return await served.rollout_history(store, nc, name, args.namespace, args.revision or None, out)
         if args.action == "undo":
             return await rollout.rollout_undo(store, name, args.namespace, args.to_revision, out)
+        if args.action == "pause":
+            return await rollout.rollout_pause(store, name, args.namespace, out)
+        if args.action == "resume":
+            return await rollout.rollout_resume(store, name, args.namespace, out)
+        if args.action == "partition":
+            if args.value is None:
+                raise InvalidInput("rollout partition needs a value: N or P% (e.g. 2 or 40%)", "partition")
+            return await rollout.rollout_partition(store, name, args.namespace, args.value, out)
         return await rollout.rollout_restart(store, name, args.namespace, out, time.time)
     if cmd == "replay":
         now = datetime.now(UTC) if args.now == "now" else _time(args.now, "--now")

@@ -316,6 +316,22 @@ def _client_commands(sub: argparse._SubParsersAction[_Parser], common: _Parser) 
     ap = add("apply", "append DaemonSets and Nodes from manifests (YAML or JSON, multi-document, List)")
     ap.add_argument("-f", "--filename", required=True, metavar="FILE", help="manifest file, or - for stdin")
     _ns_flags(ap)
+    ap.add_argument(
+        "--dry-run",
+        default="none",
+        choices=["none", "server"],
+        help="server: preview what would change on every node; append nothing",
+    )
+    ap.add_argument(
+        "-o", "--output", default="text", choices=["text", "wide", "json"], help="--dry-run output"
+    )
+
+    df = add(
+        "diff", "preview what applying a manifest would do on every node (exit 0 none, 1 changes, 2 error)"
+    )
+    df.add_argument("-f", "--filename", required=True, metavar="FILE", help="manifest file, or - for stdin")
+    _ns_flags(df)
+    df.add_argument("-o", "--output", default="text", choices=["text", "wide", "json"])
 
     de = add("delete", "delete a DaemonSet, node or pod (or what a manifest names)")
     de.add_argument("type", nargs="?", metavar="TYPE", help="daemonset|ds, node, pod")
@@ -354,9 +370,14 @@ def _client_commands(sub: argparse._SubParsersAction[_Parser], common: _Parser) 
     _ns_flags(ds)
     ds.add_argument("--at", metavar="SEQ|TIME", help="as it was at a stream sequence or time")
 
-    ro = add("rollout", "status, history, undo or restart a DaemonSet rollout")
-    ro.add_argument("action", choices=["status", "history", "undo", "restart"])
+    ro = add("rollout", "status, history, undo, restart, pause, resume or partition a DaemonSet rollout")
+    ro.add_argument(
+        "action", choices=["status", "history", "undo", "restart", "pause", "resume", "partition"]
+    )
     ro.add_argument("resource", metavar="ds/NAME")
+    ro.add_argument(
+        "value", nargs="?", metavar="N|P%", help="partition: nodes (or percent) kept on the old revision"
+    )
     _ns_flags(ro)
     ro.add_argument("--timeout", default="0", help="status: give up after this long (30s, 5m) [0: never]")
     ro.add_argument("--revision", type=int, default=0, help="history: show this revision's template")
@@ -414,7 +435,7 @@ def _client_commands(sub: argparse._SubParsersAction[_Parser], common: _Parser) 
 
 
 #: commands that only read the log: the auditor's role can do them
-READ_ONLY = frozenset({"get", "describe", "explain", "audit", "replay"})
+READ_ONLY = frozenset({"get", "describe", "explain", "audit", "replay", "diff"})
 
 
 def identities_for(args: argparse.Namespace) -> list[Identity]:
@@ -608,7 +629,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _run(args)
     except DsctlError as err:
         print(f"error: {nats_settings.redact(str(err))}", file=sys.stderr)
-        return 1
+        return 2 if args.command == "diff" else 1
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:  # `dsctl ... | head`: the reader left; say nothing more
