@@ -136,7 +136,8 @@ class CommandFeed:
     async def _woken(self, msg: Msg) -> None:
         msg_id = (msg.headers or {}).get("Nats-Msg-Id")
         if msg_id:
-            self._announced.setdefault(msg_id, time.monotonic())
+            # the latest announcement counts: a publish retried after a timeout announces again
+            self._announced[msg_id] = time.monotonic()
         self._kick.set()
 
     def kick(self) -> None:
