@@ -13,6 +13,7 @@ from typing import TextIO
 
 from engine.cli.apply import Applier, current, parse
 from engine.cli.nodes import delete_node
+from engine.cli.sources import Gathered
 from engine.core.arguments import parse_cascade
 from engine.core.manifests import DaemonSetManifest
 from engine.runtime.retry import Deadline
@@ -54,4 +55,26 @@ async def delete_file(store: EventStore, text: str, namespace: str | None, casca
             await delete_daemonset(store, m.name, m.namespace, cascade, out)
         else:
             await delete_node(store, m.name, out)
+    return 0
+
+
+async def apply_gathered(store: EventStore, gathered: Gathered, namespace: str | None, out: TextIO) -> int:
+    """``apply -f`` of files with foreign objects: the managed ones applied (all or nothing), every
+    line (applied or skipped) printed in the order the objects came."""
+    lines = await Applier(store).apply(gathered.text, namespace) if gathered.managed else []
+    for line in gathered.lines(lines):
+        print(line, file=out)
+    return 0
+
+
+async def delete_gathered(
+    store: EventStore, gathered: Gathered, namespace: str | None, cascade: str, out: TextIO
+) -> int:
+    """``delete -f``: the managed objects deleted, the others reported skipped (after, since a
+    delete prints as it goes)."""
+    if gathered.managed:
+        await delete_file(store, gathered.text, namespace, cascade, out)
+    for line in gathered.entries:
+        if line is not None:
+            print(line, file=out)
     return 0

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from engine.cli import audit, daemonsets, diff, endpoints, get, nodes, pods, rollout, served, verify
+from engine.cli import audit, daemonsets, diff, endpoints, get, nodes, pods, rollout, served, sources, verify
 from engine.core import arguments
 from engine.runtime.retry import Deadline
 from engine.store.connection import close, connect
@@ -32,6 +32,11 @@ def _read(path: str) -> str:
     if not p.is_file():
         raise InvalidInput(f'the path "{path}" does not exist', "-f")
     return p.read_text()
+
+
+def _gather(args: argparse.Namespace) -> sources.Gathered:
+    """Every ``-f`` of ``apply``/``delete``, read and validated before the store is touched."""
+    return sources.collect(sources.gather(args.filename, args.recursive), _ns(args), args.strict)
 
 
 async def run_client(args: argparse.Namespace, settings: NatsSettings) -> int:
@@ -61,14 +66,15 @@ async def run_client(args: argparse.Namespace, settings: NatsSettings) -> int:
 async def _dispatch(args: argparse.Namespace, nc: Any, store: JetStreamEventStore, out: Any) -> int:
     cmd = args.command
     if cmd == "apply":
+        gathered = _gather(args)
         if args.dry_run == "server":
-            return await diff.apply_dry_run(store, _read(args.filename), _ns(args), args.output, out)
-        return await daemonsets.apply_file(store, _read(args.filename), _ns(args), out)
+            return await diff.apply_dry_run(store, gathered.text, _ns(args), args.output, out)
+        return await daemonsets.apply_gathered(store, gathered, _ns(args), out)
     if cmd == "diff":
         return await diff.diff(store, _read(args.filename), _ns(args), args.output, out)
     if cmd == "delete":
         if args.filename:
-            return await daemonsets.delete_file(store, _read(args.filename), _ns(args), args.cascade, out)
+            return await daemonsets.delete_gathered(store, _gather(args), _ns(args), args.cascade, out)
         if not args.type or not args.name:
             raise InvalidInput("specify TYPE NAME (daemonset|node|pod NAME) or -f FILE", "delete")
         kind = arguments.kind_of(args.type)

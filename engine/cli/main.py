@@ -309,12 +309,30 @@ def _ns_flags(p: argparse.ArgumentParser, *, all_namespaces: bool = False) -> No
         p.add_argument("-A", "--all-namespaces", action="store_true", help="every namespace")
 
 
+def _file_flags(p: argparse.ArgumentParser, *, required: bool) -> None:
+    """``-f`` as kubectl takes it: repeatable (every one is read, in order), a directory, or ``-``."""
+    p.add_argument(
+        "-f",
+        "--filename",
+        action="append",
+        required=required,
+        metavar="FILE",
+        help="manifest file, directory (*.yaml, *.yml, *.json) or - for stdin; repeatable",
+    )
+    p.add_argument("-R", "--recursive", action="store_true", help="descend into subdirectories of -f DIR")
+    p.add_argument(
+        "--strict",
+        action="store_true",
+        help="refuse files holding objects dsctl does not manage, instead of skipping them",
+    )
+
+
 def _client_commands(sub: argparse._SubParsersAction[_Parser], common: _Parser) -> None:
     def add(name: str, help_text: str) -> argparse.ArgumentParser:
         return sub.add_parser(name, parents=[common], help=help_text, description=help_text)
 
     ap = add("apply", "append DaemonSets and Nodes from manifests (YAML or JSON, multi-document, List)")
-    ap.add_argument("-f", "--filename", required=True, metavar="FILE", help="manifest file, or - for stdin")
+    _file_flags(ap, required=True)
     _ns_flags(ap)
     ap.add_argument(
         "--dry-run",
@@ -336,7 +354,7 @@ def _client_commands(sub: argparse._SubParsersAction[_Parser], common: _Parser) 
     de = add("delete", "delete a DaemonSet, node or pod (or what a manifest names)")
     de.add_argument("type", nargs="?", metavar="TYPE", help="daemonset|ds, node, pod")
     de.add_argument("name", nargs="?", metavar="NAME")
-    de.add_argument("-f", "--filename", metavar="FILE", help="delete what this manifest names")
+    _file_flags(de, required=False)
     de.add_argument("--cascade", default="background", help="background|foreground|orphan [background]")
     _ns_flags(de)
 

@@ -216,8 +216,11 @@ def test_apply_reports_created_configured_unchanged_and_refuses_invalid_input(up
     assert "spec.updateStrategy.type" in err
     assert ok(up, "audit", "-o", "jsonl").count("\n") == before, "a refused apply must append nothing"
     assert "does not exist" in fails(up, "apply", "-f", str(tmp_path / "missing.yaml"))
-    err = fails(up, "apply", "-f", "-", stdin="apiVersion: v1\nkind: Service\nmetadata: {name: web}\n")
-    assert "Service 'web' is invalid" in err and 'Unsupported value: "v1/Service"' in err
+    # an object dsctl does not manage is skipped (issue 14), or refused under --strict
+    service = "apiVersion: v1\nkind: Service\nmetadata: {name: web}\n"
+    assert ok(up, "apply", "-f", "-", stdin=service).strip() == "service/web skipped: not managed by dsctl"
+    err = fails(up, "apply", "--strict", "-f", "-", stdin=service)
+    assert "service/web is not managed by dsctl" in err and "nothing was applied" in err
 
 
 def test_label_conflict_needs_overwrite_and_unknown_nodes_are_named(up: Up) -> None:
