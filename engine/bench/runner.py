@@ -98,9 +98,21 @@ def render_table(rows: list[Row], info: dict[str, Any], out: TextIO) -> None:
 
 
 async def run_bench(
-    scenarios: list[str], *, quick: bool, output: Literal["table", "json"], out: TextIO
+    scenarios: list[str],
+    *,
+    quick: bool,
+    output: Literal["table", "json"],
+    out: TextIO,
+    minutes: float | None = None,
+    plot: str | None = None,
 ) -> int:
-    """Run ``scenarios`` (all when empty) and print every figure with its baseline, ratio and target."""
+    """Run ``scenarios`` (all when empty) and print every figure with its baseline, ratio and target.
+
+    ``minutes`` is the soak's length; ``plot`` a directory for PNG charts (being built, issue 16).
+    """
+    if plot is not None or minutes is not None:
+        print("error: --plot and --minutes are not available yet", file=sys.stderr)
+        return 2
     names = scenarios or list(SCENARIOS)
     unknown = [n for n in names if n not in SCENARIOS]
     if unknown:

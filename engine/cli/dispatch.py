@@ -159,6 +159,10 @@ async def _dispatch(args: argparse.Namespace, nc: Any, store: JetStreamEventStor
             limit=args.limit,
         )
         return await audit.audit(store, f, args.output, out, nc)
+    if cmd == "logs":
+        from engine.cli import logs
+
+        return await logs.logs(nc, args.pod, args.namespace, follow=args.follow, tail=args.tail, out=out)
     if cmd == "events":
         from engine.ingest.publish import publish_file
 

@@ -64,6 +64,19 @@ def _non_negative(text: str) -> float:
     return value
 
 
+#: the fixed output formats of ``get``; jsonpath= and custom-columns= carry their template
+GET_OUTPUTS = ("table", "wide", "json", "yaml", "name")
+
+
+def _get_output(text: str) -> str:
+    if text in GET_OUTPUTS or text.startswith(("jsonpath=", "custom-columns=")):
+        return text
+    raise argparse.ArgumentTypeError(
+        f"{text!r} is not an output format ({', '.join(GET_OUTPUTS)}, jsonpath=TEMPLATE, "
+        "custom-columns=NAME:PATH[,...])"
+    )
+
+
 def _port(text: str) -> int:
     try:
         value = int(text)
@@ -378,7 +391,17 @@ def _client_commands(sub: argparse._SubParsersAction[_Parser], common: _Parser) 
     ge.add_argument("name", nargs="?", metavar="NAME")
     _ns_flags(ge, all_namespaces=True)
     ge.add_argument("-l", "--selector", metavar="SELECTOR", help="label selector (a=b,c!=d,e in (x,y))")
-    ge.add_argument("-o", "--output", default="table", choices=["table", "wide", "json", "yaml", "name"])
+    ge.add_argument(
+        "-o",
+        "--output",
+        default="table",
+        type=_get_output,
+        metavar="FORMAT",
+        help="table, wide, json, yaml, name, jsonpath=TEMPLATE, custom-columns=NAME:PATH[,...] [table]",
+    )
+    ge.add_argument("--show-labels", action="store_true", help="add a LABELS column")
+    ge.add_argument("--no-headers", action="store_true", help="print table rows without the header")
+    ge.add_argument("--sort-by", metavar="JSONPATH", help="sort rows by this field, e.g. .metadata.name")
     ge.add_argument("-w", "--watch", action="store_true", help="after listing, print changes as they happen")
     ge.add_argument("--at", metavar="SEQ|TIME", help="show the state as it was at a stream sequence or time")
 
@@ -443,6 +466,14 @@ def _client_commands(sub: argparse._SubParsersAction[_Parser], common: _Parser) 
                     "latency restart memory scaling fanout reads audit console [all]")  # fmt: skip
     be.add_argument("--quick", action="store_true", help="every scenario small (under a minute)")
     be.add_argument("-o", "--output", default="table", choices=["table", "json"])
+    be.add_argument("--minutes", type=_positive, metavar="N", help="soak: how long to run [10]")
+    be.add_argument("--plot", metavar="DIR", help="also write PNG charts of the figures into DIR")
+
+    lg = add("logs", "print a pod's log, served by its node's executor (works from any machine)")
+    lg.add_argument("pod", metavar="POD")
+    _ns_flags(lg)
+    lg.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
+    lg.add_argument("--tail", type=int, default=-1, metavar="N", help="only the last N lines [all]")
 
     ig = add("ingest", "run the ingest service (validates and appends events from other services)")
     ig.add_argument("action", nargs="?", choices=["run"], default="run")
@@ -453,7 +484,7 @@ def _client_commands(sub: argparse._SubParsersAction[_Parser], common: _Parser) 
 
 
 #: commands that only read the log: the auditor's role can do them
-READ_ONLY = frozenset({"get", "describe", "explain", "audit", "replay", "diff"})
+READ_ONLY = frozenset({"get", "describe", "explain", "audit", "replay", "diff", "logs"})
 
 
 def identities_for(args: argparse.Namespace) -> list[Identity]:
@@ -567,7 +598,14 @@ def _run(args: argparse.Namespace) -> int:
             SCENARIOS.update({"reads": reads, "audit": audit_by_node, "console": console_paint})
 
             logs.configure(level="warning")
-            bench = run_bench(args.scenarios, quick=args.quick, output=args.output, out=sys.stdout)
+            bench = run_bench(
+                args.scenarios,
+                quick=args.quick,
+                output=args.output,
+                out=sys.stdout,
+                minutes=args.minutes,
+                plot=args.plot,
+            )
             return asyncio.run(bench)
         case "schema":
             from engine.ingest.contract import schema_text
