@@ -28,6 +28,8 @@ RAW_STREAM = "BENCH_RAW"
 RAW_PREFIX = "bench."
 #: where the fan-out bench asks its worker processes (engine/bench/fanout_worker.py) for figures
 FANOUT_CONTROL = "_bench.fanout"
+#: where the soak driver asks its engine process (engine/bench/soakproc.py) for figures
+SOAK_CONTROL = "_bench.soak"
 
 Op = Literal[">=", "<="]
 
@@ -69,6 +71,8 @@ class Row:
     verdict: bool | None = None
     note: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    #: data behind a chart (``dsctl bench --plot``): ``{"kind": ..., ...}``, read by engine/bench/plot.py
+    series: dict[str, Any] | None = None
 
     @property
     def ratio(self) -> float | None:
@@ -96,6 +100,7 @@ class Row:
             "met": self.met,
             "note": self.note,
             **({"extra": self.extra} if self.extra else {}),
+            **({"series": self.series} if self.series is not None else {}),
         }
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import os
 import platform
 import sys
@@ -21,6 +22,7 @@ from engine.bench.live import convergence, latency
 from engine.bench.memory import memory
 from engine.bench.pure import fold, scaling
 from engine.bench.restart import restart
+from engine.bench.soak import plan, soak
 from engine.bench.store import ingest, rebuild
 from engine.store.embedded import find_binary, server_version
 
@@ -41,7 +43,13 @@ SCENARIOS: dict[str, Scenario] = {
     "memory": memory,
     "scaling": scaling,
     "fanout": fanout,
+    "soak": soak,
 }
+
+#: run only when named: ``soak`` lasts ``--minutes`` (10 by default), not part of "every scenario"
+EXPLICIT = frozenset({"soak"})
+#: what a soak may take beyond its minutes: the fleet's start and convergence, the last sample
+SOAK_MARGIN = 420.0
 
 
 def machine() -> dict[str, Any]:
@@ -106,20 +114,23 @@ async def run_bench(
     minutes: float | None = None,
     plot: str | None = None,
 ) -> int:
-    """Run ``scenarios`` (all when empty) and print every figure with its baseline, ratio and target.
+    """Run ``scenarios`` (all but ``soak`` when empty) and print every figure with its baseline, ratio
+    and target.
 
-    ``minutes`` is the soak's length; ``plot`` a directory for PNG charts (being built, issue 16).
+    ``minutes`` is the soak's length; ``plot`` a directory the PNG charts are written to
+    (engine/bench/plot.py).
     """
-    if plot is not None or minutes is not None:
-        print("error: --plot and --minutes are not available yet", file=sys.stderr)
-        return 2
-    names = scenarios or list(SCENARIOS)
+    names = scenarios or [n for n in SCENARIOS if n not in EXPLICIT]
     unknown = [n for n in names if n not in SCENARIOS]
     if unknown:
         print(
             f"error: unknown scenario(s) {', '.join(unknown)}; choose from {', '.join(SCENARIOS)}",
             file=sys.stderr,
         )
+        return 2
+    problem = check_options(names, minutes, plot)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
         return 2
     saved = structlog.get_config()
     # the engine logs every reconcile at info: that would be measured too
@@ -132,11 +143,16 @@ async def run_bench(
             t0 = time.perf_counter()
             print(f"bench: {name} ...", file=sys.stderr, flush=True)
             try:
-                async with asyncio.timeout(QUICK_LIMIT if quick else FULL_LIMIT):
-                    got = await SCENARIOS[name](quick)
+                limit = QUICK_LIMIT if quick else FULL_LIMIT
+                if name == "soak":
+                    limit = plan(quick, minutes).minutes * 60 + SOAK_MARGIN
+                async with asyncio.timeout(limit):
+                    if name == "soak":
+                        got = await soak(quick, minutes)
+                    else:
+                        got = await SCENARIOS[name](quick)
             except TimeoutError:
                 failed = True
-                limit = QUICK_LIMIT if quick else FULL_LIMIT
                 got = [Row(name, f"FAILED: did not finish within {limit:g} s", None, "")]
             except Exception as err:
                 failed = True
@@ -152,4 +168,58 @@ async def run_bench(
         print(file=out)
     else:
         render_table(rows, info, out)
+    if plot is not None:
+        from engine.bench.plot import write_plots
+
+        for path in write_plots([r.as_json() for r in rows], plot):
+            print(f"bench: wrote {path}", file=sys.stderr)
     return 1 if failed else 0
+
+
+def check_options(names: list[str], minutes: float | None, plot: str | None) -> str:
+    """What is wrong with ``--minutes`` / ``--plot``, said in one line; empty when nothing is."""
+    if minutes is not None:
+        if not math.isfinite(minutes) or minutes <= 0:
+            return f"--minutes {minutes:g}: the soak's length must be a positive number of minutes"
+        if "soak" not in names:
+            return "--minutes only applies to the soak: name it (dsctl bench soak --minutes N)"
+    if plot is not None:
+        if not plot.strip():
+            return "--plot: give a directory to write the PNG charts into"
+        if os.path.exists(plot) and not os.path.isdir(plot):
+            return f"--plot {plot}: exists and is not a directory"
+        parent = os.path.dirname(os.path.abspath(plot))
+        if not os.path.isdir(parent):
+            return f"--plot {plot}: its parent directory {parent} does not exist"
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            return "--plot needs matplotlib: pip install 'dsctl[bench]'"
+    return ""
+
+
+def plot_from_json(files: list[str], plot: str) -> int:
+    """``--plot DIR --from-json FILE``: the charts of earlier ``-o json`` runs (a soak of an hour is
+    not run again to be drawn)."""
+    problem = check_options([], None, plot)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
+    rows: list[dict[str, Any]] = []
+    for path in files:
+        try:
+            with open(path) as f:
+                report = json.load(f)
+            rows.extend(report["rows"])
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            print(f"error: --from-json {path}: not a `dsctl bench -o json` report ({err})", file=sys.stderr)
+            return 2
+    from engine.bench.plot import write_plots
+
+    written = write_plots(rows, plot)
+    for path in written:
+        print(f"bench: wrote {path}", file=sys.stderr)
+    if not written:
+        print(f"error: nothing to chart in {', '.join(files)} (no row carries a series)", file=sys.stderr)
+        return 1
+    return 0

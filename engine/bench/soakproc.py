@@ -1,0 +1,80 @@
+"""The process the ``soak`` scenario measures (``python -m engine.bench.soakproc --url URL``).
+
+It runs what ``dsctl up`` runs on one machine, the engine (leader) and a simulated fleet executor, on
+one event loop, for as long as the soak lasts, so its RSS is the engine's own and not the driver's or
+the nats-server's. It answers requests on ``SOAK_CONTROL`` with one JSON object: ``VmRSS`` and
+``VmHWM`` (kB), the projection's sequence, what the projection holds, and the controller's counters.
+It prints ``ready`` on stdout once it leads and the executor runs, and stops on SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import json
+import signal
+import sys
+
+import structlog
+
+from engine.bench.common import SOAK_CONTROL, vm_status
+
+
+async def _run(url: str) -> None:
+    from nats.aio.msg import Msg
+
+    from engine.bench.live import LiveCluster
+    from engine.store.connection import close, connect
+    from engine.store.settings import NatsSettings
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    nc = await connect(NatsSettings(servers=[url], name="dsctl-bench-soak-engine"))
+    try:
+        cluster = LiveCluster(nc)
+        await cluster.start()
+
+        async def report(msg: Msg) -> None:
+            state = cluster.projector.state
+            metrics = cluster.engine.metrics
+            body = {
+                "seq": state.seq,
+                "nodes": len(state.nodes),
+                "pods": len(state.pods),
+                "ready": sum(1 for pod in state.pods.values() if pod.ready),
+                "daemonsets": len(state.daemonsets),
+                "decisions": metrics.decisions,
+                "reconciles": metrics.reconciles,
+                "idle": cluster.idle(),
+                "gc_objects": len(gc.get_objects()) if msg.data == b"objects" else None,
+                **vm_status(),
+            }
+            await msg.respond(json.dumps(body).encode())
+
+        sub = await nc.subscribe(SOAK_CONTROL, cb=report)
+        await nc.flush()
+        print("ready", flush=True)
+        try:
+            await stop.wait()
+        finally:
+            await sub.unsubscribe()
+            await cluster.stop()
+    finally:
+        await close(nc)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m engine.bench.soakproc")
+    parser.add_argument("--url", required=True)
+    args = parser.parse_args(argv)
+    # the engine logs every reconcile at info: an hour of that would be measured too
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(40))
+    asyncio.run(_run(args.url))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
