@@ -10,6 +10,8 @@
     dse.cmd.<node>                         commands for one node's executor (command stream)
     dse.rejected.<reason>                  input that failed validation (rejected stream)
     dse.ingest.event, dse.ingest.batch     the ingest service's request endpoints (not stored)
+    dse.logs.<node>                        a pod's log, asked of the executor serving the node (not stored)
+    dse.logs.<node>.<reader>               its answers: the reply subject a reader gives (not stored)
 
 ``<type>`` is the event tag without its first part (``node.registered`` -> ``registered``). Names are
 DNS-1123, so they never contain ``_``; a ``.`` in a name is written ``_`` to keep it one subject token.
@@ -86,6 +88,20 @@ def decision_subject(namespace: str, name: str) -> str:
 
 def command_subject(node: str) -> str:
     return f"{PREFIX}.cmd.{token(node)}"
+
+
+def logs_request(node: str | None = None) -> str:
+    """Where the executor serving ``node`` is asked for a pod's log (None: every node, what a fleet
+    serves). Request/reply, nothing stored (engine/executor/pod_logs.py)."""
+    return f"{PREFIX}.logs.{'*' if node is None else token(node)}"
+
+
+def logs_reply(node: str | None = None, reader: str | None = None) -> str:
+    """Where the answers about ``node``'s pods go: a reader names this subject as its reply, ``reader``
+    one token of its own choosing (None for either: every one). The answers sit under the node's own
+    subject, not in an inbox, so the node's executor may publish them without ``allow_responses``
+    (engine/security/roles.py says why)."""
+    return f"{logs_request(node)}.{'*' if reader is None else token(reader)}"
 
 
 def rejected_subject(reason: str) -> str:

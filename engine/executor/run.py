@@ -12,8 +12,10 @@ The order matters:
    (not a full replay); ``Executor.recover`` + ``restore``: re-attach to running processes, report the
    ones that died while no executor watched, finish interrupted deletes. Commands are read from the
    node's checkpoint on (``CommandFeed``).
-3. **While serving**, three tasks run beside the command loop: the lease renewal (``keep``; commands are
-   read only while the lease is confirmed), a reconnect watch that, after nats-py reconnects, confirms
+3. **While serving**, four tasks run beside the command loop: the answers to ``dsctl logs`` for the
+   served nodes' pods (``pod_logs.py``; a failure there is logged and retried, it never stops the
+   executor), the lease renewal (``keep``; commands are read only while the lease is confirmed), a
+   reconnect watch that, after nats-py reconnects, confirms
    the lease, reports every pod's state again (``Executor.reassert``, idempotent by report id) and
    makes the feed read at once, and for a fleet, a poll of the node leases so the fleet leaves alone
    the nodes that have an executor of their own (otherwise both would act on that node's commands).
@@ -55,6 +57,7 @@ from nats.js.kv import KeyValue
 from engine.executor.command_feed import CommandFeed
 from engine.executor.drivers.base import Driver
 from engine.executor.executor import Delivery, Executor, LogReporter
+from engine.executor.pod_logs import PodLogServer
 from engine.executor.reports import BatchingAppender
 from engine.store.checkpoints import KvCheckpoints
 from engine.store.definitions import CHECKPOINT_BUCKET, SNAPSHOTS_BUCKET
@@ -73,6 +76,8 @@ log = structlog.get_logger("dsctl.executor")
 RECONNECT_POLL_SECONDS = 0.5
 #: how often a fleet re-reads which nodes have an executor of their own
 FLEET_EXCLUSION_POLL_SECONDS = 1.0
+#: how long serving ``dsctl logs`` waits before trying again after a failure
+LOGS_RETRY_SECONDS = 5.0
 
 
 def default_holder() -> str:
@@ -299,7 +304,10 @@ async def _run(
                 await executor.restore(resume)
                 if ready is not None:
                     ready.set()
-                await _serve(ctx, executor, feed, lease, keeper)
+                logs = PodLogServer(
+                    ctx.nc, executor, node=node, responder=f"{node or 'fleet'}/{lease.holder}"
+                )
+                await _serve(ctx, executor, feed, lease, keeper, logs)
             except LeaseLost as err:
                 lost = True
                 log.error("executor.lease_lost", key=lease.key, error=str(err))
@@ -331,12 +339,14 @@ async def _serve(
     feed: CommandFeed,
     lease: ExecutorLease,
     keeper: asyncio.Task[None],
+    logs: PodLogServer,
 ) -> None:
     """Run the command loop and its companions until cancelled or one of them fails (LeaseLost);
     ``keeper`` (the lease renewal) was started before the rebuild."""
     tasks: list[asyncio.Task[Any]] = [
         asyncio.ensure_future(executor.run(feed)),
         keeper,
+        asyncio.ensure_future(_serve_logs(logs)),
         asyncio.ensure_future(_reassert_after_reconnects(ctx.watch, executor, lease, feed)),
     ]
     if executor.nodes is None:
@@ -353,6 +363,17 @@ async def _serve(
         err = None if task.cancelled() else task.exception()
         if err is not None:
             raise err
+
+
+async def _serve_logs(logs: PodLogServer) -> None:
+    """Answer ``dsctl logs`` until cancelled: reading logs is a convenience, so its failure (a
+    subscription refused while disconnected) is logged and retried, and never stops the executor."""
+    while True:
+        try:
+            await logs.run()
+        except Exception as err:
+            log.warning("executor.logs_unavailable", error=f"{type(err).__name__}: {err}")
+        await asyncio.sleep(LOGS_RETRY_SECONDS)
 
 
 async def _reassert_after_reconnects(

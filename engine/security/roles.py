@@ -24,7 +24,14 @@ The subjects are derived from the code, not from documentation:
   works unchanged (they can see only other publishers' replies);
 - the ingest service answers requests with ``allow_responses`` (only to the reply subject of a request
   it received, once), and registers with nats-micro (``$SRV.PING|INFO|STATS[.dsctl-ingest[.<id>]]``);
-  so does the engine's query service (``dse.query.<verb>``, ``dsctl-query``), whose answers come in parts.
+  so does the engine's query service (``dse.query.<verb>``, ``dsctl-query``), whose answers come in parts;
+- ``dsctl logs`` asks a node's executor on ``dse.logs.<node>`` and gives a reply subject under
+  ``dse.logs.<node>.<reader>`` (``engine/executor/pod_logs.py``): the executor (a fleet: every node) may
+  subscribe to the requests and publish the answers of its own node and nothing else, the admin and the
+  auditor may ask and read the answers, no other role. Not ``allow_responses``: an executor receives
+  messages whose reply subject belongs to another role (the engine's JetStream publishes of the
+  commands it reads), and ``allow_responses`` would let it answer those. An auditor can read every
+  reader's answers, which says nothing it could not ask for itself.
 
 **What the permissions cannot narrow.** A batched direct get on ``DSE_COMMANDS`` names the subject in
 its payload, so an executor may *read* any node's commands (it cannot publish or carry them out: its
@@ -54,6 +61,8 @@ from events.subjects import (
     INGEST_EVENT_SUBJECT,
     PREFIX,
     REJECTED_STREAM,
+    logs_reply,
+    logs_request,
     pod_reports,
     token,
 )
@@ -81,11 +90,11 @@ class Role(StrEnum):
 PURPOSE: dict[Role, str] = {
     Role.ADMIN: "everything (the operator, the CLI's writes: apply, label, delete pod, admin streams)",
     Role.ENGINE: "decisions and leader markers, commands, the leader lease, snapshots, stream set-up",
-    Role.EXECUTOR: "one node: its commands, its pod reports, its node lease and checkpoint",
-    Role.FLEET: "a simulated fleet: every node's commands and pod reports",
+    Role.EXECUTOR: "one node: its commands, its pod reports and logs, its node lease and checkpoint",
+    Role.FLEET: "a simulated fleet: every node's commands, pod reports and logs",
     Role.INGEST: "the ingest service: node and DaemonSet facts, rejected input, answering publishers",
     Role.PUBLISHER: "other services: the ingest request subjects only",
-    Role.AUDITOR: "read-only: stream info, reads, direct gets, reading consumers",
+    Role.AUDITOR: "read-only: stream info, reads, direct gets, reading consumers, pod logs",
 }
 
 
@@ -274,8 +283,10 @@ def executor_permissions(key: str, subject_token: str, inbox: str) -> Permission
         kv_key(NODE_LEASE_BUCKET, key),
         kv_key(CHECKPOINT_BUCKET, key),
         f"{PREFIX}.pod.{subject_token}.>",
+        # answers to `dsctl logs` about its node's pods
+        logs_reply(subject_token),
     ]
-    subscribe = [f"{PREFIX}.cmd.{subject_token}", f"{inbox}.>"]
+    subscribe = [f"{PREFIX}.cmd.{subject_token}", f"{inbox}.>", logs_request(subject_token)]
     return Permissions(publish=_unique(publish), subscribe=_unique(subscribe))
 
 
@@ -287,8 +298,9 @@ def _fleet(inbox: str) -> Permissions:
         kv_key(NODE_LEASE_BUCKET, FLEET_KEY),
         kv_key(CHECKPOINT_BUCKET, FLEET_KEY),
         pod_reports(),
+        logs_reply(),
     ]
-    return Permissions(publish=_unique(publish), subscribe=(COMMAND_TREE, f"{inbox}.>"))
+    return Permissions(publish=_unique(publish), subscribe=(COMMAND_TREE, f"{inbox}.>", logs_request()))
 
 
 def _ingest(inbox: str) -> Permissions:
@@ -327,8 +339,10 @@ def _auditor(inbox: str) -> Permissions:
         f"{API}.CONSUMER.INFO.*.*",
         f"{API}.CONSUMER.DELETE.*.*",
         "$JS.FC.>",
+        # `dsctl logs`: asks a node's executor, the answers come under the node's subject
+        logs_request(),
     ]
-    return Permissions(publish=_unique(publish), subscribe=(f"{inbox}.>",))
+    return Permissions(publish=_unique(publish), subscribe=(f"{inbox}.>", logs_reply()))
 
 
 ADMIN = Permissions(publish=(">",), subscribe=(">",))

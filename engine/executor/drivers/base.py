@@ -161,6 +161,38 @@ class Driver(Protocol):
         ...
 
 
+class LogRead(msgspec.Struct, frozen=True, kw_only=True):
+    """Some of a pod's log: ``text`` (whole lines, unless a line outgrew the read or the pod ended),
+    ``cursor`` where the next read starts (a position only the driver interprets), ``more`` when the
+    read stopped at its size limit with more there already."""
+
+    text: str
+    cursor: int
+    more: bool = False
+
+
+@runtime_checkable
+class KeepsLogs(Protocol):
+    """A driver that can show its pods' logs (``dsctl logs``, served by engine/executor/pod_logs.py)."""
+
+    async def read_log(
+        self,
+        namespace: str,
+        name: str,
+        *,
+        cursor: int | None,
+        tail: int,
+        limit: int,
+        partial: bool,
+        pod: LocalPod | None,
+    ) -> LogRead | None:
+        """The log from ``cursor`` on (None: its last ``tail`` lines, every line when ``tail`` < 0), at
+        most about ``limit`` bytes of text; ``partial``: also an incomplete last line (else it waits
+        for its end). ``pod`` is the executor's pod of that name, when it has one. None when no log of
+        the pod is kept here."""
+        ...
+
+
 @runtime_checkable
 class Lasting(Protocol):
     """A driver whose pods outlive the executor (see the module notes)."""

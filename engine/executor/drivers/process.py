@@ -44,8 +44,10 @@ from typing import Any
 
 import structlog
 
+from engine.executor.drivers import log_files
 from engine.executor.drivers.base import (
     LocalPod,
+    LogRead,
     PodReporter,
     created_report,
     gone_report,
@@ -131,6 +133,26 @@ class ProcessDriver:
 
     # --- life ---------------------------------------------------------------------------------------
 
+    def log_path(self, namespace: str, name: str) -> Path:
+        return self.log_dir / f"{namespace}_{name}.log"
+
+    async def read_log(
+        self,
+        namespace: str,
+        name: str,
+        *,
+        cursor: int | None,
+        tail: int,
+        limit: int,
+        partial: bool,
+        pod: LocalPod | None,
+    ) -> LogRead | None:
+        """The pod's output file (``KeepsLogs``), read in a thread: a slow disk never stalls commands."""
+        path = self.log_path(namespace, name)
+        return await asyncio.to_thread(
+            log_files.read_from, path, cursor=cursor, tail=tail, limit=limit, partial=partial
+        )
+
     def pid_of(self, pod: LocalPod) -> int | None:
         tracked = self._tracked.get(pod.key)
         return tracked.proc.pid if tracked is not None else None
@@ -157,7 +179,7 @@ class ProcessDriver:
             await self._failed(pod, PodFailed(**common, reason=str(err)), reporter)
             return
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        log_path = self.log_dir / f"{pod.namespace}_{pod.name}.log"
+        log_path = self.log_path(pod.namespace, pod.name)
         env = dict(os.environ)
         for item in (pod.template.spec.get("containers") or [{}])[0].get("env") or []:
             if isinstance(item, dict) and "name" in item and "value" in item:

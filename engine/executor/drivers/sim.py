@@ -9,6 +9,9 @@ creation (0.0 = at once), deleted pods gone at once. Annotations on the pod temp
     sim.dsctl.io/exit-after: "<seconds>"       phase Succeeded after that long
     sim.dsctl.io/terminate-after: "<seconds>"  a deleted pod stays Terminating that long
 
+Each pod's lifecycle is kept as its log (``sim_log.py``: started, ready, stopping, stopped, failed,
+exited, each with its time), which ``dsctl logs`` shows.
+
 A malformed value (``"soon"``) is reported as a pod failure with a reason naming the annotation,
 rather than crashing the executor: the template came from a user.
 
@@ -30,12 +33,14 @@ import structlog
 
 from engine.executor.drivers.base import (
     LocalPod,
+    LogRead,
     PodReporter,
     created_report,
     gone_report,
     pod_fields,
     report_terminating,
 )
+from engine.executor.drivers.sim_log import SimLogBook
 from events.types import PodEvent, PodFailed, PodReady, PodRunning, PodSucceeded
 
 ANNOTATION_PREFIX = "sim.dsctl.io/"
@@ -71,6 +76,22 @@ class SimDriver:
     def __init__(self, ready_after: float = 0.0) -> None:
         self.ready_after = ready_after
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        #: each pod's lifecycle lines (what ``dsctl logs`` shows of a simulated pod)
+        self.log = SimLogBook()
+
+    async def read_log(
+        self,
+        namespace: str,
+        name: str,
+        *,
+        cursor: int | None,
+        tail: int,
+        limit: int,
+        partial: bool,
+        pod: LocalPod | None,
+    ) -> LogRead | None:
+        """``KeepsLogs``: the pod's lifecycle lines (always whole lines, so ``partial`` changes nothing)."""
+        return self.log.read(f"{namespace}/{name}", cursor=cursor, tail=tail, limit=limit, pod=pod)
 
     def _spawn(self, key: str, coro: Coroutine[Any, Any, None]) -> None:
         old = self._tasks.pop(key, None)
@@ -105,10 +126,14 @@ class SimDriver:
 
     async def start(self, pod: LocalPod, command_id: str, reporter: PodReporter) -> None:
         await reporter.report(created_report(pod, command_id), causation_id=command_id)
+        self.log.begin(pod.key, "created")
         await self.resume(pod, command_id, reporter)
 
     async def resume(self, pod: LocalPod, command_id: str, reporter: PodReporter) -> None:
         """Carry a created pod on through its life (also after an executor restart)."""
+        if not self.log.knows(pod.key):
+            self.log.add(pod.key, f"this executor took the pod over as {pod.phase} (its earlier lines were "
+                         "kept by the executor before it)")  # fmt: skip
         self._spawn(pod.key, self._life(pod, command_id, reporter))
 
     async def _life(self, pod: LocalPod, command_id: str, reporter: PodReporter) -> None:
@@ -121,10 +146,12 @@ class SimDriver:
         except BadAnnotation as err:
             await self._report(reporter, PodFailed(**common, reason=str(err)), command_id)
             pod.phase = "Failed"
+            self.log.add(pod.key, f"failed: {err}")
             return
         if pod.phase == "Pending":
             await self._report(reporter, PodRunning(**common), command_id)
             pod.phase = "Running"
+            self.log.add(pod.key, "started")
         never_ready = ann.get(NEVER_READY, "").lower() == "true"
         end = min((t for t in (fail_after, exit_after) if t is not None), default=None)
         ready_at = ready_after if ready_after is not None else self.ready_after
@@ -133,6 +160,7 @@ class SimDriver:
                 await asyncio.sleep(ready_at)
             await self._report(reporter, PodReady(**common), command_id)
             pod.ready = True
+            self.log.add(pod.key, "ready")
         if end is None:
             return
         await asyncio.sleep(max(0.0, end - (ready_at if pod.ready else 0.0)))
@@ -141,9 +169,11 @@ class SimDriver:
                 reporter, PodFailed(**common, reason="sim: fail-after", exit_code=1), command_id
             )
             pod.phase = "Failed"
+            self.log.add(pod.key, "failed: sim: fail-after (exit code 1)")
         else:
             await self._report(reporter, PodSucceeded(**common), command_id)
             pod.phase = "Succeeded"
+            self.log.add(pod.key, "exited: Succeeded")
         pod.ready = False
 
     async def stop(
@@ -159,6 +189,7 @@ class SimDriver:
         except BadAnnotation:
             linger = 0.0
         await report_terminating(pod, command_id, reporter, grace_seconds)
+        self.log.add(pod.key, f"{'evicting' if evict else 'stopping'} (grace {grace_seconds:g}s)")
         if linger > 0:
             self._spawn(pod.key, self._finish(pod, command_id, reporter, linger, evict))
         else:
@@ -176,6 +207,8 @@ class SimDriver:
             # awaited by the executor's delete: a failure goes back to it, so the command is retried
             await reporter.report(event, causation_id=command_id)
         pod.phase = "Deleted"
+        self.log.add(pod.key, "evicted" if evict else "stopped")
+        self.log.retire(pod.key)
 
     async def close(self) -> None:
         tasks = list(self._tasks.values())
