@@ -1,5 +1,7 @@
-"""``dsctl diff -f FILE`` and ``dsctl apply --dry-run=server -f FILE``: the placement preview of
-docs/rollout-control.md, printed.
+"""``dsctl diff -f FILE...`` and ``dsctl apply --dry-run=server -f FILE...``: the placement preview of
+docs/rollout-control.md, printed. ``-f`` is read as ``apply`` reads it (``engine/cli/sources.py``:
+files, directories, ``-R``, ``-``, repeated); objects dsctl does not manage are left out of the preview
+(``--strict`` refuses them, exit 2).
 
 Nothing is appended: the manifests are judged against the state read from the log by the core's
 ``preview``, the same code that decides. Grouped counts come first (place / stop / replace / unchanged
@@ -20,6 +22,7 @@ import msgspec
 
 from engine.cli.apply import parse
 from engine.cli.queries import load_state
+from engine.cli.sources import Gathered
 from engine.core.preview import ACTIONS, Preview, preview
 from engine.store.event_store import EventStore
 from events.errors import DsctlError
@@ -69,6 +72,27 @@ async def diff(
         return DIFF_ERROR
     render(found, output, out, "")
     return 1 if any(p.changes for p in found) else 0
+
+
+async def diff_gathered(
+    store: EventStore,
+    gather: Callable[[], Gathered],
+    namespace: str | None,
+    output: str,
+    out: TextIO,
+    err: TextIO = sys.stderr,
+    clock: Callable[[], float] = time.time,
+) -> int:
+    """``diff`` of every ``-f``: reading and validating them is part of the judgement, so a bad file is
+    ``DIFF_ERROR`` too. Nothing dsctl manages in them: no change."""
+    try:
+        gathered = gather()
+    except DsctlError as error:
+        err.write(f"error: {error}\n")
+        return DIFF_ERROR
+    if not gathered.managed:
+        return 0
+    return await diff(store, gathered.text, namespace, output, out, err, clock)
 
 
 async def apply_dry_run(

@@ -12,26 +12,36 @@ import argparse
 import contextlib
 import sys
 import time
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from engine.cli import audit, daemonsets, diff, endpoints, get, nodes, pods, rollout, served, sources, verify
+from engine.cli import (
+    audit,
+    daemonsets,
+    diff,
+    dry_run,
+    endpoints,
+    listing,
+    nodes,
+    pods,
+    rollout,
+    served,
+    sources,
+    verify,
+)
+from engine.cli.operations import find_pod
 from engine.core import arguments
+from engine.core.arguments import Kind
 from engine.runtime.retry import Deadline
 from engine.store.connection import close, connect
-from engine.store.event_store import DEFAULT_DEADLINE, JetStreamEventStore, retry_transient
+from engine.store.event_store import DEFAULT_DEADLINE, EventStore, JetStreamEventStore, retry_transient
 from engine.store.settings import NatsSettings
-from events.errors import InvalidInput, NotFound, TransientError
+from events.errors import DsctlError, InvalidInput, NotFound, TransientError
 
-
-def _read(path: str) -> str:
-    if path == "-":
-        return sys.stdin.read()
-    p = Path(path)
-    if not p.is_file():
-        raise InvalidInput(f'the path "{path}" does not exist', "-f")
-    return p.read_text()
+T = TypeVar("T")
+#: the rollout actions that change something (``--dry-run=client`` applies to them)
+ROLLOUT_CHANGES = frozenset({"undo", "restart", "pause", "resume", "partition"})
 
 
 def _gather(args: argparse.Namespace) -> sources.Gathered:
@@ -64,6 +74,24 @@ async def run_client(args: argparse.Namespace, settings: NatsSettings) -> int:
 
 
 async def _dispatch(args: argparse.Namespace, nc: Any, store: JetStreamEventStore, out: Any) -> int:
+    if getattr(args, "dry_run", "none") == "client":
+        return await _dry_run(args, nc, store, out)
+    return await _verb(args, nc, store, out)
+
+
+async def _dry_run(args: argparse.Namespace, nc: Any, store: JetStreamEventStore, out: Any) -> int:
+    """``--dry-run=client``: the verb on a store that appends nothing, every line ending ``(dry run)``
+    (``engine/cli/dry_run.py``)."""
+    if args.command == "rollout" and args.action not in ROLLOUT_CHANGES:
+        raise InvalidInput(f"rollout {args.action} changes nothing: it takes no --dry-run", "--dry-run")
+    lines = dry_run.DryRunOut(out)
+    try:
+        return await _verb(args, nc, dry_run.DryRunStore(store), lines, dry=True)
+    finally:
+        lines.flush()
+
+
+async def _verb(args: argparse.Namespace, nc: Any, store: EventStore, out: Any, *, dry: bool = False) -> int:
     cmd = args.command
     if cmd == "apply":
         gathered = _gather(args)
@@ -71,81 +99,48 @@ async def _dispatch(args: argparse.Namespace, nc: Any, store: JetStreamEventStor
             return await diff.apply_dry_run(store, gathered.text, _ns(args), args.output, out)
         return await daemonsets.apply_gathered(store, gathered, _ns(args), out)
     if cmd == "diff":
-        return await diff.diff(store, _read(args.filename), _ns(args), args.output, out)
+        return await diff.diff_gathered(store, lambda: _gather(args), _ns(args), args.output, out)
     if cmd == "delete":
-        if args.filename:
-            return await daemonsets.delete_gathered(store, _gather(args), _ns(args), args.cascade, out)
-        if not args.type or not args.name:
-            raise InvalidInput("specify TYPE NAME (daemonset|node|pod NAME) or -f FILE", "delete")
-        kind = arguments.kind_of(args.type)
-        if kind == "daemonsets":
-            return await daemonsets.delete_daemonset(store, args.name, args.namespace, args.cascade, out)
-        if kind == "nodes":
-            return await nodes.delete_node(store, args.name, out)
-        return await pods.delete_pod(store, nc, args.name, args.namespace, out)
+        return await _delete(args, nc, store, out, dry=dry)
     if cmd in ("label", "taint"):
-        if arguments.kind_of(args.type) != "nodes":
-            raise InvalidInput(f"{cmd} works on nodes only, not {args.type!r}", "TYPE")
-        if cmd == "label":
-            return await nodes.label(store, args.name, args.labels, args.overwrite, out)
-        return await nodes.taint(store, args.name, args.taints, out)
+        targets, edits = arguments.split_edits(args.args, cmd)
+        return await _each(
+            [n for t in targets for n in t.names],
+            lambda node: (
+                nodes.label(store, node, edits, args.overwrite, out)
+                if cmd == "label"
+                else nodes.taint(store, node, edits, out)
+            ),
+        )
     if cmd in ("cordon", "uncordon"):
-        return await nodes.cordon(store, args.name, cmd == "cordon", out)
-    if cmd == "get" and args.type.lower() in ("endpoints", "ep"):
-        try:
-            return await endpoints.get_endpoints(
-                store, arguments.parse_ds_ref(args.name or ""), args.namespace, args.output, out, args.watch
-            )
-        except KeyboardInterrupt:
-            return 0
+        names = arguments.parse_node_names(args.names, cmd)
+        return await _each(names, lambda node: nodes.cordon(store, node, cmd == "cordon", out))
     if cmd == "get":
-        q = get.Query(
-            kind=arguments.kind_of(args.type),
-            name=args.name,
-            namespace=args.namespace,
-            all_namespaces=args.all_namespaces,
-            selector=arguments.parse_label_selector(args.selector) if args.selector else None,
-        )
-        at = arguments.parse_at(args.at) if args.at else None
-        try:
-            return await get.get(store, nc, q, args.output, out, sys.stderr, at=at, watch=args.watch)
-        except KeyboardInterrupt:
-            return 0
+        return await _get(args, nc, store, out)
     if cmd == "describe":
-        at = arguments.parse_at(args.at) if args.at else None
-        return await served.describe(
-            store, nc, arguments.kind_of(args.type), args.name, args.namespace, out, at=at
-        )
+        at = await _at(args, store)
+        targets = arguments.parse_targets(args.objects, "describe")
+        wanted = [(t.kind, n) for t in targets for n in t.names]
+        if not wanted:
+            raise InvalidInput("describe needs a NAME: describe TYPE NAME... or TYPE/NAME...", "NAME")
+        first = True
+
+        async def describe_one(item: tuple[Kind, str]) -> int:
+            nonlocal first
+            if not first:
+                out.write("\n\n")
+            first = False
+            return await served.describe(store, nc, item[0], item[1], args.namespace, out, at=at)
+
+        return await _each(wanted, describe_one)
     if cmd == "rollout":
-        name = arguments.parse_ds_ref(args.resource)
-        if args.action == "status":
-            return await rollout.rollout_status(
-                store, name, args.namespace, arguments.parse_duration(args.timeout), out
-            )
-        if args.action == "history":
-            return await served.rollout_history(store, nc, name, args.namespace, args.revision or None, out)
-        if args.action == "undo":
-            return await rollout.rollout_undo(store, name, args.namespace, args.to_revision, out)
-        if args.action == "pause":
-            return await rollout.rollout_pause(store, name, args.namespace, out)
-        if args.action == "resume":
-            return await rollout.rollout_resume(store, name, args.namespace, out)
-        if args.action == "partition":
-            if args.value is None:
-                raise InvalidInput("rollout partition needs a value: N or P% (e.g. 2 or 40%)", "partition")
-            return await rollout.rollout_partition(store, name, args.namespace, args.value, out)
-        return await rollout.rollout_restart(store, name, args.namespace, out, time.time)
+        return await _rollout(args, nc, store, out)
     if cmd == "replay":
         now = datetime.now(UTC) if args.now == "now" else _time(args.now, "--now")
         report = await verify.verify(store, args.from_seq, nc=nc, now=now)
         return verify.print_verify(report, out, args.output)
     if cmd == "explain":
-        if args.type == "pod":
-            return await served.explain_pod(store, nc, args.name, args.namespace, out)
-        if not args.ds:
-            raise InvalidInput("explain node needs --ds NAMESPACE/NAME", "--ds")
-        at = arguments.parse_at(args.at) if args.at else None
-        return await served.explain_node(store, nc, args.name, args.ds, out, at=at)
+        return await _explain(args, nc, store, out)
     if cmd == "audit":
         if args.limit is not None and args.limit <= 0:
             raise InvalidInput("--limit must be a positive number", "--limit")
@@ -168,6 +163,130 @@ async def _dispatch(args: argparse.Namespace, nc: Any, store: JetStreamEventStor
 
         return await publish_file(nc, args.filename, out=out)
     raise InvalidInput(f"unknown command {cmd!r}", "COMMAND")
+
+
+async def _each(items: Sequence[T], run: Callable[[T], Awaitable[int]]) -> int:
+    """One object after another, as kubectl: a failure is reported (``error: ...``) and the rest still
+    done; the exit is the first failure's when there was one. A single object fails as it always did."""
+    if len(items) == 1:
+        return await run(items[0])
+    code = 0
+    for item in items:
+        try:
+            code = await run(item) or code
+        except DsctlError as err:
+            print(f"error: {err}", file=sys.stderr)
+            code = code or 1
+    return code
+
+
+async def _delete(args: argparse.Namespace, nc: Any, store: EventStore, out: Any, *, dry: bool) -> int:
+    if args.filename:
+        if args.objects:
+            raise InvalidInput("give either objects (TYPE NAME, TYPE/NAME) or -f FILE, not both", "delete")
+        return await daemonsets.delete_gathered(store, _gather(args), _ns(args), args.cascade, out)
+    if not args.objects:
+        raise InvalidInput("specify TYPE NAME (daemonset|node|pod NAME), TYPE/NAME or -f FILE", "delete")
+    arguments.parse_cascade(args.cascade)  # a bad policy is refused before anything is deleted
+    targets = arguments.parse_targets(args.objects, "delete")
+    wanted = [(t.kind, n) for t in targets for n in t.names]
+    if not wanted:
+        kinds = ",".join(t.kind for t in targets)
+        raise InvalidInput(f"resource(s) were provided, but no name was specified: {kinds} NAME", "NAME")
+
+    async def delete_one(item: tuple[Kind, str]) -> int:
+        kind, name = item
+        if kind == "daemonsets":
+            return await daemonsets.delete_daemonset(store, name, args.namespace, args.cascade, out)
+        if kind == "nodes":
+            return await nodes.delete_node(store, name, out)
+        if dry:  # a pod delete is a command to its node, not an append: only look the pod up
+            await find_pod(store, name, args.namespace)
+            print(f'pod "{name}" deleted', file=out)
+            return 0
+        return await pods.delete_pod(store, nc, name, args.namespace, out)
+
+    return await _each(wanted, delete_one)
+
+
+async def _get(args: argparse.Namespace, nc: Any, store: EventStore, out: Any) -> int:
+    if args.objects[0].lower() in ("endpoints", "ep"):
+        if len(args.objects) != 2:
+            raise InvalidInput("get endpoints takes one DaemonSet: get endpoints ds/NAME", "NAME")
+        try:
+            return await endpoints.get_endpoints(
+                store, arguments.parse_ds_ref(args.objects[1]), args.namespace, args.output, out, args.watch
+            )
+        except KeyboardInterrupt:
+            return 0
+    targets = arguments.parse_targets(args.objects, "get")
+    view = listing.Listing(
+        namespace=args.namespace,
+        all_namespaces=args.all_namespaces,
+        selector=arguments.parse_label_selector(args.selector) if args.selector else None,
+        fmt=args.output,
+        at=await _at(args, store),
+    )
+    try:
+        return await listing.get_targets(store, nc, targets, view, out, sys.stderr, watch=args.watch)
+    except KeyboardInterrupt:
+        return 0
+
+
+async def _rollout(args: argparse.Namespace, nc: Any, store: EventStore, out: Any) -> int:
+    name, value = arguments.parse_rollout_args(args.args)
+    if value is not None and args.action != "partition":
+        raise InvalidInput(f"rollout {args.action} takes no value ({value!r})", "RESOURCE")
+    if args.action == "status":
+        return await rollout.rollout_status(
+            store, name, args.namespace, arguments.parse_duration(args.timeout), out
+        )
+    if args.action == "history":
+        return await served.rollout_history(store, nc, name, args.namespace, args.revision or None, out)
+    if args.action == "undo":
+        return await rollout.rollout_undo(store, name, args.namespace, args.to_revision, out)
+    if args.action == "pause":
+        return await rollout.rollout_pause(store, name, args.namespace, out)
+    if args.action == "resume":
+        return await rollout.rollout_resume(store, name, args.namespace, out)
+    if args.action == "partition":
+        if value is None:
+            raise InvalidInput("rollout partition needs a value: N or P% (e.g. 2 or 40%)", "partition")
+        return await rollout.rollout_partition(store, name, args.namespace, value, out)
+    return await rollout.rollout_restart(store, name, args.namespace, out, time.time)
+
+
+async def _explain(args: argparse.Namespace, nc: Any, store: EventStore, out: Any) -> int:
+    targets = arguments.parse_targets(args.objects, "explain", kinds=("pods", "nodes"))
+    if len(targets) != 1 or len(targets[0].names) != 1:
+        raise InvalidInput("explain takes one object: pod NAME, node NAME, pod/NAME or node/NAME", "NAME")
+    kind, name = targets[0].kind, targets[0].names[0]
+    if kind == "pods":
+        if args.at:
+            raise InvalidInput("explain pod shows the present only; --at is for explain node", "--at")
+        return await served.explain_pod(store, nc, name, args.namespace, out)
+    if not args.ds:
+        raise InvalidInput("explain node needs --ds NAMESPACE/NAME", "--ds")
+    return await served.explain_node(store, nc, name, args.ds, out, at=await _at(args, store))
+
+
+async def _at(args: argparse.Namespace, store: EventStore) -> int | datetime | None:
+    """``--at`` read as ``audit --since`` reads its value, then held to the log's ends: a sequence past
+    the last, or a time before the first event or after now, is an error naming the end."""
+    text = getattr(args, "at", None)
+    if not text:
+        return None
+    now = datetime.now(UTC)
+    point = arguments.parse_point(text, now)
+    first_seq, first_time = 0, None
+    async with contextlib.aclosing(store.read(start_seq=1)) as events:
+        async for stored in events:
+            first_seq, first_time = stored.seq, stored.time
+            break
+    arguments.check_point(
+        point, first_seq=first_seq, last_seq=await store.last_seq(), first_time=first_time, now=now
+    )
+    return point
 
 
 def _time(text: str | None, flag: str) -> datetime | None:

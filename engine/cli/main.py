@@ -17,12 +17,14 @@ import argparse
 import asyncio
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from importlib.metadata import version
 from pathlib import Path
 
 import msgspec
 
+from engine.cli import usage
+from engine.core import arguments
 from engine.security.credentials import (
     DIR_ENV,
     ROLE_ENV,
@@ -38,10 +40,20 @@ from events.errors import DsctlError, InvalidInput
 
 
 class _Parser(argparse.ArgumentParser):
+    """Usage errors in one line, as kubectl's: what is wrong, then where to read more (never the whole
+    usage); an unknown command gets a "did you mean" (``engine/cli/usage.py``)."""
+
     def error(self, message: str) -> None:  # type: ignore[override]
-        self.print_usage(sys.stderr)
-        print(f"error: {message}", file=sys.stderr)
+        print(usage.one_line(self.prog, message, _verbs(self)), file=sys.stderr)
         sys.exit(2)
+
+
+def _verbs(parser: argparse.ArgumentParser) -> list[str]:
+    """The command names of ``parser`` (the top-level ``dsctl``), none for a verb's own parser."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return list(action.choices)
+    return []
 
 
 def _positive(text: str) -> float:
@@ -172,6 +184,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="dsctl",
         description="An event-sourced DaemonSet controller on NATS JetStream.",
         parents=[common],
+        epilog=usage.EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"dsctl {version('dsctl')}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
@@ -316,6 +330,47 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: the actions of ``rollout``
+ROLLOUT_ACTIONS = ("status", "history", "undo", "restart", "pause", "resume", "partition")
+#: the rollout actions that change something (``--dry-run`` applies to them)
+ROLLOUT_CHANGES = frozenset({"undo", "restart", "pause", "resume", "partition"})
+#: the verbs with kubectl's ``--dry-run=none|client[|server]``
+DRY_RUN_VERBS = frozenset({"apply", "delete", "label", "taint", "cordon", "uncordon", "rollout"})
+
+_OBJECTS_HELP = (
+    "TYPE is daemonsets (ds, daemonset.apps), pods (po) or nodes (no); several names may follow, or "
+    "name each object as TYPE/NAME"
+)
+_AT_HELP = (
+    "as it was at a stream sequence (1234), a while ago (5m, 1h30m) or an RFC 3339 time; past either end "
+    "of the log is an error"
+)
+
+
+def _dry_run_type(allowed: tuple[arguments.DryRun, ...]) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        try:
+            return arguments.parse_dry_run(text, allowed)
+        except InvalidInput as err:
+            raise argparse.ArgumentTypeError(err.reason) from None
+
+    return parse
+
+
+def _dry_run_flag(
+    p: argparse.ArgumentParser,
+    allowed: tuple[arguments.DryRun, ...] = ("none", "client"),
+    help_text: str = 'client: validate and print what would be done (with "(dry run)"); append nothing',
+) -> None:
+    p.add_argument(
+        "--dry-run",
+        default="none",
+        type=_dry_run_type(allowed),
+        metavar="|".join(allowed),
+        help=f"{help_text} [none]",
+    )
+
+
 def _ns_flags(p: argparse.ArgumentParser, *, all_namespaces: bool = False) -> None:
     p.add_argument("-n", "--namespace", default="default", help="namespace [default]")
     if all_namespaces:
@@ -347,11 +402,11 @@ def _client_commands(sub: argparse._SubParsersAction[_Parser], common: _Parser) 
     ap = add("apply", "append DaemonSets and Nodes from manifests (YAML or JSON, multi-document, List)")
     _file_flags(ap, required=True)
     _ns_flags(ap)
-    ap.add_argument(
-        "--dry-run",
-        default="none",
-        choices=["none", "server"],
-        help="server: preview what would change on every node; append nothing",
+    _dry_run_flag(
+        ap,
+        ("none", "client", "server"),
+        "client: validate and print what would be done; server: also preview what would change on every "
+        "node; both append nothing",
     )
     ap.add_argument(
         "-o", "--output", default="text", choices=["text", "wide", "json"], help="--dry-run output"
@@ -360,35 +415,42 @@ def _client_commands(sub: argparse._SubParsersAction[_Parser], common: _Parser) 
     df = add(
         "diff", "preview what applying a manifest would do on every node (exit 0 none, 1 changes, 2 error)"
     )
-    df.add_argument("-f", "--filename", required=True, metavar="FILE", help="manifest file, or - for stdin")
+    _file_flags(df, required=True)
     _ns_flags(df)
     df.add_argument("-o", "--output", default="text", choices=["text", "wide", "json"])
 
-    de = add("delete", "delete a DaemonSet, node or pod (or what a manifest names)")
-    de.add_argument("type", nargs="?", metavar="TYPE", help="daemonset|ds, node, pod")
-    de.add_argument("name", nargs="?", metavar="NAME")
+    de = add("delete", "delete DaemonSets, nodes or pods (or what manifests name)")
+    de.add_argument("objects", nargs="*", metavar="TYPE NAME... | TYPE/NAME...", help=_OBJECTS_HELP)
     _file_flags(de, required=False)
     de.add_argument("--cascade", default="background", help="background|foreground|orphan [background]")
     _ns_flags(de)
+    _dry_run_flag(de)
 
     la = add("label", "set or remove node labels (key=value, key-)")
-    la.add_argument("type", metavar="TYPE", help="nodes")
-    la.add_argument("name", metavar="NAME")
-    la.add_argument("labels", nargs="+", metavar="KEY=VALUE|KEY-")
+    la.add_argument(
+        "args", nargs="+", metavar="nodes NAME... | node/NAME... KEY=VALUE|KEY-", help="nodes, then edits"
+    )
     la.add_argument("--overwrite", action="store_true", help="allow changing an existing label")
+    _dry_run_flag(la)
 
     ta = add("taint", "add or remove node taints (key=value:Effect, key:Effect-)")
-    ta.add_argument("type", metavar="TYPE", help="nodes")
-    ta.add_argument("name", metavar="NAME")
-    ta.add_argument("taints", nargs="+", metavar="KEY[=VALUE]:EFFECT[-]")
+    ta.add_argument(
+        "args",
+        nargs="+",
+        metavar="nodes NAME... | node/NAME... KEY[=VALUE]:EFFECT[-]",
+        help="nodes, then edits",
+    )
+    _dry_run_flag(ta)
 
     for verb in ("cordon", "uncordon"):
-        c = add(verb, f"mark a node as {'un' if verb == 'cordon' else ''}schedulable")
-        c.add_argument("name", metavar="NAME")
+        c = add(verb, f"mark nodes as {'un' if verb == 'cordon' else ''}schedulable")
+        c.add_argument("names", nargs="+", metavar="NODE", help="NODE or node/NODE; several allowed")
+        _dry_run_flag(c)
 
     ge = add("get", "list daemonsets, pods or nodes (as kubectl get)")
-    ge.add_argument("type", metavar="TYPE", help="daemonsets|ds, pods|po, nodes|no")
-    ge.add_argument("name", nargs="?", metavar="NAME")
+    ge.add_argument(
+        "objects", nargs="+", metavar="TYPE[,TYPE...] [NAME...] | TYPE/NAME...", help=_OBJECTS_HELP
+    )
     _ns_flags(ge, all_namespaces=True)
     ge.add_argument("-l", "--selector", metavar="SELECTOR", help="label selector (a=b,c!=d,e in (x,y))")
     ge.add_argument(
@@ -403,23 +465,23 @@ def _client_commands(sub: argparse._SubParsersAction[_Parser], common: _Parser) 
     ge.add_argument("--no-headers", action="store_true", help="print table rows without the header")
     ge.add_argument("--sort-by", metavar="JSONPATH", help="sort rows by this field, e.g. .metadata.name")
     ge.add_argument("-w", "--watch", action="store_true", help="after listing, print changes as they happen")
-    ge.add_argument("--at", metavar="SEQ|TIME", help="show the state as it was at a stream sequence or time")
+    ge.add_argument("--at", metavar="SEQ|DURATION|TIME", help=_AT_HELP)
 
-    ds = add("describe", "show one object in detail, with events from the log")
-    ds.add_argument("type", metavar="TYPE", help="ds, node, pod")
-    ds.add_argument("name", metavar="NAME")
+    ds = add("describe", "show objects in detail, with events from the log")
+    ds.add_argument("objects", nargs="+", metavar="TYPE NAME... | TYPE/NAME...", help=_OBJECTS_HELP)
     _ns_flags(ds)
-    ds.add_argument("--at", metavar="SEQ|TIME", help="as it was at a stream sequence or time")
+    ds.add_argument("--at", metavar="SEQ|DURATION|TIME", help=_AT_HELP)
 
     ro = add("rollout", "status, history, undo, restart, pause, resume or partition a DaemonSet rollout")
+    ro.add_argument("action", choices=ROLLOUT_ACTIONS)
     ro.add_argument(
-        "action", choices=["status", "history", "undo", "restart", "pause", "resume", "partition"]
-    )
-    ro.add_argument("resource", metavar="ds/NAME")
-    ro.add_argument(
-        "value", nargs="?", metavar="N|P%", help="partition: nodes (or percent) kept on the old revision"
+        "args",
+        nargs="+",
+        metavar="ds/NAME | daemonset NAME [N|P%]",
+        help="the DaemonSet; partition: then nodes (or percent) kept on the old revision",
     )
     _ns_flags(ro)
+    _dry_run_flag(ro, help_text="pause, resume, partition, restart, undo: validate and print; append nothing")
     ro.add_argument("--timeout", default="0", help="status: give up after this long (30s, 5m) [0: never]")
     ro.add_argument("--revision", type=int, default=0, help="history: show this revision's template")
     ro.add_argument("--to-revision", type=int, default=0, help="undo: roll back to this revision")
@@ -438,11 +500,10 @@ def _client_commands(sub: argparse._SubParsersAction[_Parser], common: _Parser) 
     rp.add_argument("-o", "--output", default="text", choices=["text", "json"])
 
     ex = add("explain", "why a pod is where it is, or why a DaemonSet does (not) run on a node")
-    ex.add_argument("type", choices=["pod", "node"])
-    ex.add_argument("name", metavar="NAME")
+    ex.add_argument("objects", nargs="+", metavar="pod|node NAME | pod/NAME | node/NAME")
     ex.add_argument("--ds", metavar="NS/NAME", help="node: the DaemonSet to explain")
     _ns_flags(ex)
-    ex.add_argument("--at", metavar="SEQ|TIME", help="node: as it was at a stream sequence or time")
+    ex.add_argument("--at", metavar="SEQ|DURATION|TIME", help="node: " + _AT_HELP)
 
     au = add("audit", "events and decisions in log order, filtered")
     au.add_argument("--ds", metavar="NS/NAME")
@@ -478,13 +539,26 @@ def _client_commands(sub: argparse._SubParsersAction[_Parser], common: _Parser) 
     ig = add("ingest", "run the ingest service (validates and appends events from other services)")
     ig.add_argument("action", nargs="?", choices=["run"], default="run")
 
+    ve = add("version", "print the client's version, and the NATS server's and the engines' if reachable")
+    ve.add_argument("--client", action="store_true", help="the client's version only (needs no server)")
+    ve.add_argument("-o", "--output", choices=["json", "yaml"], help="json or yaml [text]")
+
+    cp = sub.add_parser(
+        "completion",
+        help="print a shell completion script (bash or zsh)",
+        description="Print a completion script for bash or zsh. Load it in the current shell with "
+        "`source <(dsctl completion bash)` (zsh: `source <(dsctl completion zsh)`), or for every shell "
+        "with `dsctl completion bash > /etc/bash_completion.d/dsctl`.",
+    )
+    cp.add_argument("shell", choices=["bash", "zsh"])
+
     co = add("console", "serve the web console against this deployment (docs/console.md)")
     co.add_argument("--address", default="127.0.0.1", metavar="ADDR", help="address to listen on [127.0.0.1]")
     co.add_argument("--port", type=_port, default=8422, help="port to listen on [8422]")
 
 
 #: commands that only read the log: the auditor's role can do them
-READ_ONLY = frozenset({"get", "describe", "explain", "audit", "replay", "diff", "logs"})
+READ_ONLY = frozenset({"get", "describe", "explain", "audit", "replay", "diff", "logs", "version"})
 
 
 def identities_for(args: argparse.Namespace) -> list[Identity]:
@@ -652,6 +726,13 @@ def _run(args: argparse.Namespace) -> int:
             from engine.cli.console import run_console
 
             return asyncio.run(run_console(settings, host=args.address, port=args.port, out=sys.stdout))
+        case "version":
+            from engine.cli.version import server_versions
+
+            logs.configure(level="error" if "DSCTL_LOG_LEVEL" not in os.environ else None)
+            install_redaction()
+            settings = msgspec.structs.replace(settings, connect_deadline=min(settings.connect_deadline, 5.0))
+            return asyncio.run(server_versions(settings, args.output, sys.stdout))
     from engine.cli.dispatch import run_client
 
     # a one-shot command: only problems reach the terminal (on stderr), as `error: ...` lines mostly
@@ -677,10 +758,25 @@ async def _publish_events(path: str, settings: nats_settings.NatsSettings) -> in
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    words = usage.bare_dry_run(list(sys.argv[1:] if argv is None else argv), DRY_RUN_VERBS, sys.stderr)
+    args, extra = parser.parse_known_args(words)
     if args.command is None:
         parser.print_help()
         return 2
+    verb = usage.verb_parser(parser, args.command)
+    extra = usage.intermix(args, extra, verb)
+    if extra:
+        print(usage.unexpected(args.command, extra, verb), file=sys.stderr)
+        return 2
+    if args.command == "completion":
+        from engine.cli.completion import script
+
+        sys.stdout.write(script(parser, args.shell))
+        return 0
+    if args.command == "version" and args.client:
+        from engine.cli.version import client_version
+
+        return client_version(args.output, sys.stdout)
     try:
         return _run(args)
     except DsctlError as err:

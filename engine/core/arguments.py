@@ -8,10 +8,13 @@ printed by the CLI as ``error: <field>: <reason>`` exactly as before these parse
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Literal
+
+import msgspec
 
 from engine.core import names
 from engine.core.tolerations import TAINT_EFFECTS
@@ -235,3 +238,190 @@ def _requirement(part: str, flag: str) -> LabelSelectorRequirement:
     if part.startswith("!"):
         return LabelSelectorRequirement(key=part[1:].strip(), operator="DoesNotExist")
     return LabelSelectorRequirement(key=part, operator="Exists")
+
+
+# --- objects on the command line: TYPE NAME..., TYPE/NAME..., TYPE,TYPE -----------------------------
+
+
+class Target(msgspec.Struct, frozen=True):
+    """One resource type and the names asked of it, in the order given (none: every object)."""
+
+    kind: Kind
+    names: tuple[str, ...] = ()
+
+
+def parse_targets(args: Sequence[str], verb: str, *, kinds: Sequence[Kind] = ()) -> list[Target]:
+    """kubectl's object arguments: ``TYPE[,TYPE...] [NAME...]`` or ``TYPE/NAME...`` (the two forms not
+    mixed, as kubectl refuses). Types keep the order they were first named in; ``kinds`` (when given)
+    are the only types this verb works on."""
+    if not args:
+        raise InvalidInput(
+            f"you must specify the type of resource to {verb} (daemonsets, pods or nodes), as TYPE NAME "
+            "or TYPE/NAME",
+            "TYPE",
+        )
+    grouped: dict[Kind, list[str]] = {}
+    if any("/" in a for a in args):
+        for a in args:
+            type_, sep, name = a.partition("/")
+            if not sep:
+                raise InvalidInput(
+                    f"there is no need to specify a resource type as a separate argument when passing "
+                    f"arguments in resource/name form (e.g. 'dsctl {verb} resource/<name>' instead of "
+                    f"'dsctl {verb} resource resource/<name>'): {a!r}",
+                    "TYPE/NAME",
+                )
+            if not name or "/" in name or "," in type_:
+                raise InvalidInput(f"{a!r} is not of the form TYPE/NAME", "TYPE/NAME")
+            grouped.setdefault(kind_of(type_), []).append(name)
+    else:
+        types, *names = args
+        for part in types.split(","):
+            if not part:
+                raise InvalidInput(f"empty resource type in {types!r}", "TYPE")
+            grouped.setdefault(kind_of(part), [])
+        for name in names:
+            if not name:
+                raise InvalidInput("a name cannot be empty", "NAME")
+        for kind in grouped:
+            grouped[kind] = list(names)
+    if kinds:
+        for kind in grouped:
+            if kind not in kinds:
+                allowed = " or ".join(kinds)
+                raise InvalidInput(f"{verb} works on {allowed} only, not {kind}", "TYPE")
+    return [Target(kind, tuple(dict.fromkeys(names))) for kind, names in grouped.items()]
+
+
+def parse_node_names(args: Sequence[str], verb: str) -> list[str]:
+    """``cordon``/``uncordon``: ``NODE...`` or ``node/NODE...``."""
+    if not args:
+        raise InvalidInput(f"{verb} needs a node name (NODE or node/NODE)", "NODE")
+    names = []
+    for a in args:
+        type_, sep, name = a.partition("/")
+        if sep:
+            if kind_of(type_) != "nodes":
+                raise InvalidInput(f"{verb} works on nodes only, not {type_!r}", "NODE")
+        else:
+            name = a
+        if not name:
+            raise InvalidInput(f"{a!r} names no node", "NODE")
+        names.append(name)
+    return list(dict.fromkeys(names))
+
+
+def split_edits(args: Sequence[str], verb: str) -> tuple[list[Target], list[str]]:
+    """``label``/``taint``: the objects (``nodes n1 n2`` or ``node/n1``) and the edits after them. An
+    edit has ``=`` or ``:`` in it or ends with ``-`` (no node name can: they are DNS subdomains)."""
+    objects = [a for a in args if not _is_edit(a)]
+    edits = [a for a in args if _is_edit(a)]
+    targets = parse_targets(objects, verb, kinds=("nodes",))
+    if not any(t.names for t in targets):
+        raise InvalidInput(f"{verb} needs a node name (nodes NAME or node/NAME)", "NAME")
+    return targets, edits
+
+
+def _is_edit(arg: str) -> bool:
+    return "=" in arg or ":" in arg or arg.endswith("-")
+
+
+def parse_rollout_args(args: Sequence[str]) -> tuple[str, str | None]:
+    """``rollout ACTION``'s arguments: ``ds/NAME [VALUE]`` or ``daemonset NAME [VALUE]`` -> (NAME,
+    VALUE); VALUE is ``partition``'s N or P%."""
+    if not args:
+        raise InvalidInput("rollout needs a DaemonSet: ds/NAME or daemonset NAME", "RESOURCE")
+    if "/" in args[0]:
+        name, rest = parse_ds_ref(args[0]), list(args[1:])
+    else:
+        if kind_of(args[0]) != "daemonsets":
+            raise InvalidInput(f"rollout works on daemonsets only, not {args[0]!r}", "RESOURCE")
+        if len(args) < 2:
+            raise InvalidInput(f"{args[0]} needs a NAME (daemonset NAME or ds/NAME)", "RESOURCE")
+        name, rest = args[1], list(args[2:])
+    if len(rest) > 1:
+        raise InvalidInput(f"unexpected arguments: {' '.join(rest[1:])}", "RESOURCE")
+    return name, rest[0] if rest else None
+
+
+# --- --dry-run ----------------------------------------------------------------------------------------
+
+DryRun = Literal["none", "client", "server"]
+#: what a bare ``--dry-run`` (no value) is read as; kubectl deprecated that form, meaning client
+BARE_DRY_RUN = "client"
+
+
+def parse_dry_run(text: str, allowed: Sequence[DryRun] = ("none", "client")) -> DryRun:
+    """``--dry-run=none|client|server`` (as kubectl's; ``server`` only where the verb has it)."""
+    value = text.strip().lower()
+    for choice in allowed:
+        if value == choice:
+            return choice
+    raise InvalidInput(f"invalid value {text!r}: must be {', '.join(repr(a) for a in allowed)}", "--dry-run")
+
+
+# --- points in the log for --at --------------------------------------------------------------------------
+
+
+def parse_point(text: str, now: datetime, flag: str = "--at") -> int | datetime:
+    """What ``--at`` takes: a stream sequence (``1234``), a duration back from ``now`` (``5m``, as
+    ``audit --since``), or an RFC 3339 time."""
+    value = text.strip()
+    if value.isdigit():
+        return int(value)
+    try:
+        return now - timedelta(seconds=parse_duration(value, flag))
+    except InvalidInput:
+        pass
+    try:
+        return parse_at(value, flag)
+    except InvalidInput:
+        raise InvalidInput(
+            f"{text!r} is neither a stream sequence, a duration (5m, 1h30m) nor an RFC 3339 time "
+            "(e.g. 2026-11-22T09:00:00Z)",
+            flag,
+        ) from None
+
+
+def check_point(
+    point: int | datetime,
+    *,
+    first_seq: int,
+    last_seq: int,
+    first_time: datetime | None,
+    now: datetime,
+    flag: str = "--at",
+) -> None:
+    """A point the log can answer for: a sequence from the first to the last stored one, a time from
+    the first event to now. Past either end is an error, never silently the present or the empty
+    start."""
+    if isinstance(point, int):
+        if last_seq == 0:
+            raise InvalidInput("the log is empty: there is no sequence to show", flag)
+        if point > last_seq:
+            raise InvalidInput(
+                f"sequence {point} is past the end of the log (last sequence {last_seq})", flag
+            )
+        if point < first_seq:
+            raise InvalidInput(f"sequence {point} is before the first in the log ({first_seq})", flag)
+        return
+    stamp = point.isoformat().replace("+00:00", "Z")
+    if first_time is None:
+        raise InvalidInput("the log is empty: there is no time to show", flag)
+    if point < first_time:
+        first = first_time.isoformat().replace("+00:00", "Z")
+        raise InvalidInput(f"{stamp} is before the first event in the log ({first})", flag)
+    if point > now:
+        raise InvalidInput(f"{stamp} is in the future", flag)
+
+
+# --- did you mean -------------------------------------------------------------------------------------
+
+
+def did_you_mean(word: str, candidates: Sequence[str]) -> str | None:
+    """The closest of ``candidates`` to a mistyped ``word`` (difflib's ratio, at least 0.6), or None.
+    Flags are compared without their dashes, which every flag shares and which would make ``--bogus``
+    look like ``--user``."""
+    bare = {c.lstrip("-"): c for c in candidates}
+    close = difflib.get_close_matches(word.lstrip("-"), list(bare), n=1, cutoff=0.6)
+    return bare[close[0]] if close else None
