@@ -15,15 +15,15 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from typing import Any, Literal, TextIO
+from typing import Any, TextIO
 
 import msgspec
 import yaml
 
-from engine.cli import present
+from engine.cli import columns, jsonpath, present
 from engine.cli.queries import answering, load_state
 from engine.cli.remote import via_service
-from engine.core import selectors
+from engine.core import api_objects, selectors
 from engine.core.arguments import Kind
 from engine.store.event_store import EventStore
 from events.errors import NotFound
@@ -31,7 +31,8 @@ from events.k8s import LabelSelector
 from projections.fold import apply
 from projections.model import ClusterState
 
-Output = Literal["table", "wide", "json", "yaml", "name"]
+#: a fixed format (``columns.FIXED``), or ``jsonpath=TEMPLATE``, or ``custom-columns=NAME:PATH,...``
+Output = str
 
 #: how kubectl names each kind in "not found" errors and in ``-o name``
 RESOURCE = {"daemonsets": "daemonsets.apps", "pods": "pods", "nodes": "nodes"}
@@ -85,40 +86,94 @@ def not_found(q: Query) -> NotFound:
     return NotFound(f'{RESOURCE[q.kind]} "{q.name}" not found')
 
 
-def _dump(obj: Any, fmt: Output) -> str:
+class _KubectlYaml(yaml.SafeDumper):
+    """YAML as kubectl writes it: a string that needs quotes in double quotes (``"1"``, ``""``),
+    several lines as a literal block, no line folded."""
+
+    def choose_scalar_style(self) -> str:
+        style: str = super().choose_scalar_style()
+        value = getattr(self.event, "value", None) or ""
+        if style in ("'", '"') and "\n" in value and getattr(self.analysis, "allow_block", False):
+            return "|"
+        return '"' if style == "'" else style
+
+
+def dump(obj: Any, fmt: str) -> str:
+    """kubectl's printers: keys in order (its objects are maps), JSON indented by 4."""
     if fmt == "json":
-        return json.dumps(obj, indent=4) + "\n"
-    return yaml.safe_dump(obj, sort_keys=False, default_flow_style=False)
+        return json.dumps(obj, indent=4, sort_keys=True) + "\n"
+    text: str = yaml.dump(
+        obj, Dumper=_KubectlYaml, sort_keys=True, default_flow_style=False, allow_unicode=True, width=1 << 30
+    )
+    return text
 
 
 def obj_of(state: ClusterState, kind: Kind, item: Any) -> dict[str, Any]:
     if kind == "daemonsets":
-        return present.daemonset_object(item)
+        return api_objects.daemonset(item)
     if kind == "pods":
-        return present.pod_object(state, item)
-    return present.node_object(item)
+        return api_objects.pod(state, item)
+    return api_objects.node(item)
+
+
+#: --sort-by paths answered from the read model without building objects (the common ones)
+_FAST_SORT: dict[str, Any] = {
+    "{.metadata.name}": lambda i: i.name,
+    "{.metadata.namespace}": lambda i: getattr(i, "namespace", ""),
+    "{.metadata.creationTimestamp}": lambda i: i.created_at,
+}
+
+
+def sort_items(state: ClusterState, q: Query, items: list[Any], sort_by: str) -> list[Any]:
+    """``items`` in ``--sort-by`` order: the path is read from each item's API-shaped object."""
+    template = columns.sort_template(sort_by)
+    fast = _FAST_SORT.get(jsonpath.relaxed(sort_by).replace(" ", ""))
+    if fast is not None:
+        return sorted(items, key=fast)
+    objs = [obj_of(state, q.kind, i) for i in items]
+    return [items[i] for i in columns.sort_order(template, objs, sort_by)]
 
 
 def render(
-    state: ClusterState, q: Query, items: list[Any], fmt: Output, now: float, *, header: bool = True
+    state: ClusterState,
+    q: Query,
+    items: list[Any],
+    fmt: str,
+    now: float,
+    *,
+    header: bool = True,
+    show_labels: bool = False,
 ) -> str:
-    if fmt in ("json", "yaml"):
+    output = columns.parse_output(fmt)
+    single = q.name is not None
+    if output.kind in ("json", "yaml"):
         objs = [obj_of(state, q.kind, i) for i in items]
-        return _dump(objs[0] if q.name is not None and objs else present.as_list(objs), fmt)
-    if fmt == "name":
+        return dump(objs[0] if single and objs else api_objects.as_list(objs), output.kind)
+    if output.template is not None:
+        objs = [obj_of(state, q.kind, i) for i in items]
+        root = objs[0] if single and objs else api_objects.as_list(objs)
+        return jsonpath.execute(output.template, root)
+    if output.columns:
+        objs = [obj_of(state, q.kind, i) for i in items]
+        headers, rows = columns.column_rows(output.columns, objs)
+        text = present.table(headers, rows) if rows else "   ".join(headers).rstrip() + "\n"
+    elif output.kind == "name":
         if not items:
             return ""
         prefix = f"{NAME_PREFIX[q.kind]}/"
         return prefix + ("\n" + prefix).join([i.name for i in items]) + "\n"
-    wide = fmt == "wide"
-    if q.kind == "daemonsets":
-        text = present.ds_rows(items, now, namespaces=q.all_namespaces, wide=wide)
-    elif q.kind == "pods":
-        text = present.pod_rows(state, items, now, namespaces=q.all_namespaces, wide=wide)
     else:
-        text = present.node_rows(items, now, wide=wide)
+        wide = output.kind == "wide"
+        if q.kind == "daemonsets":
+            text = present.ds_rows(items, now, namespaces=q.all_namespaces, wide=wide, labels=show_labels)
+        elif q.kind == "pods":
+            text = present.pod_rows(
+                state, items, now, namespaces=q.all_namespaces, wide=wide, labels=show_labels
+            )
+        else:
+            text = present.node_rows(items, now, wide=wide, labels=show_labels)
     if not header:
-        return "".join(text.splitlines(keepends=True)[1:])
+        return text[text.find("\n") + 1 :] if text else text
     return text
 
 
@@ -126,15 +181,29 @@ async def get(
     store: EventStore,
     nc: Any,
     q: Query,
-    fmt: Output,
+    fmt: str,
     out: TextIO,
     err: TextIO,
     *,
     at: Any = None,
     watch: bool = False,
+    show_labels: bool = False,
+    no_headers: bool = False,
+    sort_by: str | None = None,
 ) -> int:
+    """List (or show) what ``q`` selects in the format ``fmt`` (a fixed one, ``jsonpath=TEMPLATE`` or
+    ``custom-columns=NAME:PATH,...``); templates are checked before anything is read."""
+    columns.parse_output(fmt)
+    if sort_by:
+        columns.sort_template(sort_by)
     if at is None and not watch and not answering():
-        args = {"query": msgspec.to_builtins(q), "fmt": fmt}
+        args = {
+            "query": msgspec.to_builtins(q),
+            "fmt": fmt,
+            "show_labels": show_labels,
+            "no_headers": no_headers,
+            "sort_by": sort_by,
+        }
         code = await via_service(nc, store, "get", args, out, err)
         if code is not None:
             return code
@@ -143,25 +212,35 @@ async def get(
     items = select(state, q)
     if q.name is not None and not items and not watch:
         raise not_found(q)
-    if not items and fmt not in ("json", "yaml"):
+    if sort_by and len(items) > 1:
+        items = sort_items(state, q, items, sort_by)
+    if not items and not columns.parse_output(fmt).objects:
         where = "" if q.kind == "nodes" or q.all_namespaces else f" in {q.namespace} namespace"
         print(f"No resources found{where}.", file=err)
     else:
-        out.write(render(state, q, items, fmt, now))
+        out.write(render(state, q, items, fmt, now, header=not no_headers, show_labels=show_labels))
     out.flush()
     if not watch:
         return 0
-    return await _watch(store, state, q, fmt, out)
+    return await _watch(store, state, q, fmt, out, show_labels=show_labels)
 
 
-async def _watch(store: EventStore, state: ClusterState, q: Query, fmt: Output, out: TextIO) -> int:
+async def _watch(
+    store: EventStore, state: ClusterState, q: Query, fmt: str, out: TextIO, *, show_labels: bool = False
+) -> int:
     """Print a row (or object) each time one of the selected objects changes, until interrupted."""
 
     def snapshot_rows(now: float) -> dict[str, str]:
         rows = {}
         for item in select(state, q):
             rows[getattr(item, "name", "") + "/" + getattr(item, "namespace", "")] = render(
-                state, msgspec.structs.replace(q, name=item.name), [item], fmt, now, header=False
+                state,
+                msgspec.structs.replace(q, name=item.name),
+                [item],
+                fmt,
+                now,
+                header=False,
+                show_labels=show_labels,
             )
         return rows
 

@@ -9,27 +9,22 @@ printing happen in the caller, so the commands stay about what they read and thi
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import msgspec
 
-from engine.core import selectors
+from engine.core import api_objects, selectors
 from engine.core.eligibility import placement
 from engine.core.progress import controls
-from engine.core.tolerations import with_daemon_tolerations
-from events.k8s import REVISION_HASH_LABEL, PodTemplate, scheduling_spec
+from events.k8s import REVISION_HASH_LABEL, PodTemplate
 from events.types import DecisionRecorded, Event, PodEvent
-from projections.lookups import owner_revision
 from projections.model import ClusterState, DaemonSetState, NodeState, PodState, Revision
 
 _to_builtins = msgspec.to_builtins
 
 
-def rfc3339(ts: float | None) -> str | None:
-    if ts is None:
-        return None
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+rfc3339 = api_objects.rfc3339
 
 
 def age(ts: float, now: float) -> str:
@@ -64,136 +59,16 @@ def table(headers: list[str], rows: list[list[str]]) -> str:
     return "\n".join(out) + "\n"
 
 
-# --- objects ---------------------------------------------------------------------------------------------
+# --- objects (shaped as the API server returns them: engine.core.api_objects) -----------------------------
 
-
-def template_of(state: ClusterState, pod: PodState) -> PodTemplate | None:
-    """The template a pod was created from: its owner's revision with the pod's hash."""
-    found = owner_revision(state, pod.owner_uid, pod.revision_hash, pod.namespace)
-    return found[1].template if found is not None else None
-
-
-def daemonset_object(ds: DaemonSetState) -> dict[str, Any]:
-    spec = _to_builtins(ds.spec)
-    metadata: dict[str, Any] = {
-        "name": ds.name,
-        "namespace": ds.namespace,
-        "uid": ds.uid,
-        "generation": ds.generation,
-        "creationTimestamp": rfc3339(ds.created_at),
-        "labels": dict(ds.labels),
-        "annotations": {
-            **ds.annotations,
-            "deprecated.daemonset.template.generation": str(ds.template_generation or ds.generation),
-        },
-    }
-    if ds.deleted_at is not None:
-        metadata["deletionTimestamp"] = rfc3339(ds.deleted_at)
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "DaemonSet",
-        "metadata": metadata,
-        "spec": spec,
-        "status": _status_object(ds),
-    }
-
-
-def _status_object(ds: DaemonSetState) -> dict[str, Any]:
-    """The status as kubectl shows it: ``conditions`` only when there are any (omitempty upstream;
-    only a guarded DaemonSet has them, docs/rollout-control.md)."""
-    status: dict[str, Any] = _to_builtins(ds.status)
-    if not status.get("conditions"):
-        status.pop("conditions", None)
-    return status
+template_of = api_objects.pod_template
+daemonset_object = api_objects.daemonset
+node_object = api_objects.node
+as_list = api_objects.as_list
 
 
 def pod_object(state: ClusterState, pod: PodState) -> dict[str, Any]:
-    template = template_of(state, pod)
-    spec: dict[str, Any] = dict(template.spec) if template is not None else {}
-    annotations = dict(template.metadata.annotations) if template is not None else {}
-    try:
-        sched = scheduling_spec(template) if template is not None else None
-    except msgspec.ValidationError:
-        sched = None
-    tolerations = with_daemon_tolerations(
-        sched.tolerations if sched else (), sched.host_network if sched else False
-    )
-    affinity = dict(spec.get("affinity") or {})
-    affinity["nodeAffinity"] = {
-        **(affinity.get("nodeAffinity") or {}),
-        "requiredDuringSchedulingIgnoredDuringExecution": {
-            "nodeSelectorTerms": [
-                {"matchFields": [{"key": "metadata.name", "operator": "In", "values": [pod.node]}]}
-            ]
-        },
-    }
-    spec.update(
-        nodeName=pod.node,
-        tolerations=[_to_builtins(t) for t in tolerations],
-        affinity=affinity,
-    )
-    metadata: dict[str, Any] = {
-        "name": pod.name,
-        "namespace": pod.namespace,
-        "uid": pod.uid,
-        "creationTimestamp": rfc3339(pod.created_at),
-        "labels": {**pod.labels, REVISION_HASH_LABEL: pod.revision_hash}
-        if pod.revision_hash
-        else dict(pod.labels),
-        "annotations": annotations,
-    }
-    if pod.owner_uid:
-        metadata["ownerReferences"] = [
-            {
-                "apiVersion": "apps/v1",
-                "kind": "DaemonSet",
-                "name": pod.owner_name,
-                "uid": pod.owner_uid,
-                "controller": True,
-                "blockOwnerDeletion": True,
-            }
-        ]
-    if pod.deletion_timestamp is not None:
-        metadata["deletionTimestamp"] = rfc3339(pod.deletion_timestamp)
-    ready_since = rfc3339(pod.ready_since) if pod.ready_since is not None else None
-    status: dict[str, Any] = {
-        "phase": pod.phase,
-        "conditions": [
-            {
-                "type": "Ready",
-                "status": "True" if pod.ready else "False",
-                "lastTransitionTime": ready_since or rfc3339(pod.created_at),
-            }
-        ],
-        "startTime": rfc3339(pod.created_at),
-    }
-    return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": spec, "status": status}
-
-
-def node_object(node: NodeState) -> dict[str, Any]:
-    spec: dict[str, Any] = {}
-    if node.taints:
-        spec["taints"] = [_to_builtins(t) for t in node.taints]
-    if node.unschedulable:
-        spec["unschedulable"] = True
-    return {
-        "apiVersion": "v1",
-        "kind": "Node",
-        "metadata": {
-            "name": node.name,
-            "labels": dict(node.labels),
-            "creationTimestamp": rfc3339(node.created_at),
-        },
-        "spec": spec,
-        "status": {
-            "conditions": [_to_builtins(c) for c in node.conditions.values()],
-            "capacity": dict(node.capacity),
-        },
-    }
-
-
-def as_list(items: list[dict[str, Any]]) -> dict[str, Any]:
-    return {"apiVersion": "v1", "kind": "List", "items": items, "metadata": {"resourceVersion": ""}}
+    return api_objects.pod(state, pod)
 
 
 # --- tables ------------------------------------------------------------------------------------------------
@@ -206,7 +81,19 @@ def node_selector_text(template: PodTemplate) -> str:
     return ",".join(f"{k}={v}" for k, v in sorted(where.node_selector.items()))
 
 
-def ds_rows(items: list[DaemonSetState], now: float, *, namespaces: bool, wide: bool) -> str:
+def labels_text(labels: dict[str, str]) -> str:
+    """The LABELS column of ``--show-labels``: ``k=v,k2=v2`` in key order, ``<none>`` for none."""
+    return ",".join(f"{k}={v}" for k, v in sorted(labels.items())) or "<none>"
+
+
+def pod_labels(pod: PodState) -> dict[str, str]:
+    """A pod's labels as its object shows them (the revision hash label included)."""
+    return {**pod.labels, REVISION_HASH_LABEL: pod.revision_hash} if pod.revision_hash else pod.labels
+
+
+def ds_rows(
+    items: list[DaemonSetState], now: float, *, namespaces: bool, wide: bool, labels: bool = False
+) -> str:
     headers = ["NAME", "DESIRED", "CURRENT", "READY", "UP-TO-DATE", "AVAILABLE", "NODE SELECTOR", "AGE"]
     if wide:
         headers += ["CONTAINERS", "IMAGES", "SELECTOR"]
@@ -232,8 +119,10 @@ def ds_rows(items: list[DaemonSetState], now: float, *, namespaces: bool, wide: 
                 ",".join(str(c.get("image", "")) for c in containers if isinstance(c, dict)) or "<none>",
                 selectors.describe(ds.spec.selector),
             ]
+        if labels:
+            row.append(labels_text(ds.labels))
         rows.append([ds.namespace, *row] if namespaces else row)
-    return table(headers, rows)
+    return table([*headers, "LABELS"] if labels else headers, rows)
 
 
 def pod_status(pod: PodState) -> str:
@@ -248,7 +137,15 @@ def container_count(state: ClusterState, pod: PodState) -> int:
     return len(containers) if isinstance(containers, list) and containers else 1
 
 
-def pod_rows(state: ClusterState, items: list[PodState], now: float, *, namespaces: bool, wide: bool) -> str:
+def pod_rows(
+    state: ClusterState,
+    items: list[PodState],
+    now: float,
+    *,
+    namespaces: bool,
+    wide: bool,
+    labels: bool = False,
+) -> str:
     headers = ["NAME", "READY", "STATUS", "RESTARTS", "AGE"]
     if wide:
         headers += ["IP", "NODE", "NOMINATED NODE", "READINESS GATES"]
@@ -260,8 +157,10 @@ def pod_rows(state: ClusterState, items: list[PodState], now: float, *, namespac
         row = [pod.name, f"{n if pod.ready else 0}/{n}", pod_status(pod), "0", age(pod.created_at, now)]
         if wide:
             row += ["<none>", pod.node, "<none>", "<none>"]
+        if labels:
+            row.append(labels_text(pod_labels(pod)))
         rows.append([pod.namespace, *row] if namespaces else row)
-    return table(headers, rows)
+    return table([*headers, "LABELS"] if labels else headers, rows)
 
 
 def node_status(node: NodeState) -> str:
@@ -280,7 +179,8 @@ def node_roles(node: NodeState) -> str:
     return ",".join(roles) or "<none>"
 
 
-def node_rows(items: list[NodeState], now: float, *, wide: bool) -> str:
+def node_rows(items: list[NodeState], now: float, *, wide: bool, labels: bool = False) -> str:
+    """kubectl's node columns (``wide`` adds TAINTS and LABELS, so ``labels`` adds nothing more there)."""
     headers = ["NAME", "STATUS", "ROLES", "AGE", "VERSION"]
     if wide:
         headers += ["TAINTS", "LABELS"]
@@ -291,10 +191,12 @@ def node_rows(items: list[NodeState], now: float, *, wide: bool) -> str:
             row += [
                 ",".join(f"{t.key}{'=' + t.value if t.value else ''}:{t.effect}" for t in node.taints)
                 or "<none>",
-                ",".join(f"{k}={v}" for k, v in sorted(node.labels.items())) or "<none>",
+                labels_text(node.labels),
             ]
+        elif labels:
+            row.append(labels_text(node.labels))
         rows.append(row)
-    return table(headers, rows)
+    return table([*headers, "LABELS"] if labels and not wide else headers, rows)
 
 
 def revision_rows(revisions: list[Revision]) -> str:
@@ -408,7 +310,7 @@ def describe_pod(state: ClusterState, pod: PodState, events: list[EventRow], now
         f"Namespace:        {pod.namespace}",
         f"Node:             {pod.node}",
         f"Start Time:       {obj['status']['startTime']}",
-        *kv_lines("Labels:           ", obj["metadata"]["labels"]),
+        *kv_lines("Labels:           ", obj["metadata"].get("labels", {})),
         f"Status:           {pod_status(pod)}",
         f"Controlled By:    DaemonSet/{pod.owner_name}" if pod.owner_uid else "Controlled By:    <none>",
         "Conditions:",

@@ -57,7 +57,17 @@ class Answers:
         store, nc = self.store, self.nc
         if verb == "get":
             q = msgspec.convert(a["query"], get_verb.Query)
-            return await get_verb.get(store, nc, q, a["fmt"], out, err)
+            return await get_verb.get(
+                store,
+                nc,
+                q,
+                a["fmt"],
+                out,
+                err,
+                show_labels=bool(a.get("show_labels")),
+                no_headers=bool(a.get("no_headers")),
+                sort_by=a.get("sort_by") or None,
+            )
         if verb == "describe":
             return await describe_verb.describe(store, nc, a["kind"], a["name"], a["namespace"], out)
         if verb == "explain":
