@@ -16,6 +16,7 @@ import msgspec
 from engine.core import selectors
 from engine.core.plan import Plan, PlannedCreate, PlannedDelete
 from engine.core.pod_template import pod_name
+from engine.core.uids import stable_uuid
 from events.ids import stable_id
 from events.k8s import scheduling_spec
 from events.types import (
@@ -79,7 +80,7 @@ def _create(
         node=item.node,
         namespace=ds.namespace,
         pod_name=name,
-        pod_uid=stable_id(ds.uid, item.node, state.seq, "pod"),
+        pod_uid=stable_uuid(ds.uid, item.node, state.seq, "pod"),
         owner_uid=ds.uid,
         owner_name=ds.name,
         revision_hash=item.revision or ds.template_hash,
