@@ -1,0 +1,90 @@
+"""Who may read a pod's log (``dsctl logs``, engine/executor/pod_logs.py) on a server secured as ``dsctl
+up`` secures it: the admin and the auditor ask node1's executor and get the pod's lines; the publisher,
+the ingest service, the engine and another node's executor are refused by the server, asking as well as
+listening to the answers, and another node's executor can neither take node1's requests nor answer them.
+A node without an executor is an error at once, not a wait."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+
+from engine.cli.logs import NoExecutor, logs, read_log
+from engine.executor.pod_logs import LogRequest
+from engine.security.roles import Identity, Role, permissions
+from events.subjects import logs_reply, logs_request
+from tests.security.conftest import ADMIN, AUDITOR, ENGINE, FLEET, INGEST, NODE2, PUBLISHER, World
+
+pytestmark = [pytest.mark.integration]
+
+
+async def test_the_admin_and_the_auditor_read_a_pods_log(world: World) -> None:
+    pod = world.pod_on("node1")
+    for role in (ADMIN, AUDITOR):
+        out = io.StringIO()
+        nc = await world.bus.connect(role)
+        assert await logs(nc, pod.name, "default", follow=False, tail=-1, out=out) == 0
+        said = [line.split(" ", 1)[1] for line in out.getvalue().splitlines()]
+        assert said == ["created", "started", "ready"], (role, out.getvalue())
+    assert world.bus.violations() == []
+
+
+@pytest.mark.parametrize("role", [PUBLISHER, INGEST, ENGINE, NODE2], ids=str)
+async def test_other_roles_may_not_ask_for_a_log_nor_read_the_answers(world: World, role: Identity) -> None:
+    pod = world.pod_on("node1")
+    nc = await world.bus.connect(role)
+    request = LogRequest(id="", node="node1", namespace="default", name=pod.name, uid=pod.uid)
+    lines = []
+    with pytest.raises(NoExecutor):  # its request never reached the executor: nobody answers
+        async for text in read_log(nc, request, timeout=1.0):
+            lines.append(text)
+    assert lines == []
+    await world.bus.refused(role, logs_request("node1"))
+    refused = {(v.kind, v.subject) for v in world.bus.violations() if v.who == role.name}
+    # it could not listen to its own answers either, let alone another reader's
+    assert any(kind == "Subscription" and s.startswith(logs_reply("node1", "")) for kind, s in refused), (
+        refused
+    )
+
+
+async def test_another_nodes_executor_can_neither_take_nor_answer_node1s_requests(world: World) -> None:
+    nc = await world.bus.connect(NODE2)
+    await nc.subscribe(logs_request("node1"))
+    await nc.subscribe(logs_request())
+    await nc.publish(
+        logs_reply("node1", "someone"), b'{"request": "x", "responder": "forged", "text": "lies"}'
+    )
+    await nc.flush()
+    await world.bus.refused(NODE2, logs_request("node1"))
+    await world.bus.refused(NODE2, logs_request())
+    await world.bus.refused(NODE2, logs_reply("node1", "someone"))
+    # node1's executor still answers the auditor, and only with the pod's own lines
+    out = io.StringIO()
+    auditor = await world.bus.connect(AUDITOR)
+    assert await logs(auditor, world.pod_on("node1").name, "default", follow=False, tail=1, out=out) == 0
+    assert out.getvalue().endswith(" ready\n"), out.getvalue()
+
+
+async def test_a_node_without_an_executor_is_an_error_at_once(world: World) -> None:
+    nc = await world.bus.connect(AUDITOR)
+    request = LogRequest(id="", node="node2", namespace="default", name="agent-x")
+    # the server says nobody listens (a 503 to the reply subject): not the 30 s wait for an answer
+    with pytest.raises(
+        NoExecutor, match=r"no executor answers for node node2: nobody serves dse\.logs\.node2"
+    ):
+        async for _ in read_log(nc, request, timeout=30):
+            pass
+
+
+def test_the_table_gives_logs_to_the_executor_of_the_node_the_fleet_the_admin_and_the_auditor() -> None:
+    node = permissions(Identity(Role.EXECUTOR, "web-1.rack2"))
+    assert "dse.logs.web-1_rack2" in node.subscribe and "dse.logs.web-1_rack2.*" in node.publish
+    assert node.responses == 0  # answers go under its node's subject, never to an inbox
+    fleet = permissions(FLEET)
+    assert "dse.logs.*" in fleet.subscribe and "dse.logs.*.*" in fleet.publish
+    auditor = permissions(AUDITOR)
+    assert "dse.logs.*" in auditor.publish and "dse.logs.*.*" in auditor.subscribe
+    for identity in (PUBLISHER, INGEST, ENGINE):
+        perms = permissions(identity)
+        assert not [s for s in (*perms.publish, *perms.subscribe) if s.startswith("dse.logs.")], identity
