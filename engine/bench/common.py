@@ -107,7 +107,7 @@ class Row:
 def fmt(value: float | None, unit: str) -> str:
     if value is None:
         return "-"
-    if unit in ("ev/s", "ops/s"):
+    if unit in ("ev/s", "ops/s", "req/s"):
         return f"{value:,.0f} {unit}"
     if unit == "s":
         return f"{value:.2f} s"

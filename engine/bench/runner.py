@@ -18,6 +18,7 @@ import structlog
 
 from engine.bench.common import Row, fmt
 from engine.bench.fanout import fanout
+from engine.bench.ingest_service import ingest_service
 from engine.bench.live import convergence, latency
 from engine.bench.memory import memory
 from engine.bench.pure import fold, scaling
@@ -30,6 +31,9 @@ from engine.store.embedded import find_binary, server_version
 #: (quick: ``fanout`` starts a 3-node cluster and two worker processes, ~20 s alone, 60 s on a busy box)
 QUICK_LIMIT = 120.0
 FULL_LIMIT = 420.0
+#: full-size scenarios that need longer: ``verify`` first builds a million-event log with the real
+#: reconciler (about 5 minutes on 2 busy cores), then reads it four times
+FULL_LIMITS = {"verify": 1500.0}
 
 Scenario = Callable[[bool], Awaitable[list[Row]]]
 
@@ -43,6 +47,7 @@ SCENARIOS: dict[str, Scenario] = {
     "memory": memory,
     "scaling": scaling,
     "fanout": fanout,
+    "ingest-service": ingest_service,
     "soak": soak,
 }
 
@@ -143,7 +148,7 @@ async def run_bench(
             t0 = time.perf_counter()
             print(f"bench: {name} ...", file=sys.stderr, flush=True)
             try:
-                limit = QUICK_LIMIT if quick else FULL_LIMIT
+                limit = QUICK_LIMIT if quick else FULL_LIMITS.get(name, FULL_LIMIT)
                 if name == "soak":
                     limit = plan(quick, minutes).minutes * 60 + SOAK_MARGIN
                 async with asyncio.timeout(limit):

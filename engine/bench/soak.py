@@ -112,6 +112,8 @@ class _Window:
     latencies: dict[str, list[float]] = field(default_factory=dict)
     missed: dict[str, int] = field(default_factory=dict)
     lags: list[int] = field(default_factory=list)
+    #: (ms, kind, node or DaemonSet, stream seq of the event): the slowest few, to look into
+    slowest: list[tuple[float, str, str, int]] = field(default_factory=list)
     appended: int = 0
     ops: dict[str, int] = field(default_factory=dict)
 
@@ -247,7 +249,12 @@ class Driver:
                 hit = p.node in nodes
             if hit:
                 del self.pending[key]
-                self.window.latencies.setdefault(p.kind, []).append((now - p.started) * 1000)
+                ms = (now - p.started) * 1000
+                self.window.latencies.setdefault(p.kind, []).append(ms)
+                slowest = self.window.slowest
+                slowest.append((round(ms, 1), p.kind, p.node or p.ds or key, p.seq))
+                slowest.sort(reverse=True)
+                del slowest[5:]
 
     def expire(self) -> None:
         now = time.perf_counter()
@@ -255,6 +262,7 @@ class Driver:
             if now - p.started > DECISION_TIMEOUT:
                 del self.pending[key]
                 self.window.missed[p.kind] = self.window.missed.get(p.kind, 0) + 1
+                self.window.slowest.insert(0, (-1.0, p.kind, p.node or p.ds or key, p.seq))
 
     def take_window(self) -> _Window:
         window, self.window = self.window, _Window()
@@ -326,6 +334,7 @@ def _latency_figures(latencies: dict[str, list[float]]) -> dict[str, Any]:
         "latency_p99_ms": percentile(every, 99) if every else None,
         "latency_max_ms": max(every) if every else None,
         "latency_by_kind_p50_ms": {k: percentile(v, 50) for k, v in sorted(latencies.items()) if v},
+        "latency_by_kind_max_ms": {k: max(v) for k, v in sorted(latencies.items()) if v},
     }
 
 
@@ -417,6 +426,8 @@ async def _sample(nc: Client, server_pid: int | None, driver: Driver, start: flo
         "lag_max": max(lags),
         **_latency_figures(window.latencies),
         "missed": dict(window.missed),
+        "slowest": [list(x) for x in window.slowest],
+        "latencies_ms": [round(x, 2) for values in window.latencies.values() for x in values],
         "stream_messages": stream["messages"],
         "stream_bytes": stream["bytes"],
         "appended": window.appended,
