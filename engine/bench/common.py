@@ -210,3 +210,18 @@ def vm_status(pid: int | str = "self") -> dict[str, int]:
             if key in ("VmHWM", "VmRSS"):
                 out[key] = int(rest.split()[0])
     return out
+
+
+def ready_curve(ready_at: Sequence[float], start: float, pods: int, bound: float) -> dict[str, Any]:
+    """The ``convergence`` chart's series (engine/bench/plot.py): pods Ready against seconds since
+    ``start``, thinned to about a thousand points, and ``bound``, the reports-only time."""
+    times = sorted(t - start for t in ready_at)
+    step = max(1, len(times) // 1000)
+    keep = [i for i in range(len(times)) if i % step == 0 or i == len(times) - 1]
+    return {
+        "kind": "convergence",
+        "pods": pods,
+        "bound_s": bound,
+        "t_s": [round(times[i], 4) for i in keep],
+        "ready": [i + 1 for i in keep],
+    }

@@ -5,7 +5,8 @@ draws the same charts later (``python -m engine.bench --plot DIR --from-json FIL
 
 - ``convergence.png``: pods Ready over time for each convergence run, against the reports-only bound
   (the pod reports published alone, at the rate the baseline measured) — series kind ``convergence``:
-  ``{"pods": N, "ready_s": [seconds at which each pod became Ready], "bound_s": baseline seconds}``;
+  ``{"pods": N, "t_s": [seconds], "ready": [pods Ready by then], "bound_s": baseline seconds}``
+  (``common.ready_curve``);
 - ``latency.png``: the distribution (histogram and CDF) of the latency scenario's samples — kind
   ``latency``: ``{"samples_ms": [...], "first_ms": [...]}``;
 - ``soak.png``: the soak's engine RSS, projection lag and decision latency per sample, and
@@ -46,12 +47,11 @@ def convergence_chart(items: list[tuple[dict[str, Any], Series]], directory: str
     fig, ax = plt.subplots(figsize=(8, 4.5))
     for row, series in items:
         pods = int(series["pods"])
-        ready = sorted(float(t) for t in series["ready_s"])
-        if not ready:
+        times = [float(t) for t in series["t_s"]]
+        counts = [int(c) for c in series["ready"]]
+        if not times:
             continue
-        (line,) = ax.step(
-            [0.0, *ready], [0, *range(1, len(ready) + 1)], where="post", label=f"{pods:,} pods: engine"
-        )
+        (line,) = ax.step([0.0, *times], [0, *counts], where="post", label=f"{pods:,} pods: engine")
         bound = float(series.get("bound_s") or 0.0)
         if bound > 0:
             ax.plot(
@@ -64,7 +64,7 @@ def convergence_chart(items: list[tuple[dict[str, Any], Series]], directory: str
         if row.get("value") is not None:
             ax.annotate(
                 f"{float(row['value']):.1f} s",
-                (ready[-1], len(ready)),
+                (times[-1], counts[-1]),
                 textcoords="offset points",
                 xytext=(4, -12),
                 fontsize=8,
