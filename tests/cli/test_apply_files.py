@@ -287,3 +287,406 @@ def test_directory_recursive_repeated_f_and_stdin(up: Up, tmp_path: Path) -> Non
     for name in ("dir-a", "dir-b", "dir-c", "rep-one", "rep-two", "stdin-node"):
         assert f"daemonset.apps/{name}" in names, names
     wait_for("stdin-node converged", lambda: converged(up, "stdin-node", "calico-system"), timeout=60)
+
+
+# ---- a CSI node plugin and a log shipper, as their projects publish them ----
+
+#: a CSI node plugin, as the Kubernetes CSI docs ("Deploying a CSI Driver on Kubernetes") lay one out:
+#: RBAC, a ConfigMap, the CSIDriver object, and the DaemonSet pairing node-driver-registrar with the
+#: privileged plugin, over hostPath sockets and the kubelet's pods directory (Bidirectional mounts)
+CSI = """\
+apiVersion: v1
+kind: ServiceAccount
+metadata:
+  name: csi-nodeplugin
+  namespace: kube-system
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata:
+  name: csi-nodeplugin
+rules:
+- apiGroups: [""]
+  resources: ["nodes"]
+  verbs: ["get", "list", "watch"]
+- apiGroups: ["storage.k8s.io"]
+  resources: ["csinodes", "volumeattachments"]
+  verbs: ["get", "list", "watch"]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata:
+  name: csi-nodeplugin
+subjects:
+- kind: ServiceAccount
+  name: csi-nodeplugin
+  namespace: kube-system
+roleRef:
+  kind: ClusterRole
+  name: csi-nodeplugin
+  apiGroup: rbac.authorization.k8s.io
+---
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: csi-nodeplugin-config
+  namespace: kube-system
+data:
+  config.json: |
+    {"driverName": "hostpath.csi.example.com", "logLevel": 5}
+---
+apiVersion: storage.k8s.io/v1
+kind: CSIDriver
+metadata:
+  name: hostpath.csi.example.com
+spec:
+  attachRequired: false
+  podInfoOnMount: true
+  volumeLifecycleModes:
+  - Persistent
+  - Ephemeral
+---
+kind: DaemonSet
+apiVersion: apps/v1
+metadata:
+  name: csi-nodeplugin
+  namespace: kube-system
+  labels:
+    app.kubernetes.io/name: csi-nodeplugin
+spec:
+  selector:
+    matchLabels:
+      app.kubernetes.io/name: csi-nodeplugin
+  updateStrategy:
+    type: RollingUpdate
+    rollingUpdate:
+      maxUnavailable: 1
+  template:
+    metadata:
+      labels:
+        app.kubernetes.io/name: csi-nodeplugin
+    spec:
+      serviceAccountName: csi-nodeplugin
+      priorityClassName: system-node-critical
+      hostNetwork: true
+      containers:
+      - name: node-driver-registrar
+        image: registry.k8s.io/sig-storage/csi-node-driver-registrar:v2.10.1
+        args:
+        - "--v=5"
+        - "--csi-address=/csi/csi.sock"
+        - "--kubelet-registration-path=/var/lib/kubelet/plugins/hostpath.csi.example.com/csi.sock"
+        env:
+        - name: KUBE_NODE_NAME
+          valueFrom:
+            fieldRef:
+              apiVersion: v1
+              fieldPath: spec.nodeName
+        volumeMounts:
+        - name: socket-dir
+          mountPath: /csi
+        - name: registration-dir
+          mountPath: /registration
+      - name: hostpath-plugin
+        image: registry.example.com/csi/hostpathplugin:v1.14.0
+        args:
+        - "--drivername=hostpath.csi.example.com"
+        - "--endpoint=$(CSI_ENDPOINT)"
+        - "--nodeid=$(KUBE_NODE_NAME)"
+        env:
+        - name: CSI_ENDPOINT
+          value: unix:///csi/csi.sock
+        - name: KUBE_NODE_NAME
+          valueFrom:
+            fieldRef:
+              apiVersion: v1
+              fieldPath: spec.nodeName
+        securityContext:
+          privileged: true
+        ports:
+        - containerPort: 9898
+          name: healthz
+          protocol: TCP
+        livenessProbe:
+          failureThreshold: 5
+          httpGet:
+            path: /healthz
+            port: healthz
+          initialDelaySeconds: 10
+          timeoutSeconds: 3
+          periodSeconds: 2
+        volumeMounts:
+        - name: socket-dir
+          mountPath: /csi
+        - name: mountpoint-dir
+          mountPath: /var/lib/kubelet/pods
+          mountPropagation: Bidirectional
+        - name: plugins-dir
+          mountPath: /var/lib/kubelet/plugins
+          mountPropagation: Bidirectional
+        - name: dev-dir
+          mountPath: /dev
+        - name: config
+          mountPath: /etc/csi
+          readOnly: true
+      volumes:
+      - name: socket-dir
+        hostPath:
+          path: /var/lib/kubelet/plugins/hostpath.csi.example.com
+          type: DirectoryOrCreate
+      - name: mountpoint-dir
+        hostPath:
+          path: /var/lib/kubelet/pods
+          type: DirectoryOrCreate
+      - name: registration-dir
+        hostPath:
+          path: /var/lib/kubelet/plugins_registry
+          type: Directory
+      - name: plugins-dir
+        hostPath:
+          path: /var/lib/kubelet/plugins
+          type: Directory
+      - name: dev-dir
+        hostPath:
+          path: /dev
+          type: Directory
+      - name: config
+        configMap:
+          name: csi-nodeplugin-config
+"""
+
+#: a log shipper, as Fluent Bit's Kubernetes docs deploy it: its own Namespace, RBAC to read pod
+#: metadata, the configuration in a ConfigMap, and a DaemonSet that tolerates the control-plane taints
+#: (a node's logs are wanted from every node) and reads the host's /var/log
+LOG_SHIPPER = """\
+apiVersion: v1
+kind: Namespace
+metadata:
+  name: logging
+---
+apiVersion: v1
+kind: ServiceAccount
+metadata:
+  name: fluent-bit
+  namespace: logging
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata:
+  name: fluent-bit-read
+rules:
+- apiGroups: [""]
+  resources:
+  - namespaces
+  - pods
+  verbs: ["get", "list", "watch"]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata:
+  name: fluent-bit-read
+roleRef:
+  apiGroup: rbac.authorization.k8s.io
+  kind: ClusterRole
+  name: fluent-bit-read
+subjects:
+- kind: ServiceAccount
+  name: fluent-bit
+  namespace: logging
+---
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: fluent-bit-config
+  namespace: logging
+  labels:
+    k8s-app: fluent-bit
+data:
+  fluent-bit.conf: |
+    [SERVICE]
+        Flush         1
+        Log_Level     info
+        Daemon        off
+        Parsers_File  parsers.conf
+        HTTP_Server   On
+        HTTP_Listen   0.0.0.0
+        HTTP_Port     2020
+
+    [INPUT]
+        Name              tail
+        Tag               kube.*
+        Path              /var/log/containers/*.log
+        multiline.parser  docker, cri
+        DB                /var/log/flb_kube.db
+        Mem_Buf_Limit     5MB
+        Skip_Long_Lines   On
+        Refresh_Interval  10
+
+    [FILTER]
+        Name                kubernetes
+        Match               kube.*
+        Kube_URL            https://kubernetes.default.svc:443
+        Merge_Log           On
+        K8S-Logging.Parser  On
+        K8S-Logging.Exclude Off
+
+    [OUTPUT]
+        Name            es
+        Match           *
+        Host            ${FLUENT_ELASTICSEARCH_HOST}
+        Port            ${FLUENT_ELASTICSEARCH_PORT}
+        Logstash_Format On
+        Replace_Dots    On
+        Retry_Limit     False
+  parsers.conf: |
+    [PARSER]
+        Name        json
+        Format      json
+        Time_Key    time
+        Time_Format %d/%b/%Y:%H:%M:%S %z
+---
+apiVersion: apps/v1
+kind: DaemonSet
+metadata:
+  name: fluent-bit
+  namespace: logging
+  labels:
+    k8s-app: fluent-bit-logging
+    version: v1
+    kubernetes.io/cluster-service: "true"
+spec:
+  selector:
+    matchLabels:
+      k8s-app: fluent-bit-logging
+  template:
+    metadata:
+      labels:
+        k8s-app: fluent-bit-logging
+        version: v1
+        kubernetes.io/cluster-service: "true"
+      annotations:
+        prometheus.io/scrape: "true"
+        prometheus.io/port: "2020"
+        prometheus.io/path: /api/v1/metrics/prometheus
+    spec:
+      containers:
+      - name: fluent-bit
+        image: cr.fluentbit.io/fluent/fluent-bit:3.0.4
+        imagePullPolicy: Always
+        ports:
+        - containerPort: 2020
+        env:
+        - name: FLUENT_ELASTICSEARCH_HOST
+          value: "elasticsearch"
+        - name: FLUENT_ELASTICSEARCH_PORT
+          value: "9200"
+        resources:
+          limits:
+            memory: 200Mi
+          requests:
+            cpu: 100m
+            memory: 100Mi
+        volumeMounts:
+        - name: varlog
+          mountPath: /var/log
+        - name: varlibdockercontainers
+          mountPath: /var/lib/docker/containers
+          readOnly: true
+        - name: fluent-bit-config
+          mountPath: /fluent-bit/etc/
+      terminationGracePeriodSeconds: 10
+      volumes:
+      - name: varlog
+        hostPath:
+          path: /var/log
+      - name: varlibdockercontainers
+        hostPath:
+          path: /var/lib/docker/containers
+      - name: fluent-bit-config
+        configMap:
+          name: fluent-bit-config
+      serviceAccountName: fluent-bit
+      tolerations:
+      - key: node-role.kubernetes.io/control-plane
+        operator: Exists
+        effect: NoSchedule
+      - key: node-role.kubernetes.io/master
+        operator: Exists
+        effect: NoSchedule
+      - operator: "Exists"
+        effect: "NoExecute"
+"""
+
+#: (file, DaemonSet, namespace, pod label selector, the demo nodes its pods land on, skipped lines)
+SHAPED = {
+    "csi": (
+        CSI,
+        "csi-nodeplugin",
+        "kube-system",
+        "app.kubernetes.io/name=csi-nodeplugin",
+        # no toleration: not on node1, the demo's tainted control-plane node
+        ["node2", "node3"],
+        [
+            "serviceaccount/csi-nodeplugin skipped: not managed by dsctl",
+            "clusterrole.rbac.authorization.k8s.io/csi-nodeplugin skipped: not managed by dsctl",
+            "clusterrolebinding.rbac.authorization.k8s.io/csi-nodeplugin skipped: not managed by dsctl",
+            "configmap/csi-nodeplugin-config skipped: not managed by dsctl",
+            "csidriver.storage.k8s.io/hostpath.csi.example.com skipped: not managed by dsctl",
+        ],
+    ),
+    "log-shipper": (
+        LOG_SHIPPER,
+        "fluent-bit",
+        "logging",
+        "k8s-app=fluent-bit-logging",
+        ["node1", "node2", "node3"],
+        [
+            "namespace/logging skipped: not managed by dsctl",
+            "serviceaccount/fluent-bit skipped: not managed by dsctl",
+            "clusterrole.rbac.authorization.k8s.io/fluent-bit-read skipped: not managed by dsctl",
+            "clusterrolebinding.rbac.authorization.k8s.io/fluent-bit-read skipped: not managed by dsctl",
+            "configmap/fluent-bit-config skipped: not managed by dsctl",
+        ],
+    ),
+}
+
+
+@pytest.mark.parametrize("shape", sorted(SHAPED))
+def test_collect_csi_and_log_shipper_files(shape: str) -> None:
+    text, name, _, _, _, skipped = SHAPED[shape]
+    gathered = collect([Source(f"{shape}.yaml", text)], None, strict=False)
+    assert [d["kind"] for d in gathered.managed] == ["DaemonSet"]
+    assert gathered.lines([f"daemonset.apps/{name} created"]) == [*skipped, f"daemonset.apps/{name} created"]
+
+
+def _running_on(up: Up, namespace: str, selector: str) -> list[str]:
+    """The nodes of the selected pods that ``dsctl get pods`` shows Running."""
+    r = dsctl(up, "get", "pods", "-n", namespace, "-l", selector, "-o", "json")
+    if r.returncode != 0:
+        return []
+    return sorted(
+        p["spec"]["nodeName"] for p in json.loads(r.stdout)["items"] if p["status"]["phase"] == "Running"
+    )
+
+
+def _any_pod(up: Up, namespace: str, selector: str) -> bool:
+    r = dsctl(up, "get", "pods", "-n", namespace, "-l", selector, "-o", "name")
+    assert r.returncode == 0, r.stderr
+    return bool(r.stdout.split())
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+@pytest.mark.parametrize("shape", sorted(SHAPED))
+def test_csi_and_log_shipper_files_apply_whole_and_delete_whole(up: Up, tmp_path: Path, shape: str) -> None:
+    text, name, namespace, selector, nodes, skipped = SHAPED[shape]
+    path = tmp_path / f"{shape}.yaml"
+    path.write_text(text)
+    assert ok(up, "apply", "-f", str(path)).splitlines() == [*skipped, f"daemonset.apps/{name} created"]
+    wait_for(f"{name} on {nodes}", lambda: _running_on(up, namespace, selector) == nodes, timeout=60)
+    assert f"daemonset.apps/{name}" in _names(up, "ds", "-n", namespace)
+
+    out = ok(up, "delete", "-f", str(path)).splitlines()
+    assert out == [f'daemonset.apps "{name}" deleted', *skipped]
+    wait_for(f"{name}'s pods gone", lambda: not _any_pod(up, namespace, selector), timeout=60)
+    assert f"daemonset.apps/{name}" not in _names(up, "ds", "-n", namespace)
