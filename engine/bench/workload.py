@@ -1,7 +1,7 @@
 """Synthetic but realistic logs for the benchmarks: what a fleet's history looks like.
 
 Everything is built with the engine's own helpers (manifest parsing and ``apply_daemonset`` for the
-DaemonSets, ``daemon_pod_template``/``pod_name``/``stable_id`` for the commands and pods), so the events
+DaemonSets, ``pod_name``/``stable_id`` for the commands and pods), so the events
 decode, fold and reconcile exactly like the ones a running engine and fleet executor would write:
 
 - ``node.registered`` for every node (labels, a Ready condition, capacity);
@@ -25,10 +25,10 @@ from typing import Any
 import msgspec
 
 from engine.core.manifests import apply_daemonset, parse_daemonset
-from engine.core.pod_template import daemon_pod_template, node_affinity_term, pod_name
+from engine.core.pod_template import pod_name
 from events.envelope import Envelope, wrap
 from events.ids import stable_id
-from events.k8s import REVISION_HASH_LABEL, NodeCondition, PodTemplate
+from events.k8s import REVISION_HASH_LABEL, NodeCondition
 from events.types import (
     CreatePod,
     DaemonSetApplied,
@@ -117,39 +117,24 @@ class History:
         self.nodes = [node_name(i, node_prefix) for i in range(nodes)]
         self.daemonsets = daemonsets
         self.seq = start_seq
-        self.scratch = ClusterState()  # the DaemonSets only, for templates
+        self.scratch = ClusterState()  # the DaemonSets only
         self.pods: dict[tuple[int, str], _Pod] = {}
-        self._templates: dict[str, PodTemplate] = {}
         self.images: dict[int, int] = {}
 
-    def _wrap(self, event: Event, causation: str = "") -> Envelope:
+    def _wrap(self, event: Event, causation: str = "", key: str = "") -> Envelope:
         at = T0 + timedelta(milliseconds=self.seq)
-        key = stable_id("bench-event", self.seq, event.TAG)
+        key = key or stable_id("bench-event", self.seq, event.TAG)
         env = wrap(event, id=key, occurred_at=at, source=SOURCE, causation_id=causation)
         self.seq += 1
         return env
 
     def _report(self, event: PodEvent) -> Envelope:
-        env = self._wrap(event, event.command_id)
+        # the executor's id for a report (its correlation id too), hashed once
         event_id = stable_id("report", event.TAG, event.namespace, event.name, event.command_id)
-        return msgspec.structs.replace(env, id=event_id, correlation_id=event_id)
+        return self._wrap(event, event.command_id, event_id)
 
     def ds(self, index: int) -> DaemonSetState:
         return self.scratch.daemonsets[f"kube-system/agent-{index:02d}"]
-
-    def _template(self, ds: DaemonSetState, node: str) -> PodTemplate:
-        base = self._templates.get(ds.template_hash)
-        if base is None:
-            base = daemon_pod_template(ds, "")
-            self._templates[ds.template_hash] = base
-        affinity = {
-            "nodeAffinity": {
-                "requiredDuringSchedulingIgnoredDuringExecution": {
-                    "nodeSelectorTerms": [node_affinity_term(node)]
-                }
-            }
-        }
-        return msgspec.structs.replace(base, spec={**base.spec, "affinity": affinity})
 
     def register_nodes(self) -> Iterator[Envelope]:
         for i, name in enumerate(self.nodes):
@@ -209,7 +194,9 @@ class History:
                 owner_uid=ds.uid,
                 owner_name=ds.name,
                 revision_hash=ds.template_hash,
-                template=self._template(ds, node),
+                # recorded by revision, as the engine records it (engine/core/decision.py): the
+                # template travels on the command stream only
+                template=None,
             )
             commands.append(cmd)
             reasons.append(
