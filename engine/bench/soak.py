@@ -7,7 +7,8 @@ process is the driver: it registers a fleet (``nodes`` x ``daemonsets`` plus one
 
 - node churn, one operation every ``churn_every`` seconds: a new node joins, a node is removed, a
   node's labels change (``soak/agent`` toggled: the selector DaemonSet's pod created or deleted), or its
-  taints change (a ``NoExecute`` taint added or removed: every pod there deleted or created again);
+  taints change (a ``NoExecute`` taint added or removed: every pod there deleted or created again; a
+  tenth of the fleet is kept tainted);
   the fleet stays within a few nodes of its starting size;
 - rollouts: every ``rollout_every`` seconds one DaemonSet, in turn, gets a new image.
 
@@ -204,6 +205,11 @@ class Driver:
             return
         if not free:
             return
+        if kind == "taint":
+            # taint until a tenth of the fleet is, then lift taints: the fleet's shape stays the same
+            tainted = sum(1 for n in self.nodes.values() if n.tainted)
+            want = tainted < max(1, len(self.nodes) // 10)
+            free = [n for n in free if self.nodes[n].tainted != want] or free
         name = self.rng.choice(free)
         node = self.nodes[name]
         if kind == "remove":
