@@ -187,7 +187,9 @@ class Controller:
             now = time.monotonic()
             acts = isinstance(event, NODE_ACTION_REPORTS)
             for key in keys:
-                sched.pod_reported(key, event.node, acts=acts, pace=self._pace(state, key), now=now)
+                sched.pod_reported(
+                    key, event.node, acts=acts, pace=self._pace(state, key), now=now, folded=state.seq
+                )
         else:
             for key in keys:  # a DaemonSet fact, a node removal
                 sched.daemonset_changed(key)

@@ -29,7 +29,10 @@ The rules, in the order a key meets them:
   (urgent: before fleet-wide work already queued); the key counts as node-scoped work pending until
   served, and full reconciles yield to that work (``SCOPED_FIRST``).
 - **A pod report**: none while the DaemonSet has commands in flight (docs/upstream-semantics.md A.8:
-  only status can change, and the answer to the last command triggers the next step); a report after
+  only status can change, and the answer to the last command triggers the next step), counting those
+  of a decision recorded but not folded yet, and those of a full reconcile that was running when the
+  report came (its status refresh is dropped when it recorded commands: at 50,000 pods every batch
+  of creates was followed by a status-only full reconcile, half of all reconciles); a report after
   which the pod's node may need a command (failed, succeeded, deleted, evicted) makes that node owed,
   at once; any other report defers a full reconcile (``full_delay``), so a burst makes one.
 - **A DaemonSet fact, a node removal, the answer to the last command in flight, becoming leader**: a
@@ -191,6 +194,9 @@ class KeyState(msgspec.Struct):
     yields: int = 0
     #: failed attempts in a row (for the backoff); a success resets it
     failures: int = 0
+    #: the key's last decision that issued commands: until the projection folds it, its commands are
+    #: in flight though the state does not show them yet
+    commanded: int = 0
 
 
 class Scheduler:
@@ -272,12 +278,18 @@ class Scheduler:
         self._scoped_pending.add(key)
         self._ops.append(Add(key, urgent=True))
 
-    def pod_reported(self, key: str, node: str, *, acts: bool, pace: Pace, now: float) -> None:
-        """A pod report; ``acts``: the pod failed, finished or went, so its node may need a command."""
+    def pod_reported(
+        self, key: str, node: str, *, acts: bool, pace: Pace, now: float, folded: int | None = None
+    ) -> None:
+        """A pod report; ``acts``: the pod failed, finished or went, so its node may need a command.
+        ``folded``: the sequence the projection has folded (None: unknown)."""
         if not self.leading or pace is Pace.IN_FLIGHT:
             # commands in flight: nothing but status can change until they are answered
             # (docs/upstream-semantics.md A.8), and the answer to the last one triggers the next step
             # (commands_answered)
+            return
+        if folded is not None and self.state(key).commanded > folded:
+            # the same, for commands recorded but not folded yet (the state does not show them)
             return
         if acts:
             self.state(key).nodes.add(node)
@@ -381,6 +393,12 @@ class Scheduler:
         if not self.leading:
             return
         ks.failures = 0
+        if outcome.commands and ks.full_due is not None and not ks.full_now:
+            # reports folded while it ran owed a status refresh; its commands are in flight now, so
+            # that refresh could only recount status, and the answer to the last command brings the
+            # next full reconcile anyway (as ``pod_reported`` while commands are in flight)
+            ks.full_due = None
+            self._ops.append(CancelTimer(key))
         self._recorded(key, outcome)
         self._finished(key, now)
 
@@ -421,6 +439,7 @@ class Scheduler:
         if outcome.seq:
             ks.min_seq = outcome.seq
         if outcome.commands:
+            ks.commanded = max(ks.commanded, outcome.seq)
             # should no answer ever come, look again when the commands expire
             self._ops.append(AddAfter(key, COMMANDS_EXPIRE))
             self.commanded_seq = max(self.commanded_seq, outcome.seq)

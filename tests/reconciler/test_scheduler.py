@@ -65,8 +65,10 @@ def node(key: str, name: str) -> Input:
     return lambda s, now: s.node_changed(key, name)
 
 
-def report(key: str, name: str, *, acts: bool = False, pace: Pace = Pace.AT_REST) -> Input:
-    return lambda s, now: s.pod_reported(key, name, acts=acts, pace=pace, now=now)
+def report(
+    key: str, name: str, *, acts: bool = False, pace: Pace = Pace.AT_REST, folded: int | None = None
+) -> Input:
+    return lambda s, now: s.pod_reported(key, name, acts=acts, pace=pace, now=now, folded=folded)
 
 
 def answered(key: str) -> Input:
@@ -252,6 +254,34 @@ COMMANDS_IN_FLIGHT = [
     Row(1.32, full_step("ds", folded=13), [CancelTimer("ds")], Full()),
 ]
 
+A_BATCH_OF_CREATES_IS_NOT_FOLLOWED_BY_A_STATUS_RECONCILE = [
+    *settled("ds"),
+    Row(1.0, answered("ds"), [Add("ds", FULL)]),
+    Row(1.0, full_step("ds"), [], Yield(until=1.2, sent_through=0)),
+    Row(1.0, full_step("ds"), [], Yield(until=1.2, sent_through=0)),
+    Row(1.0, full_step("ds"), [CancelTimer("ds")], Full()),
+    # the last batch's pods turn ready while the next batch is decided: a status refresh is owed...
+    Row(1.01, report("ds", "n1", pace=Pace.ROLLING, folded=10), [AddAfter("ds", FULL_FOLLOW_UP)]),
+    # ...until the reconcile records commands: in flight, only status could change (A.8)
+    Row(
+        1.03,
+        full_done("ds", Outcome(seq=12, commands=250)),
+        [CancelTimer("ds"), AddAfter("ds", COMMANDS_EXPIRE)],
+    ),
+    # recorded, not folded yet: the state shows no command in flight, the scheduler knows better
+    Row(1.04, report("ds", "n2", pace=Pace.ROLLING, folded=11)),
+    Row(1.04, report("ds", "n3", acts=True, pace=Pace.ROLLING, folded=11)),
+    Row(1.05, report("ds", "n4", pace=Pace.IN_FLIGHT, folded=12)),
+    # the answer to the last command brings the next batch
+    Row(2.0, answered("ds"), [Add("ds", FULL)]),
+    # with no commands recorded, a report while it ran still owes the refresh
+    Row(2.0, full_step("ds", folded=12), [], Yield(until=2.2, sent_through=12)),
+    Row(2.0, full_step("ds", folded=12), [], Yield(until=2.2, sent_through=12)),
+    Row(2.0, full_step("ds", folded=12), [CancelTimer("ds")], Full()),
+    Row(2.01, report("ds", "n5", pace=Pace.ROLLING, folded=13), [AddAfter("ds", FULL_FOLLOW_UP)]),
+    Row(2.03, full_done("ds", Outcome(seq=14)), [AddAfter("ds", 0.03)]),
+]
+
 LEADERSHIP_LOST_MID_RECONCILE = [
     Row(0.0, lead("a", "b"), [Add("a"), Add("b")]),
     Row(0.0, start_scoped("a"), [Add("a", FULL)], Skip()),
@@ -324,6 +354,7 @@ A_NODE_LANE_RESULT_THAT_NEEDS_THE_FULL_LANE = [
         pytest.param(A_BURST_OF_POD_REPORTS, id="burst-of-pod-reports"),
         pytest.param(AN_URGENT_KEY_RE_ADDED_WHILE_IN_PROGRESS, id="urgent-re-add-in-progress"),
         pytest.param(COMMANDS_IN_FLIGHT, id="commands-in-flight"),
+        pytest.param(A_BATCH_OF_CREATES_IS_NOT_FOLLOWED_BY_A_STATUS_RECONCILE, id="batch-no-status-after"),
         pytest.param(LEADERSHIP_LOST_MID_RECONCILE, id="leadership-lost-mid-reconcile"),
         pytest.param(RETRIES_BACK_OFF_PER_KEY, id="retries-back-off-per-key"),
         pytest.param(A_NODE_LANE_RESULT_THAT_NEEDS_THE_FULL_LANE, id="scoped-needs-full"),
