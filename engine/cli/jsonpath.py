@@ -217,6 +217,8 @@ class _Parser:
     def subscript(self) -> Step:
         self.skip_space()
         c = self.peek()
+        if not c:
+            raise self.fail("unclosed '[' (expected ']')")
         if c in ("'", '"'):
             names = _dotted(self.string(raw=True))
             return Field(names[0]) if len(names) == 1 else Fields(tuple(names))
@@ -228,9 +230,9 @@ class _Parser:
             self.skip_space()
             if self.peek() == ":":
                 colons += 1
-                self.i += 1
                 if colons > 2:
                     raise self.fail("a slice has at most start:end:step")
+                self.i += 1
                 continue
             break
         if colons == 0:
@@ -399,7 +401,7 @@ def _closed(out: list[Node], i: int, top: bool) -> tuple[list[Node], int]:
 def _action_end(source: str, brace: int) -> int:
     """The index of the ``}`` closing the action at ``brace`` (quotes may hold braces)."""
     i = brace + 1
-    quote = ""
+    quote, opened = "", 0
     while i < len(source):
         c = source[i]
         if quote:
@@ -409,12 +411,14 @@ def _action_end(source: str, brace: int) -> int:
             if c == quote:
                 quote = ""
         elif c in ("'", '"'):
-            quote = c
+            quote, opened = c, i
         elif c == "{":
             raise _Error("'{' inside an action", i)
         elif c == "}":
             return i
         i += 1
+    if quote:
+        raise _Error(f"unterminated string (expected {quote})", opened)
     raise _Error("unclosed '{' (expected '}')", brace)
 
 
