@@ -4,9 +4,10 @@ request/reply, so it works from any machine that reaches the bus (as ``kubectl l
 **The exchange.** A reader publishes a ``LogRequest`` on ``dse.logs.<node>`` (``subjects.logs_request``)
 with a reply subject of its own under ``dse.logs.<node>.<reader>`` (``subjects.logs_reply``). The
 executor serving the node (or a fleet, for a node without one) answers with ``LogPart`` messages, in
-order, the last marked ``last``: the text since the cursor, each part at most ``part_bytes`` of text (JSON
-escapes a control byte in six characters, so an eighth of the server's max_payload), at most
-``MAX_PARTS`` parts per answer (``more``: ask again from the cursor).
+order, the first at once (empty if need be: it tells the reader an executor is there), the last marked
+``last``: the text since the cursor, each part at most ``part_bytes`` of text (JSON escapes a control
+byte in six characters, so an eighth of the server's max_payload), at most ``MAX_PARTS`` parts per
+answer (``more``: ask again from the cursor).
 
 **Following** (``-f``): one request is served for ``FOLLOW_WINDOW`` seconds (new lines sent as they
 come, read every ``POLL_SECONDS``), then its answer ends and the reader asks again from the cursor it
@@ -207,7 +208,7 @@ class PodLogServer:
             caught_up = not read.more
             more = read.more and sent + 1 >= MAX_PARTS
             final = more or (caught_up and (not req.follow or ended or loop.time() >= deadline))
-            if read.text or final:
+            if read.text or final or sent == 0:  # the first part at once: the reader knows it is heard
                 await self._send(
                     reply,
                     part(

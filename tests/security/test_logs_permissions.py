@@ -6,12 +6,16 @@ A node without an executor is an error at once, not a wait."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 
 import pytest
 
+from engine.cli import logs as cli_logs
 from engine.cli.logs import NoExecutor, logs, read_log
-from engine.executor.pod_logs import LogRequest
+from engine.cli.operations import request_pod_delete
+from engine.executor import pod_logs
+from engine.executor.pod_logs import LogRequest, decode_part, encode_request
 from engine.security.roles import Identity, Role, permissions
 from events.subjects import logs_reply, logs_request
 from tests.security.conftest import ADMIN, AUDITOR, ENGINE, FLEET, INGEST, NODE2, PUBLISHER, World
@@ -88,3 +92,47 @@ def test_the_table_gives_logs_to_the_executor_of_the_node_the_fleet_the_admin_an
     for identity in (PUBLISHER, INGEST, ENGINE):
         perms = permissions(identity)
         assert not [s for s in (*perms.publish, *perms.subscribe) if s.startswith("dse.logs.")], identity
+
+
+async def test_the_auditor_follows_a_log_across_answers_until_the_pod_is_gone(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A follow is a chain of requests, each served for a window and renewed from its cursor: short
+    windows here, so the chain is long, and no line is lost or repeated along it."""
+    monkeypatch.setattr(pod_logs, "FOLLOW_WINDOW", 0.2)
+    monkeypatch.setattr(cli_logs, "FOLLOW_WINDOW", 0.2)
+    pod = world.pod_on("node1")
+    admin = await world.bus.connect(ADMIN)
+    asked = await admin.subscribe(logs_request("node1"))
+    out = io.StringIO()
+    follow = asyncio.ensure_future(
+        logs(await world.bus.connect(AUDITOR), pod.name, "default", follow=True, tail=-1, out=out)
+    )
+    try:
+        for _ in range(4):  # the first request and three renewals
+            await asked.next_msg(timeout=10)
+        assert not follow.done()
+        await request_pod_delete(admin, pod)
+        assert await asyncio.wait_for(follow, timeout=30) == 0
+    finally:
+        follow.cancel()
+    said = [line.split(" ", 1)[1] for line in out.getvalue().splitlines()]
+    assert said == ["created", "started", "ready", "stopping (grace 30s)", "stopped"], out.getvalue()
+
+
+async def test_every_answer_says_at_once_that_it_is_heard(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A follow's renewal with nothing new to say gets its first part at once, not at the end of its
+    window: otherwise a reader could not tell a quiet pod from a dead executor."""
+    monkeypatch.setattr(pod_logs, "FOLLOW_WINDOW", 600.0)
+    pod = world.pod_on("node1")
+    nc = await world.bus.connect(AUDITOR)
+    reply = logs_reply("node1", "quiet")
+    answers = await nc.subscribe(reply)
+    ask = LogRequest(
+        id="r1", node="node1", namespace="default", name=pod.name, uid=pod.uid, follow=True, cursor=3
+    )
+    await nc.publish(logs_request("node1"), encode_request(ask), reply=reply)
+    first = decode_part((await answers.next_msg(timeout=10)).data)
+    assert (first.request, first.text, first.cursor, first.last) == ("r1", "", 3, False)
