@@ -108,7 +108,7 @@ def script(parser: argparse.ArgumentParser, shell: str) -> str:
     body = _TEMPLATE.format(
         verbs=shlex.quote(" ".join(verbs)),
         types=shlex.quote(kinds),
-        all_types=shlex.quote(" ".join(KINDS)),
+        all_types=" ".join(KINDS),
         flags=_case(flags),
         valued=_case(valued),
         values=_case(values),
@@ -116,15 +116,25 @@ def script(parser: argparse.ArgumentParser, shell: str) -> str:
         object_verbs=_case(OBJECT_VERBS),
     )
     if shell == "zsh":
-        return _ZSH_HEAD + body
+        return _ZSH_HEAD + body.replace(_BASH_TAIL, _ZSH_TAIL)
     return body
 
 
 _ZSH_HEAD = """\
 #compdef dsctl
 # zsh completion for dsctl: the bash completion, through bashcompinit
-autoload -U +X compinit && compinit
+# load it: source <(dsctl completion zsh)
+(( $+functions[compdef] )) || { autoload -U +X compinit && compinit; }
 autoload -U +X bashcompinit && bashcompinit
+"""
+_BASH_TAIL = "complete -F _dsctl dsctl\n"
+# the bash function indexes arrays from 0, as bash does: ksharrays for its run only
+_ZSH_TAIL = """\
+__dsctl_zsh() {
+    setopt localoptions ksharrays
+    _dsctl "$@"
+}
+complete -F __dsctl_zsh dsctl
 """
 
 # {{ }} are literal braces (str.format)
@@ -194,8 +204,14 @@ _dsctl() {{
             --*=*)
                 if [[ "${{w%%=*}}" == "--namespace" ]]; then ns=(-n "${{w#*=}}"); fi
                 ;;
+            =)
+                # bash splits --flag=value at the = (COMP_WORDBREAKS): the next word is the value
+                skip=1
+                flag="${{COMP_WORDS[i-1]}}"
+                ;;
             -*)
-                if [[ " $(__dsctl_valued "$verb") $(__dsctl_valued "") " == *" $w "* ]]; then
+                if [[ "${{COMP_WORDS[i+1]}}" != "=" &&
+                    " $(__dsctl_valued "$verb") $(__dsctl_valued "") " == *" $w "* ]]; then
                     skip=1
                     flag="$w"
                 fi
@@ -215,7 +231,15 @@ _dsctl() {{
         return 0
     fi
 
-    # the value of a flag
+    # the value of a flag: --flag VALUE, --flag=VALUE as one word, or split at the = by bash
+    if [[ "$cur" == "=" && "$prev" == -* ]]; then
+        COMPREPLY=($(compgen -P "=" -W "$(__dsctl_values "$verb" "$prev")" -- ""))
+        return 0
+    fi
+    if [[ "$prev" == "=" ]]; then
+        COMPREPLY=($(compgen -W "$(__dsctl_values "$verb" "${{COMP_WORDS[COMP_CWORD-2]}}")" -- "$cur"))
+        return 0
+    fi
     if ((skip)); then
         local values
         values="$(__dsctl_values "$verb" "$flag")"

@@ -298,7 +298,7 @@ def test_get_at_shows_the_past(up: Up) -> None:
     first = json.loads(ok(up, "audit", "--type", "daemonset.applied", "-o", "json", "--limit", "1"))[0]
     past = ok(up, "get", "ds", "-A", "--at", str(first["seq"]))
     assert len(past.splitlines()) == 2, past  # the header and the one DaemonSet applied by then
-    assert "is neither a stream sequence nor an RFC 3339 time" in fails(up, "get", "ds", "--at", "yesterday")
+    assert "is neither a stream sequence, a duration" in fails(up, "get", "ds", "--at", "yesterday")
 
 
 def test_explain_pod_and_node(up: Up) -> None:

@@ -314,3 +314,238 @@ def test_parse_label_selector(text: str, requirements: list[LabelSelectorRequire
 def test_parse_label_selector_refusals(text: str, reason: str) -> None:
     err = refused(lambda: arguments.parse_label_selector(text))
     assert (err.field, err.reason) == ("--selector", reason)
+
+
+# --- objects: TYPE NAME..., TYPE/NAME..., TYPE,TYPE --------------------------------------------------
+
+T = arguments.Target
+
+
+@pytest.mark.parametrize(
+    ("args", "targets"),
+    [
+        (["ds"], [T("daemonsets")]),
+        (["ds", "a"], [T("daemonsets", ("a",))]),
+        (["daemonset.apps", "a", "b"], [T("daemonsets", ("a", "b"))]),
+        (["nodes", "n1", "n2", "n1"], [T("nodes", ("n1", "n2"))]),
+        (["ds,nodes"], [T("daemonsets"), T("nodes")]),
+        (["po,ds,pods"], [T("pods"), T("daemonsets")]),
+        (["ds,no", "x"], [T("daemonsets", ("x",)), T("nodes", ("x",))]),
+        (["ds/a"], [T("daemonsets", ("a",))]),
+        (["ds/a", "daemonset/b", "node/n1"], [T("daemonsets", ("a", "b")), T("nodes", ("n1",))]),
+        (["no/n1", "ds/a", "nodes/n2"], [T("nodes", ("n1", "n2")), T("daemonsets", ("a",))]),
+        (["DaemonSet/a"], [T("daemonsets", ("a",))]),
+    ],
+)
+def test_parse_targets(args: list[str], targets: list[arguments.Target]) -> None:
+    assert arguments.parse_targets(args, "get") == targets
+
+
+NO_SVC = 'the server doesn\'t have a resource type "svc" (use daemonsets, pods or nodes)'
+
+
+@pytest.mark.parametrize(
+    ("args", "field", "reason"),
+    [
+        ([], "TYPE", "you must specify the type of resource to get (daemonsets, pods or nodes), as "
+         "TYPE NAME or TYPE/NAME"),
+        (["ds", "ds/a"], "TYPE/NAME", "there is no need to specify a resource type as a separate argument "
+         "when passing arguments in resource/name form (e.g. 'dsctl get resource/<name>' instead of "
+         "'dsctl get resource resource/<name>'): 'ds'"),
+        (["ds/"], "TYPE/NAME", "'ds/' is not of the form TYPE/NAME"),
+        (["ds/a/b"], "TYPE/NAME", "'ds/a/b' is not of the form TYPE/NAME"),
+        (["ds,no/a"], "TYPE/NAME", "'ds,no/a' is not of the form TYPE/NAME"),
+        (["ds,"], "TYPE", "empty resource type in 'ds,'"),
+        (["ds,svc"], "TYPE", NO_SVC),
+        (["svc/a"], "TYPE", NO_SVC),
+        (["ds", ""], "NAME", "a name cannot be empty"),
+    ],
+)  # fmt: skip
+def test_parse_targets_refusals(args: list[str], field: str, reason: str) -> None:
+    err = refused(lambda: arguments.parse_targets(args, "get"))
+    assert (err.field, err.reason) == (field, reason)
+
+
+def test_parse_targets_keeps_a_verb_to_its_kinds() -> None:
+    assert arguments.parse_targets(["pod/p"], "explain", kinds=("pods", "nodes")) == [T("pods", ("p",))]
+    err = refused(lambda: arguments.parse_targets(["ds", "x"], "explain", kinds=("pods", "nodes")))
+    assert (err.field, err.reason) == ("TYPE", "explain works on pods or nodes only, not daemonsets")
+
+
+@pytest.mark.parametrize(
+    ("args", "names"),
+    [(["n1"], ["n1"]), (["node/n1", "n2"], ["n1", "n2"]), (["no/n1", "nodes/n1"], ["n1"])],
+)
+def test_parse_node_names(args: list[str], names: list[str]) -> None:
+    assert arguments.parse_node_names(args, "cordon") == names
+
+
+@pytest.mark.parametrize(
+    ("args", "reason"),
+    [
+        ([], "cordon needs a node name (NODE or node/NODE)"),
+        (["pod/p"], "cordon works on nodes only, not 'pod'"),
+        (["node/"], "'node/' names no node"),
+    ],
+)
+def test_parse_node_names_refusals(args: list[str], reason: str) -> None:
+    assert refused(lambda: arguments.parse_node_names(args, "cordon")).reason == reason
+
+
+@pytest.mark.parametrize(
+    ("args", "nodes", "edits"),
+    [
+        (["nodes", "n1", "a=b"], ["n1"], ["a=b"]),
+        (["node/n1", "node/n2", "a=b", "c-"], ["n1", "n2"], ["a=b", "c-"]),
+        (["no", "n1", "n2", "k=v:NoSchedule", "k:NoExecute-"], ["n1", "n2"],
+         ["k=v:NoSchedule", "k:NoExecute-"]),
+        (["nodes", "n1", "dedicated-"], ["n1"], ["dedicated-"]),
+    ],
+)  # fmt: skip
+def test_split_edits(args: list[str], nodes: list[str], edits: list[str]) -> None:
+    targets, got = arguments.split_edits(args, "label")
+    assert [n for t in targets for n in t.names] == nodes
+    assert got == edits
+
+
+@pytest.mark.parametrize(
+    ("args", "reason"),
+    [
+        (["nodes", "a=b"], "label needs a node name (nodes NAME or node/NAME)"),
+        (["ds", "x", "a=b"], "label works on nodes only, not daemonsets"),
+    ],
+)
+def test_split_edits_refusals(args: list[str], reason: str) -> None:
+    assert refused(lambda: arguments.split_edits(args, "label")).reason == reason
+
+
+@pytest.mark.parametrize(
+    ("args", "parsed"),
+    [
+        (["ds/web"], ("web", None)),
+        (["daemonset", "web"], ("web", None)),
+        (["daemonsets.apps", "web", "40%"], ("web", "40%")),
+        (["ds/web", "2"], ("web", "2")),
+    ],
+)
+def test_parse_rollout_args(args: list[str], parsed: tuple[str, str | None]) -> None:
+    assert arguments.parse_rollout_args(args) == parsed
+
+
+@pytest.mark.parametrize(
+    ("args", "reason"),
+    [
+        ([], "rollout needs a DaemonSet: ds/NAME or daemonset NAME"),
+        (["daemonset"], "daemonset needs a NAME (daemonset NAME or ds/NAME)"),
+        (["pods", "x"], "rollout works on daemonsets only, not 'pods'"),
+        (["ds/web", "1", "2"], "unexpected arguments: 2"),
+    ],
+)
+def test_parse_rollout_args_refusals(args: list[str], reason: str) -> None:
+    err = refused(lambda: arguments.parse_rollout_args(args))
+    assert (err.field, err.reason) == ("RESOURCE", reason)
+
+
+# --- --dry-run -------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "allowed", "value"),
+    [
+        ("client", ("none", "client"), "client"),
+        ("None", ("none", "client"), "none"),
+        ("server", ("none", "client", "server"), "server"),
+    ],
+)
+def test_parse_dry_run(text: str, allowed: tuple[arguments.DryRun, ...], value: str) -> None:
+    assert arguments.parse_dry_run(text, allowed) == value
+
+
+def test_parse_dry_run_refuses_server_where_the_verb_has_none() -> None:
+    err = refused(lambda: arguments.parse_dry_run("server"))
+    assert (err.field, err.reason) == ("--dry-run", "invalid value 'server': must be 'none', 'client'")
+
+
+# --- --at ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "point"),
+    [
+        ("1234", 1234),
+        ("0", 0),
+        ("5m", NOW - timedelta(minutes=5)),
+        ("1h30m", NOW - timedelta(hours=1, minutes=30)),
+        ("90s", NOW - timedelta(seconds=90)),
+        ("2026-11-22T08:00:00Z", datetime(2026, 11, 22, 8, 0, tzinfo=UTC)),
+        ("2026-11-22T08:00:00", datetime(2026, 11, 22, 8, 0, tzinfo=UTC)),
+        ("2026-11-22T10:00:00+02:00", datetime(2026, 11, 22, 8, 0, tzinfo=UTC)),
+    ],
+)
+def test_parse_point_takes_what_since_takes_and_sequences(text: str, point: int | datetime) -> None:
+    assert arguments.parse_point(text, NOW) == point
+
+
+@pytest.mark.parametrize("text", ["yesterday", "5 m", "-3", "m5"])
+def test_parse_point_refusals(text: str) -> None:
+    err = refused(lambda: arguments.parse_point(text, NOW))
+    assert err.field == "--at"
+    assert err.reason == (
+        f"{text!r} is neither a stream sequence, a duration (5m, 1h30m) nor an RFC 3339 time "
+        "(e.g. 2026-11-22T09:00:00Z)"
+    )
+
+
+FIRST = NOW - timedelta(hours=1)
+LOG = {"first_seq": 3, "last_seq": 40, "first_time": FIRST, "now": NOW}
+
+
+@pytest.mark.parametrize(
+    "point", [3, 40, 17, FIRST, NOW, NOW - timedelta(minutes=5)]
+)  # fmt: skip
+def test_check_point_accepts_the_log_from_end_to_end(point: int | datetime) -> None:
+    arguments.check_point(point, **LOG)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("point", "log", "reason"),
+    [
+        (41, LOG, "sequence 41 is past the end of the log (last sequence 40)"),
+        (2, LOG, "sequence 2 is before the first in the log (3)"),
+        (0, LOG, "sequence 0 is before the first in the log (3)"),
+        (FIRST - timedelta(seconds=1), LOG,
+         "2026-11-22T07:59:59Z is before the first event in the log (2026-11-22T08:00:00Z)"),
+        (NOW + timedelta(minutes=1), LOG, "2026-11-22T09:01:00Z is in the future"),
+        (1, {**LOG, "first_seq": 0, "last_seq": 0, "first_time": None},
+         "the log is empty: there is no sequence to show"),
+        (NOW, {**LOG, "first_seq": 0, "last_seq": 0, "first_time": None},
+         "the log is empty: there is no time to show"),
+    ],
+)  # fmt: skip
+def test_check_point_refuses_past_either_end(point: int | datetime, log: dict[str, Any], reason: str) -> None:
+    err = refused(lambda: arguments.check_point(point, **log))
+    assert (err.field, err.reason) == ("--at", reason)
+
+
+# --- did you mean ----------------------------------------------------------------------------------------
+
+VERBS = ["apply", "diff", "delete", "get", "describe", "rollout", "label", "taint", "cordon", "uncordon"]
+FLAGS = ["-n", "--namespace", "-o", "--output", "--user", "--selector", "--dry-run"]
+
+
+@pytest.mark.parametrize(
+    ("word", "candidates", "close"),
+    [
+        ("aply", VERBS, "apply"),
+        ("descibe", VERBS, "describe"),
+        ("rolout", VERBS, "rollout"),
+        ("gett", VERBS, "get"),
+        ("frobnicate", VERBS, None),
+        ("--namspace", FLAGS, "--namespace"),
+        ("--dryrun", FLAGS, "--dry-run"),
+        ("--outptu", FLAGS, "--output"),
+        ("--bogus", FLAGS, None),
+    ],
+)
+def test_did_you_mean(word: str, candidates: list[str], close: str | None) -> None:
+    assert arguments.did_you_mean(word, candidates) == close
