@@ -21,13 +21,14 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
-from engine.bench.common import Row, Target, nats_server
+from engine.bench.common import Row, Target, nats_server, raw_read
 from engine.bench.workload import batched
 from engine.cli.audit import AuditFilter, audit
 from engine.query.protocol import QueryReply, QueryRequest
 from engine.query.service import QueryService
 from engine.store.event_store import JetStreamEventStore
 from engine.store.projector import Projector
+from engine.store.streams import EVENTS_STREAM
 from events.envelope import Envelope, wrap
 from events.subjects import node_filters
 from events.types import (
@@ -129,6 +130,7 @@ async def _audit_bench(total: int, nodes: int) -> list[Row]:
                 t_facts.append(await _facts_only(store, node))
                 lines += text_a.count("\n")
             decisions = service.index.decisions
+            t_raw, _ = await raw_read(nc, EVENTS_STREAM, events)
         finally:
             if service is not None:
                 await service.stop()
@@ -152,6 +154,8 @@ async def _audit_bench(total: int, nodes: int) -> list[Row]:
             f"decision index built from the log ({decisions:,} decisions of {events:,} events)",
             t_index,
             "s",
+            baseline=t_raw,
+            baseline_label="nats-py ordered consumer read of the whole stream, bytes only",
             note="once per engine start, in the background; the audit reads past it meanwhile",
         ),
     ]
