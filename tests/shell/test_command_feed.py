@@ -13,7 +13,7 @@ import pytest
 from engine.executor.command_feed import CommandFeed
 from engine.executor.executor import Delivery
 from engine.store.checkpoints import KvCheckpoints
-from engine.store.direct_get import DirectReader, read_after
+from engine.store.direct_get import DirectBatch, DirectReader, read_after
 from engine.store.jetstream_api import api_request
 from events import codec
 from events.errors import TransientError
@@ -168,3 +168,50 @@ async def test_no_consumer_is_left_on_the_server(nc: Any, streams: Any) -> None:
         info = await api_request(nc, f"STREAM.INFO.{COMMANDS_STREAM}")
         assert info["state"].get("consumer_count", 0) == 0
         assert all(f.reads >= 1 for f in feeds)
+
+
+class _LaggingReplica(DirectReader):
+    """A reader whose first batched read misses everything (a replica behind the leader), counting the
+    leader reads that follow."""
+
+    def __init__(self, nc: Any) -> None:
+        super().__init__(nc)
+        self.behind = True
+        self.leader_reads = 0
+
+    async def read_after(self, stream: str, subject: str, seq: int, **kw: Any) -> DirectBatch:
+        if self.behind:
+            self.behind = False
+            return DirectBatch(messages=[], pending=0)
+        return await super().read_after(stream, subject, seq, **kw)
+
+    async def read_from_leader(self, stream: str, subject: str, seq: int, **kw: Any) -> DirectBatch:
+        self.leader_reads += 1
+        return await super().read_from_leader(stream, subject, seq, **kw)
+
+
+async def test_after_a_lagging_read_the_feed_goes_back_to_batched_reads(nc: Any, streams: Any) -> None:
+    """One leader read gets past a lagging replica; the rest of a burst comes in batches, not one
+    request per command (every command of a 50,000-pod burst once took a leader read of its own)."""
+    checkpoints = await _checkpoints(nc)
+    gate = asyncio.Event()
+    reader = _LaggingReplica(nc)
+    feed = CommandFeed(nc, checkpoints, node="node-a", gate=gate, reader=reader)
+    count = 200
+    try:
+        async with _reading(feed) as got:
+            async with asyncio.timeout(10):  # the wake-up subscription is there
+                while not any(s.subject == feed.subject for s in nc._subs.values()):
+                    await asyncio.sleep(0.01)
+            seqs = [await _publish(nc, _delete(i)) for i in range(1, count + 1)]
+            # every command announced by its wake-up while the gate kept the feed from reading
+            async with asyncio.timeout(10):
+                while len(feed._announced) < count:
+                    await asyncio.sleep(0.01)
+            gate.set()
+            delivered = await _take(got, count)
+            assert [d.command.id for d in delivered if d.command] == [f"cmd-{i}" for i in range(1, count + 1)]
+            assert feed.next_seq == seqs[-1] + 1
+            assert reader.leader_reads == 1
+    finally:
+        await reader.close()
