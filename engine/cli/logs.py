@@ -93,7 +93,7 @@ async def _parts(sub: Any, ask: LogRequest, timeout: float) -> AsyncIterator[Log
             if not responder:
                 raise NoExecutor(
                     f"no executor answers for node {ask.node}: none answered within {timeout:g} s "
-                    "(is an executor running for it? `dsctl get nodes` and its executor's log)"
+                    "(no executor serves the node, or it does not reach NATS)"
                 ) from None
             raise NoExecutor(
                 f"no executor answers for node {ask.node}: its executor stopped answering mid-log"

@@ -8,6 +8,8 @@ are at the end."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import io
 import json
 import os
@@ -21,9 +23,15 @@ from typing import Any
 
 import pytest
 
+from engine.cli import logs as cli_logs
+from engine.executor import pod_logs
 from engine.executor.drivers.log_files import read_from, tail_offset
+from engine.executor.drivers.process import ProcessDriver
 from engine.executor.drivers.sim_log import MAX_LINES, PodLines
+from engine.executor.run import run_executor
+from events.subjects import logs_reply
 from tests.cli.test_cli import ROOT, Up, converged, dsctl, ok, wait_for
+from tests.e2e.harness import Cluster, nodes_yaml, running_nodes
 
 STAMPED = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z (.+)$")
 
@@ -214,6 +222,69 @@ def test_a_process_pods_own_output_tail_and_follow(up: Up, tmp_path: Path) -> No
         if executor.poll() is None:
             executor.terminate()
             executor.wait(timeout=30)
+
+
+BIG = """
+apiVersion: apps/v1
+kind: DaemonSet
+metadata: {name: big}
+spec:
+  selector: {matchLabels: {app: big}}
+  template:
+    metadata: {labels: {app: big}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+      - {name: big, image: local, command: ["sh", "-c"], args: ["seq 1 200000; sleep 600"]}
+"""
+
+
+@pytest.mark.integration
+async def test_a_large_log_comes_in_bounded_parts_over_several_answers(
+    nc: Any, streams: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """1.3 MB of output, read with at most 4 parts per answer: several answers, each part far under the
+    server's max_payload, every line once and in order."""
+    monkeypatch.setattr(pod_logs, "MAX_PARTS", 4)
+    cluster = await Cluster(nc).start(executor=False)
+    ready = asyncio.Event()
+    driver = ProcessDriver(tmp_path / "pods", tmp_path / "state")
+    executor = asyncio.ensure_future(
+        run_executor(nc, driver, node="big1", ready=ready, stop_pods_on_exit=True, lease_wait=0)
+    )
+    parts: list[int] = []
+    asked: set[str] = set()
+
+    async def count(msg: Any) -> None:
+        parts.append(len(msg.data))
+        asked.add(pod_logs.decode_part(msg.data).request)
+
+    watch = await nc.subscribe(logs_reply("big1"), cb=count)
+    try:
+        await asyncio.wait_for(ready.wait(), timeout=30)
+        await cluster.apply(nodes_yaml("big1"))
+        await cluster.apply(BIG)
+        await cluster.wait("the pod running", lambda s: running_nodes(s, "big") == ["big1"], timeout=30)
+        pod = next(p for p in cluster.state.pods.values() if p.owner_name == "big")
+        path = driver.log_path("default", pod.name)
+        await cluster.wait(
+            "its output", lambda s: path.exists() and path.read_bytes().endswith(b"\n200000\n")
+        )
+        out = io.StringIO()
+        assert await cli_logs.logs(nc, pod.name, "default", follow=False, tail=-1, out=out) == 0
+        assert out.getvalue() == "".join(f"{i}\n" for i in range(1, 200001))
+        assert len(asked) >= 3, asked  # 1.3 MB at 4 parts of at most 128 KiB per answer
+        # JSON writes a newline in two characters, a control byte in six: a part stays under max_payload
+        assert max(parts) <= 6 * pod_logs.part_bytes(nc.max_payload) + 512 < nc.max_payload
+        tail = io.StringIO()
+        assert await cli_logs.logs(nc, pod.name, "default", follow=False, tail=3, out=tail) == 0
+        assert tail.getvalue() == "199998\n199999\n200000\n"
+    finally:
+        await watch.unsubscribe()
+        executor.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await executor
+        await cluster.stop()
 
 
 # --- the pure pieces -----------------------------------------------------------------------------
