@@ -85,7 +85,7 @@ class Plan:
 
 def plan(quick: bool, minutes: float | None) -> Plan:
     if quick:
-        return Plan(minutes or 0.4, nodes=30, daemonsets=2, churn_every=0.25, rollout_every=6.0)
+        return Plan(minutes or 0.3, nodes=30, daemonsets=2, churn_every=0.25, rollout_every=6.0)
     return Plan(minutes or 10.0, nodes=500, daemonsets=3, churn_every=0.5, rollout_every=60.0)
 
 
