@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import io
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -16,9 +18,23 @@ from engine.cli.logs import NoExecutor, logs, read_log
 from engine.cli.operations import request_pod_delete
 from engine.executor import pod_logs
 from engine.executor.pod_logs import LogRequest, decode_part, encode_request
+from engine.security.credentials import CredentialStore
+from engine.security.jwt import OperatorMode
 from engine.security.roles import Identity, Role, permissions
+from engine.security.server_config import include_line
+from engine.store.embedded import EmbeddedNats
 from events.subjects import logs_reply, logs_request
-from tests.security.conftest import ADMIN, AUDITOR, ENGINE, FLEET, INGEST, NODE2, PUBLISHER, World
+from tests.security.conftest import (
+    ADMIN,
+    AUDITOR,
+    ENGINE,
+    FLEET,
+    INGEST,
+    NODE2,
+    PUBLISHER,
+    World,
+    secure_store,
+)
 
 pytestmark = [pytest.mark.integration]
 
@@ -136,3 +152,44 @@ async def test_every_answer_says_at_once_that_it_is_heard(
     await nc.publish(logs_request("node1"), encode_request(ask), reply=reply)
     first = decode_part((await answers.next_msg(timeout=10)).data)
     assert (first.request, first.text, first.cursor, first.last) == ("r1", "", 3, False)
+
+
+class TestOperatorMode:
+    """The same world on a server in operator mode (engine/security/jwt.py): node1's executor connects
+    with credentials minted from the executor's template key, its log subjects filled in from its JWT."""
+
+    @pytest.fixture
+    def creds(self, tmp_path: Path) -> CredentialStore:
+        store = secure_store(tmp_path)
+        mode = OperatorMode(store)
+        mode.init()
+        for node in ("node1", "node2"):
+            store.ensure(Identity(Role.EXECUTOR, node))
+            mode.mint(Identity(Role.EXECUTOR, node))
+        return store
+
+    @pytest.fixture
+    def secure_server(self, tmp_path: Path, creds: CredentialStore) -> Iterator[EmbeddedNats]:
+        store = tmp_path / "nats"
+        config = include_line(OperatorMode(creds).server_conf, store) + "\n"
+        server = EmbeddedNats(store_dir=store, config=config)
+        server.start()
+        try:
+            yield server
+        finally:
+            server.close()
+
+    async def test_the_auditor_reads_a_pods_log_and_node2_is_refused(self, world: World) -> None:
+        out = io.StringIO()
+        auditor = await world.bus.connect(AUDITOR)
+        assert await logs(auditor, world.pod_on("node1").name, "default", follow=False, tail=-1, out=out) == 0
+        assert [line.split(" ", 1)[1] for line in out.getvalue().splitlines()] == [
+            "created",
+            "started",
+            "ready",
+        ]
+        assert world.bus.violations() == []
+        node2 = await world.bus.connect(NODE2)
+        await node2.subscribe(logs_request("node1"))
+        await node2.flush()
+        await world.bus.refused(NODE2, logs_request("node1"))
