@@ -35,7 +35,7 @@ from typing import Any
 import msgspec
 import structlog
 
-from engine.executor.drivers.base import KeepsLogs, LocalPod
+from engine.executor.drivers.base import KeepsLogs, LocalPod, LogRead
 from engine.executor.executor import Executor
 from events.subjects import logs_reply, logs_request
 
@@ -197,6 +197,8 @@ class PodLogServer:
                 partial=ended or not req.follow,
                 pod=pod,
             )
+            if read is None and pod is not None:
+                read = LogRead(text="", cursor=cursor or 0)  # its pod has written nothing yet
             if read is None:
                 error = (
                     f"no log of pod {key} on node {req.node} (its executor never ran it, or no longer "
