@@ -19,7 +19,7 @@ import msgspec
 from nats.errors import TimeoutError as NatsTimeout
 
 from engine.cli.operations import find_pod
-from engine.executor.pod_logs import FOLLOW_WINDOW, LogPart, LogRequest, decode_part, encode_request
+from engine.executor.pod_logs import LogPart, LogRequest, decode_part, encode_request
 from engine.store.event_store import JetStreamEventStore
 from events.errors import InvalidInput, NotFound, TransientError
 from events.subjects import logs_reply, logs_request
@@ -49,12 +49,9 @@ async def logs(nc: Any, pod: str, namespace: str, *, follow: bool, tail: int, ou
         tail=tail,
         follow=follow,
     )
-    try:
-        async for text in read_log(nc, req):
-            out.write(text)
-            out.flush()
-    except KeyboardInterrupt:
-        pass
+    async for text in read_log(nc, req):  # Ctrl-C: `dsctl` exits 130, as any command it interrupts
+        out.write(text)
+        out.flush()
     return 0
 
 
@@ -116,4 +113,4 @@ async def _parts(sub: Any, ask: LogRequest, timeout: float) -> AsyncIterator[Log
         if part.last:
             return
         # a follow's answer may be silent for a whole window while the pod writes nothing
-        wait = FOLLOW_WINDOW + timeout if ask.follow else timeout
+        wait = ask.window + timeout if ask.follow else timeout

@@ -9,11 +9,11 @@ order, the first at once (empty if need be: it tells the reader an executor is t
 byte in six characters, so an eighth of the server's max_payload), at most ``MAX_PARTS`` parts per
 answer (``more``: ask again from the cursor).
 
-**Following** (``-f``): one request is served for ``FOLLOW_WINDOW`` seconds (new lines sent as they
-come, read every ``POLL_SECONDS``), then its answer ends and the reader asks again from the cursor it
-got. A reader that went away (Ctrl-C, a lost machine) therefore costs the executor at most one window:
-its next request is the keepalive. When the pod has stopped, the rest of its output is sent and the
-answer says ``ended``: the reader stops.
+**Following** (``-f``): one request is served for the window it asks (at most ``FOLLOW_WINDOW``
+seconds; new lines sent as they come, read every ``POLL_SECONDS``), then its answer ends and the reader
+asks again from the cursor it got. A reader that went away (Ctrl-C, a lost machine) therefore costs the
+executor at most one window: its next request is the keepalive. When the pod has stopped, the rest of
+its output is sent and the answer says ``ended``: the reader stops.
 
 **Who answers.** A node's executor only for its node; a fleet (subscribed to every node) only for the
 nodes it serves (not those with an executor of their own, ``Executor.serves``). Each part names its
@@ -67,6 +67,9 @@ class LogRequest(msgspec.Struct, kw_only=True):
     tail: int = -1
     follow: bool = False
     cursor: int | None = None
+    #: how long a follow's request may be served (the reader waits that long for the next part); the
+    #: executor serves at most ``FOLLOW_WINDOW``
+    window: float = FOLLOW_WINDOW
 
 
 class LogPart(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -183,7 +186,7 @@ class PodLogServer:
             return
         limit = part_bytes(int(self.nc.max_payload or 1024 * 1024))
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + FOLLOW_WINDOW
+        deadline = loop.time() + max(0.0, min(req.window, FOLLOW_WINDOW))
         cursor, sent = req.cursor, 0
         while True:
             pod = self._pod(req)

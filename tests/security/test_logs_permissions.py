@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 
-from engine.cli import logs as cli_logs
 from engine.cli.logs import NoExecutor, logs, read_log
 from engine.cli.operations import request_pod_delete
 from engine.executor import pod_logs
@@ -116,7 +115,6 @@ async def test_the_auditor_follows_a_log_across_answers_until_the_pod_is_gone(
     """A follow is a chain of requests, each served for a window and renewed from its cursor: short
     windows here, so the chain is long, and no line is lost or repeated along it."""
     monkeypatch.setattr(pod_logs, "FOLLOW_WINDOW", 0.2)
-    monkeypatch.setattr(cli_logs, "FOLLOW_WINDOW", 0.2)
     pod = world.pod_on("node1")
     admin = await world.bus.connect(ADMIN)
     asked = await admin.subscribe(logs_request("node1"))
@@ -147,7 +145,14 @@ async def test_every_answer_says_at_once_that_it_is_heard(
     reply = logs_reply("node1", "quiet")
     answers = await nc.subscribe(reply)
     ask = LogRequest(
-        id="r1", node="node1", namespace="default", name=pod.name, uid=pod.uid, follow=True, cursor=3
+        id="r1",
+        node="node1",
+        namespace="default",
+        name=pod.name,
+        uid=pod.uid,
+        follow=True,
+        cursor=3,
+        window=600,
     )
     await nc.publish(logs_request("node1"), encode_request(ask), reply=reply)
     first = decode_part((await answers.next_msg(timeout=10)).data)
