@@ -90,6 +90,10 @@ def _create(
     return command, _acted("create", item.node, item.code, item.message, command)
 
 
+def _node_of(reason: NodeReason) -> str:
+    return reason.node
+
+
 def _acted(action: NodeAction, node: str, code: str, message: str, command: AnyCommand) -> NodeReason:
     """The reason recorded for a node something is done to, naming the command that does it."""
     return NodeReason(
@@ -124,31 +128,33 @@ def finish(
 ) -> ReconcileResult:
     grace = _grace_period(ds)
     commands: list[AnyCommand] = []
-    by_node: dict[str, list[NodeReason]] = {}
+    # every reason, then one stable sort by node: the same order as grouping per node in name order
+    # (creates, deletes, notes, adoptions, releases within a node), without a list per node
+    listed: list[NodeReason] = []
     if len(plan.pod_names) < len(plan.creates):
         assign_pod_names(state, ds, plan)
     for create in plan.creates:
         made, reason = _create(state, ds, create, plan.pod_names[create.node])
         commands.append(made)
-        by_node.setdefault(reason.node, []).append(reason)
+        listed.append(reason)
     for delete in plan.deletes:
         removal, reason = _delete(state, ds, delete, grace)
         commands.append(removal)
-        by_node.setdefault(reason.node, []).append(reason)
-    for note in plan.notes:
-        by_node.setdefault(note.node, []).append(
-            NodeReason(node=note.node, action=note.action, code=note.code, message=note.message, pod=note.pod)
-        )
+        listed.append(reason)
+    listed.extend(
+        NodeReason(node=note.node, action=note.action, code=note.code, message=note.message, pod=note.pod)
+        for note in plan.notes
+    )
     for pod in adopted:
         message = f"orphan pod {pod.name} matches selector {selectors.describe(ds.spec.selector)}; adopted"
-        by_node.setdefault(pod.node, []).append(
+        listed.append(
             NodeReason(node=pod.node, action="adopt", code="Adopted", message=message, pod=pod.name)
         )
     for pod in released:
         message = (
             f"pod {pod.name} no longer matches selector {selectors.describe(ds.spec.selector)}; released"
         )
-        by_node.setdefault(pod.node, []).append(
+        listed.append(
             NodeReason(node=pod.node, action="release", code="Released", message=message, pod=pod.name)
         )
     backoffs = tuple(
@@ -160,7 +166,7 @@ def finish(
         )
         for node, step in sorted(plan.backoffs.items())
     )
-    reasons = tuple(r for node in sorted(by_node) for r in by_node[node])
+    reasons = tuple(sorted(listed, key=_node_of))
     changed = commands or adopted or released or backoffs or status != ds.status
     if not changed:
         return ReconcileResult(None, plan.requeue_after, status, reasons)

@@ -40,6 +40,19 @@ def manage(ds: DaemonSetState, views: list[NodeView], surge: bool, now: float) -
 
 def _node(ds: DaemonSetState, view: NodeView, surge: bool, now: float, plan: Plan) -> None:
     node, e, pods = view.name, view.eligibility, view.pods
+    if len(pods) == 1 and e.should_continue_running:
+        # the common case (one live pod where it may stay), decided as the general path below would,
+        # without its lists: a full reconcile meets it on nearly every node of a fleet
+        pod = pods[0]
+        if pod.deletion_timestamp is None and pod.phase != "Failed" and pod.phase != "Succeeded":
+            if e.should_run:
+                plan.notes.append(Note(node, "keep", RUNNING, f"pod {pod.name} is {pod.phase}", pod.name))
+            else:
+                message = (
+                    f"{e.message}: it only blocks new pods, so pod {pod.name} keeps running (misscheduled)"
+                )
+                plan.notes.append(Note(node, "keep", KEPT_NOT_SCHEDULABLE, message, pod.name))
+            return
     if e.should_run and not pods:
         plan.creates.append(PlannedCreate(node, MISSING_POD, "node is eligible and has no daemon pod"))
         return

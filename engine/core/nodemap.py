@@ -13,6 +13,7 @@ node is removed.
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Iterable
 
 import msgspec
@@ -64,13 +65,22 @@ def node_views(
             by_node.setdefault(pod.node, []).append(pod)
     views = []
     nodes = state.nodes
+    if memo is not None and len(memo._by_key) + len(nodes) >= memo.limit:
+        memo._by_key.clear()  # bounded, as ``get`` keeps it; then filled below without a check per node
+    known = memo._by_key if memo is not None else None
     for name in sorted(nodes):
         found = by_node.get(name)
         mapped = (sorted(found, key=sort_key) if len(found) > 1 else found) if found else []
         node = nodes[name]
-        eligibility = (
-            memo.get(template_hash, placement, node) if memo is not None else evaluate(placement, node)
-        )
+        if known is None:
+            eligibility = evaluate(placement, node)
+        else:
+            # ``EligibilityMemo.get`` inlined: this loop runs once per node per full reconcile
+            key = (template_hash, name, node.updated_seq)
+            cached = known.get(key)
+            if cached is None:
+                cached = known[key] = evaluate(placement, node)
+            eligibility = cached
         views.append(NodeView(name=name, eligibility=eligibility, pods=mapped))
     return views
 
@@ -82,12 +92,22 @@ def with_extra_pods(views: list[NodeView], extra: Iterable[PodState]) -> list[No
         added.setdefault(pod.node, []).append(pod)
     if not added:
         return views
-    return [
-        NodeView(name=v.name, eligibility=v.eligibility, pods=sorted(v.pods + added[v.name], key=sort_key))
-        if v.name in added
-        else v
-        for v in views
-    ]
+    out = list(views)
+    for name, pods in added.items():
+        # views come in name order (``node_views``): find the few changed ones by bisection rather than
+        # looking at 5,000; a view out of order is still found by the scan
+        i = bisect.bisect_left(views, name, key=_name_of)
+        if not (i < len(views) and views[i].name == name):
+            i = next((j for j, v in enumerate(views) if v.name == name), -1)
+            if i < 0:
+                continue
+        v = views[i]
+        out[i] = NodeView(name=v.name, eligibility=v.eligibility, pods=sorted(v.pods + pods, key=sort_key))
+    return out
+
+
+def _name_of(view: NodeView) -> str:
+    return view.name
 
 
 def virtual_pod(

@@ -52,6 +52,8 @@ def compute_status(
 
 def availability_timer(ds: DaemonSetState, views: list[NodeView], now: float) -> float | None:
     """Seconds until some Ready pod passes minReadySeconds (then status and surge decisions change)."""
+    if ds.spec.min_ready_seconds == 0:
+        return None  # every Ready pod is available at once: no pod to wait for (a fleet-wide pass saved)
     waits = [
         w
         for view in views
