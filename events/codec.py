@@ -1,8 +1,12 @@
 """The one codec: JSON on the wire (any language can publish), msgspec for speed.
 
-Decoding is two-step but never decodes a byte twice: the envelope is decoded with its payload left as
-``msgspec.Raw``, then the payload goes through the decoder for its tag (or, for an older schema version,
-through the upcasters first). Every decoding error becomes ``MalformedEvent`` naming the field.
+Decoding takes one pass for an event in its current schema version: the envelope's ``type`` is the tag
+of a msgspec tagged union of one wire struct per event type, so the payload is decoded straight into its
+class (docs/benchmarks.md, ``rebuild``). Anything that pass does not take (an older schema version, an
+unknown type, any error) goes the careful way: the envelope decoded with its payload left as
+``msgspec.Raw``, then the payload through the decoder for its tag (or, for an older schema version,
+through the upcasters first). Both give the same envelope; every decoding error becomes
+``MalformedEvent`` naming the field.
 """
 
 from __future__ import annotations
@@ -10,7 +14,7 @@ from __future__ import annotations
 import json
 import re
 from datetime import datetime
-from typing import Any
+from typing import Any, Union
 
 import msgspec
 
@@ -37,6 +41,32 @@ _payload_decoders: dict[str, msgspec.json.Decoder[Any]] = {
     tag: msgspec.json.Decoder(cls) for tag, cls in BY_TAG.items()
 }
 _command_decoder = msgspec.json.Decoder(AnyCommand)
+
+
+def _tagged_wire(tag: str, cls: type[Event]) -> type[msgspec.Struct]:
+    """The envelope of one event type with ``type`` as its tag: decoding the union of these picks the
+    payload's class from the envelope's own ``type`` field, wherever it stands in the object."""
+    return msgspec.defstruct(
+        f"_Wire_{cls.__name__}",
+        [
+            ("id", str),
+            ("schema_version", int),
+            ("occurred_at", datetime),
+            ("source", str),
+            ("data", cls),
+            ("causation_id", str, ""),
+            ("correlation_id", str, ""),
+        ],
+        tag_field="type",
+        tag=tag,
+        frozen=True,
+        kw_only=True,
+        gc=False,
+    )
+
+
+_TAGGED_WIRES = tuple(_tagged_wire(tag, cls) for tag, cls in BY_TAG.items())
+_one_pass_decoder: msgspec.json.Decoder[Any] = msgspec.json.Decoder(Union[_TAGGED_WIRES])  # noqa: UP007
 
 
 #: msgspec's messages that name a field of the object at the path, not the object itself
@@ -74,6 +104,28 @@ def encode(envelope: Envelope) -> bytes:
 
 
 def decode(data: bytes | bytearray | memoryview) -> Envelope:
+    try:
+        one = _one_pass_decoder.decode(data)
+    except msgspec.DecodeError:
+        return decode_two_pass(data)  # it names what is wrong, or upcasts
+    payload: Event = one.data
+    if one.schema_version != payload.VERSION:
+        return decode_two_pass(data)  # an older shape: through the upcasters
+    return Envelope(
+        id=one.id,
+        type=payload.TAG,
+        schema_version=one.schema_version,
+        occurred_at=one.occurred_at,
+        source=one.source,
+        causation_id=one.causation_id,
+        correlation_id=one.correlation_id,
+        data=payload,
+    )
+
+
+def decode_two_pass(data: bytes | bytearray | memoryview) -> Envelope:
+    """``decode`` without the one-pass union: what it falls back to, and the reference it is tested
+    against."""
     try:
         wire = _wire_decoder.decode(data)
     except msgspec.DecodeError as err:

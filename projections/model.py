@@ -6,6 +6,11 @@ is given; callers that need an older state keep a snapshot (``projections.snapsh
 
 Times are float seconds since the epoch (UTC): cheap to compare and to add ``minReadySeconds`` to.
 Keys: a DaemonSet or pod is keyed ``"<namespace>/<name>"``; a node by its name.
+
+The per-object structs (nodes, pods, commands in flight, backoffs) hold only strings, numbers and
+containers of those, never a reference back, so the cyclic GC does not track them (``gc=False``):
+at 100,000 pods it would otherwise walk them in every full collection, and every one allocated would
+count toward the next young one (docs/benchmarks.md, ``fold``).
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ def object_key(namespace: str, name: str) -> str:
     return f"{namespace}/{name}"
 
 
-class NodeState(msgspec.Struct, kw_only=True):
+class NodeState(msgspec.Struct, kw_only=True, gc=False):
     name: str
     labels: dict[str, str] = {}
     taints: list[Taint] = []
@@ -45,7 +50,7 @@ class Revision(msgspec.Struct, kw_only=True):
     template_generation: int = 0
 
 
-class Backoff(msgspec.Struct, kw_only=True):
+class Backoff(msgspec.Struct, kw_only=True, gc=False):
     """Failed-pod backoff for one node (docs/upstream-semantics.md A.5): keyed by node, reset when the
     generation changes."""
 
@@ -89,7 +94,7 @@ class DaemonSetState(msgspec.Struct, kw_only=True):
         return object_key(self.namespace, self.name)
 
 
-class PodState(msgspec.Struct, kw_only=True):
+class PodState(msgspec.Struct, kw_only=True, gc=False):
     namespace: str
     name: str
     uid: str
@@ -118,7 +123,7 @@ class PodState(msgspec.Struct, kw_only=True):
         return self.phase in ("Succeeded", "Failed")
 
 
-class InFlight(msgspec.Struct, kw_only=True):
+class InFlight(msgspec.Struct, kw_only=True, gc=False):
     """A command sent but not yet answered by a pod report (the event-sourced "expectations",
     docs/upstream-semantics.md A.8)."""
 

@@ -62,7 +62,7 @@ async def memory(quick: bool) -> list[Row]:
             "MB",
             baseline=bare["VmHWM"] / 1024,
             baseline_label="python + the same imports, nothing loaded",
-            target=Target("<=", 400.0),
+            target=Target("<=", 300.0),
             note=f"RSS at rest {report['VmRSS'] / 1024:.0f} MB; ready in {float(report['seconds']):.1f} s"
             + ("" if report.get("settled") else "; controller never went idle"),
             extra={"per_pod_kb": (report["VmHWM"] - bare["VmHWM"]) / max(1, pods)},
