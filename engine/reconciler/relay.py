@@ -52,6 +52,8 @@ from typing import Any, Protocol, TypeVar
 import msgspec
 import structlog
 from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 
 from engine.core.dispatch import commands_to_send
 from engine.core.expectations import is_live
@@ -118,36 +120,74 @@ _ack = msgspec.json.Decoder(_PubAck)
 
 
 class JetStreamCommandSink:
+    """Publishes a batch with up to ``concurrency`` acknowledgements outstanding, all answered on one
+    reply subscription (as the event store's ``append_many``). A request per command (nats-py's
+    ``request``: a task, a timer and an inbox token for every command) was most of the relay's cost.
+    nats-py's ``publish_async`` is not used: its futures never resolve on an error ack."""
+
     def __init__(
         self, nc: Client, *, stream: str = COMMANDS_STREAM, timeout: float = 5.0, concurrency: int = 512
     ) -> None:
         self._nc = nc
         self.stream = stream
         self._timeout = timeout
-        self._slots = asyncio.Semaphore(concurrency)
+        self._window = concurrency
+        self._acks: dict[str, asyncio.Future[Msg]] = {}
+        self._ack_sub: Subscription | None = None
+        self._ack_prefix = ""
+        self._counter = 0
+
+    async def _on_ack(self, msg: Msg) -> None:
+        future = self._acks.pop(msg.subject[len(self._ack_prefix) :], None)
+        if future is not None and not future.done():
+            future.set_result(msg)
 
     async def publish(self, batch: Sequence[tuple[int, AnyCommand]], *, relayed_from: int) -> None:
-        # requests, not nats-py's publish_async: its futures never resolve on an error ack
-        results = await asyncio.gather(
-            *(self._one(c, seq, relayed_from) for seq, c in batch), return_exceptions=True
-        )
-        for result in results:
-            if isinstance(result, BaseException):
-                raise result
+        if self._ack_sub is None:
+            with translate_errors("subscribe to the command acknowledgements"):
+                prefix = self._nc.new_inbox() + "."
+                self._ack_sub = await self._nc.subscribe(prefix + "*", cb=self._on_ack)
+                self._ack_prefix = prefix
+        loop = asyncio.get_running_loop()
+        window: deque[tuple[str, str, float, asyncio.Future[Msg]]] = deque()
+        try:
+            for decision_seq, command in batch:
+                if len(window) >= self._window:
+                    await self._settle(window.popleft())
+                subject = command_subject(command.node)
+                context = f"send {type(command).__name__} {command.id} to {subject}"
+                self._counter += 1
+                token = str(self._counter)
+                future: asyncio.Future[Msg] = loop.create_future()
+                self._acks[token] = future
+                window.append((token, context, loop.time() + self._timeout, future))
+                headers = {
+                    "Nats-Msg-Id": command.id,
+                    DECISION_SEQ_HEADER: str(decision_seq),
+                    RELAYED_FROM_HEADER: str(relayed_from),
+                }
+                with translate_errors(context):
+                    await self._nc.publish(
+                        subject,
+                        codec.encode_command(command),
+                        reply=self._ack_prefix + token,
+                        headers=headers,
+                    )
+            while window:
+                await self._settle(window.popleft())
+        finally:
+            for token, _, _, future in window:
+                self._acks.pop(token, None)
+                future.cancel()
 
-    async def _one(self, command: AnyCommand, decision_seq: int, relayed_from: int) -> None:
-        subject = command_subject(command.node)
-        context = f"send {type(command).__name__} {command.id} to {subject}"
-        headers = {
-            "Nats-Msg-Id": command.id,
-            DECISION_SEQ_HEADER: str(decision_seq),
-            RELAYED_FROM_HEADER: str(relayed_from),
-        }
-        async with self._slots:
-            with translate_errors(context):
-                msg = await self._nc.request(
-                    subject, codec.encode_command(command), timeout=self._timeout, headers=headers
-                )
+    async def _settle(self, pending: tuple[str, str, float, asyncio.Future[Msg]]) -> None:
+        token, context, deadline, future = pending
+        try:
+            async with asyncio.timeout_at(deadline):
+                msg = await future
+        except TimeoutError:
+            self._acks.pop(token, None)
+            raise TransientError(f"{context}: no acknowledgement within {self._timeout:g}s") from None
         if msg.headers and msg.headers.get("Status") == "503":
             raise TransientError(f"{context}: no responders (is the stream {self.stream} there?)")
         try:
