@@ -190,13 +190,17 @@ def test_a_process_pods_own_output_tail_and_follow(up: Up, tmp_path: Path) -> No
     )  # fmt: skip
     follower: Follower | None = None
     try:
+        # serving: by then the fleet has seen proc1's lease and leaves the node alone (no simulated pod)
+        wait_for(
+            "proc1's executor", lambda: "executor.started" in (tmp_path / "executor.log").read_text(), 60
+        )
         manifest = tmp_path / "echoer.yaml"
         manifest.write_text(ECHOER.format(go=go))
         ok(up, "apply", "-f", str(manifest))
         pod = wait_for("the echoer pod running on proc1", lambda: _pods(up, ds="echoer", phase="Running"), 60)
         name = pod[0]["name"]
         assert pod[0]["node"] == "proc1"
-        wait_for("its output", lambda: ok(up, "logs", name) == "one\ntwo\nthree\n")
+        wait_for("its output", lambda: dsctl(up, "logs", name).stdout == "one\ntwo\nthree\n")
         assert ok(up, "logs", name, "--tail", "2") == "two\nthree\n"
 
         follower = following = Follower(up, name, "--tail", "1")
