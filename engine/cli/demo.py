@@ -2,7 +2,7 @@
 path as ``dsctl apply``. Seed 001's first myweb-ds shares its name with the walkthrough's and has a
 different selector (immutable), so it goes into its own namespace, as ``kubectl apply -n`` would.
 
-The demo is applied once per store (docs/deploy.md, "The demo"): a seed file whose objects already
+The demo is applied once per store (docs/deploy.md, "ops/up and the demo"): a seed file whose objects already
 have an event from the demo's source (``dsctl-demo``) in the log was applied before, and is not applied
 again, so restarting ``up --demo`` keeps whatever the user did since: a node relabelled, cordoned or
 deleted, a DaemonSet edited or deleted. The log keeps every event (its limits are part of the log
