@@ -2,7 +2,9 @@
 up`` secures it: the admin and the auditor ask node1's executor and get the pod's lines; the publisher,
 the ingest service, the engine and another node's executor are refused by the server, asking as well as
 listening to the answers, and another node's executor can neither take node1's requests nor answer them.
-A node without an executor is an error at once, not a wait."""
+A node without an executor is an error at once, not a wait. Under the same roles: a follow as a chain of
+short answers loses and repeats no line and ends with the pod; every answer's first part comes at once;
+and all of it in operator mode (the executor's permissions a template filled in from its JWT)."""
 
 from __future__ import annotations
 
