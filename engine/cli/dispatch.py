@@ -4,6 +4,11 @@ Kept apart from ``engine/cli/main.py`` so that argument parsing stays free of I/
 Namespace here, the argument strings are parsed by ``engine.core.arguments`` and this module turns them
 into a call on the verb's module (``get``, ``describe``, ``rollout``, ``nodes``, ``daemonsets``,
 ``pods``, ``verify``, ``explain``, ``audit``).
+
+Objects come as kubectl takes them (``TYPE NAME...``, ``TYPE/NAME...``, ``TYPE,TYPE``): a verb given
+several runs once per object, reports a failure and goes on, and exits 1 if any failed (``_each``);
+``get`` of several is ``engine/cli/listing.py``. ``--dry-run=client`` runs the same verb on a store
+that appends nothing (``engine/cli/dry_run.py``). ``--at`` is checked against the log's ends here.
 """
 
 from __future__ import annotations
@@ -226,6 +231,9 @@ async def _get(args: argparse.Namespace, nc: Any, store: EventStore, out: Any) -
         selector=arguments.parse_label_selector(args.selector) if args.selector else None,
         fmt=args.output,
         at=await _at(args, store),
+        show_labels=args.show_labels,
+        no_headers=args.no_headers,
+        sort_by=args.sort_by,
     )
     try:
         return await listing.get_targets(store, nc, targets, view, out, sys.stderr, watch=args.watch)

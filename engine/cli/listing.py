@@ -35,14 +35,20 @@ class Listing:
         namespace: str,
         all_namespaces: bool,
         selector: LabelSelector | None,
-        fmt: Any,
+        fmt: str,
         at: int | Any = None,
+        show_labels: bool = False,
+        no_headers: bool = False,
+        sort_by: str | None = None,
     ) -> None:
         self.namespace = namespace
         self.all_namespaces = all_namespaces
         self.selector = selector
         self.fmt = fmt
         self.at = at
+        self.show_labels = show_labels
+        self.no_headers = no_headers
+        self.sort_by = sort_by
 
     def query(self, target: Target, name: str | None = None) -> get.Query:
         return get.Query(
@@ -67,7 +73,7 @@ async def get_targets(
     if len(targets) == 1 and len(targets[0].names) <= 1:
         t = targets[0]
         q = listing.query(t, t.names[0] if t.names else None)
-        return await get.get(store, nc, q, listing.fmt, out, err, at=listing.at, watch=watch)
+        return await _one(store, nc, q, listing, out, err, watch=watch)
     if watch:
         raise InvalidInput("-w follows one type and at most one name; use -l to pick several", "--watch")
     outputs: list[str] = []
@@ -77,7 +83,7 @@ async def get_targets(
         try:
             if len(target.names) <= 1:
                 q = listing.query(target, target.names[0] if target.names else None)
-                await get.get(store, nc, q, listing.fmt, buffer, err, at=listing.at)
+                await _one(store, nc, q, listing, buffer, err)
             else:
                 failures += await _named(store, nc, target, listing, buffer)
         except DsctlError as error:
@@ -91,15 +97,47 @@ async def get_targets(
     return 1 if failures else 0
 
 
+async def _one(
+    store: EventStore,
+    nc: Any,
+    q: get.Query,
+    listing: Listing,
+    out: TextIO,
+    err: TextIO,
+    *,
+    watch: bool = False,
+) -> int:
+    return await get.get(
+        store,
+        nc,
+        q,
+        listing.fmt,
+        out,
+        err,
+        at=listing.at,
+        watch=watch,
+        show_labels=listing.show_labels,
+        no_headers=listing.no_headers,
+        sort_by=listing.sort_by,
+    )
+
+
 async def _named(store: EventStore, nc: Any, target: Target, listing: Listing, out: TextIO) -> list[str]:
-    """Several names of one type as one table (or List), in the order named; the missing ones returned."""
+    """Several names of one type as one table (or List), in the order named (``--sort-by`` sorts them);
+    the missing ones returned."""
     state = await load_state(store, nc, listing.at)
     now = state.last_time if listing.at is not None else time.time()
     every = get.select(state, listing.query(target))
     items = [i for name in target.names for i in every if i.name == name]
     missing = [name for name in target.names if not any(i.name == name for i in every)]
+    if listing.sort_by and len(items) > 1:
+        items = get.sort_items(state, listing.query(target), items, listing.sort_by)
     if items:
-        out.write(get.render(state, listing.query(target), items, listing.fmt, now))
+        q = listing.query(target)
+        header = not listing.no_headers
+        out.write(
+            get.render(state, q, items, listing.fmt, now, header=header, show_labels=listing.show_labels)
+        )
     return [str(get.not_found(listing.query(target, name))) for name in missing]
 
 
@@ -111,10 +149,7 @@ def _joined(outputs: list[str], fmt: str) -> str:
         for text in outputs:
             obj = json.loads(text) if fmt == "json" else yaml.safe_load(text)
             items += obj.get("items", []) if obj.get("kind") == "List" else [obj]
-        listed = present.as_list(items)
-        if fmt == "json":
-            return json.dumps(listed, indent=4) + "\n"
-        return str(yaml.safe_dump(listed, sort_keys=False, default_flow_style=False))
+        return get.dump(present.as_list(items), fmt)
     if fmt == "name" or fmt.startswith("jsonpath="):
         return "".join(outputs)
     return "\n".join(outputs)

@@ -317,8 +317,15 @@ def split_edits(args: Sequence[str], verb: str) -> tuple[list[Target], list[str]
     objects = [a for a in args if not _is_edit(a)]
     edits = [a for a in args if _is_edit(a)]
     targets = parse_targets(objects, verb, kinds=("nodes",))
-    if not any(t.names for t in targets):
+    names = [n for t in targets for n in t.names]
+    if not names:
         raise InvalidInput(f"{verb} needs a node name (nodes NAME or node/NAME)", "NAME")
+    if not edits:
+        form = "KEY=VALUE or KEY-" if verb == "label" else "KEY[=VALUE]:EFFECT or KEY[:EFFECT]-"
+        read = ", ".join(repr(n) for n in names)
+        raise InvalidInput(
+            f"at least one {verb} update is required ({form}; {read} read as node names)", "NAME"
+        )
     return targets, edits
 
 

@@ -230,7 +230,8 @@ def test_label_conflict_needs_overwrite_and_unknown_nodes_are_named(up: Up) -> N
     assert ok(up, "label", "nodes", "node2", "zone=b", "--overwrite").strip() == "node/node2 labeled"
     assert ok(up, "label", "nodes", "node2", "zone-").strip() == "node/node2 labeled"
     assert 'nodes "ghost" not found' in fails(up, "label", "nodes", "ghost", "a=b")
-    assert "invalid label spec" in fails(up, "label", "nodes", "node2", "nonsense")
+    assert "at least one label update is required" in fails(up, "label", "nodes", "node2", "nonsense")
+    assert "invalid label spec" in fails(up, "label", "nodes", "node2", "=nokey")
 
 
 def test_taint_cordon_and_uncordon(up: Up) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -367,3 +368,26 @@ def test_zsh_completion_is_the_bash_one_through_bashcompinit() -> None:
     bash = run("completion", "bash").stdout
     checked = subprocess.run(["bash", "-n"], input=bash, capture_output=True, text=True, timeout=30)
     assert checked.returncode == 0, checked.stderr
+    if shutil.which("zsh") is None:
+        pytest.skip("no zsh on this machine: the script is checked as bash only")
+    # zsh's compgen (bashcompinit) offers every word; zsh's own matching then filters by the prefix
+    script = r"""
+source /dev/stdin
+c() {
+    COMP_WORDS=("$@"); COMP_CWORD=$(( ${#COMP_WORDS[@]} - 1 )); COMPREPLY=()
+    __dsctl_zsh
+    print -r -- "${COMPREPLY[*]}"
+}
+c dsctl ap
+c dsctl get ""
+c dsctl rollout ""
+c dsctl --nats x delete --cascade ""
+"""
+    zsh = ["zsh", "-f", "-c", script]
+    z = subprocess.run(zsh, input=r.stdout, capture_output=True, text=True, timeout=60)
+    assert z.returncode == 0, z.stderr
+    verbs, types, actions, cascades = z.stdout.splitlines()
+    assert "apply" in verbs.split() and "completion" in verbs.split()
+    assert types == "daemonsets ds pods po nodes no daemonset.apps"
+    assert actions == "status history undo restart pause resume partition"
+    assert cascades == "background foreground orphan"

@@ -413,8 +413,10 @@ def test_split_edits(args: list[str], nodes: list[str], edits: list[str]) -> Non
     [
         (["nodes", "a=b"], "label needs a node name (nodes NAME or node/NAME)"),
         (["ds", "x", "a=b"], "label works on nodes only, not daemonsets"),
+        (["nodes", "n1", "nonsense"],
+         "at least one label update is required (KEY=VALUE or KEY-; 'n1', 'nonsense' read as node names)"),
     ],
-)
+)  # fmt: skip
 def test_split_edits_refusals(args: list[str], reason: str) -> None:
     assert refused(lambda: arguments.split_edits(args, "label")).reason == reason
 
