@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import io
 import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -125,9 +126,11 @@ async def _verb(args: argparse.Namespace, nc: Any, store: EventStore, out: Any, 
     if cmd == "describe":
         at = await _at(args, store)
         targets = arguments.parse_targets(args.objects, "describe")
-        wanted = [(t.kind, n) for t in targets for n in t.names]
+        wanted: list[tuple[Kind, str]] = []
+        for t in targets:  # no name: every object of the type, as kubectl describes them
+            wanted += [(t.kind, n) for n in t.names or await _every(store, nc, t.kind, args, at)]
         if not wanted:
-            raise InvalidInput("describe needs a NAME: describe TYPE NAME... or TYPE/NAME...", "NAME")
+            return 0
         first = True
 
         async def describe_one(item: tuple[Kind, str]) -> int:
@@ -183,6 +186,15 @@ async def _each(items: Sequence[T], run: Callable[[T], Awaitable[int]]) -> int:
             print(f"error: {err}", file=sys.stderr)
             code = code or 1
     return code
+
+
+async def _every(store: EventStore, nc: Any, kind: Kind, args: argparse.Namespace, at: Any) -> list[str]:
+    """The names of every object of ``kind`` in the namespace (``describe TYPE`` with no name, as
+    kubectl's), as ``get -o name`` lists them; none: "No resources found" on stderr."""
+    names = io.StringIO()
+    view = listing.Listing(namespace=args.namespace, all_namespaces=False, selector=None, fmt="name", at=at)
+    await listing.get_targets(store, nc, [arguments.Target(kind)], view, names, sys.stderr)
+    return [line.partition("/")[2] for line in names.getvalue().split()]
 
 
 async def _delete(args: argparse.Namespace, nc: Any, store: EventStore, out: Any, *, dry: bool) -> int:

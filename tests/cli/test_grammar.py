@@ -160,6 +160,8 @@ def test_type_name_forms_in_describe_explain_and_rollout(up: Up) -> None:
     two = ok(up, "describe", "ds", "myweb-ds", "fluentd")
     assert re.findall(r"^Name:\s+(\S+)", two, re.M) == ["myweb-ds", "fluentd"]
     assert re.findall(r"^Name:\s+(\S+)", ok(up, "describe", "node/node2"), re.M) == ["node2"]
+    every = [n.split("/")[1] for n in names(up, "nodes")]  # no name: every object, as kubectl
+    assert re.findall(r"^Name:\s+(\S+)", ok(up, "describe", "nodes"), re.M) == every
     pod = names(up, "pods", "-n", "kube-system")[0]  # pod/NAME
     assert "Inputs in effect" in ok(up, "explain", pod, "-n", "kube-system")
     assert "shouldRun=true" in ok(up, "explain", "node/node2", "--ds", "kube-system/fluentd-elasticsearch")
