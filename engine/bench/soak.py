@@ -16,8 +16,11 @@ Every ``sample_every`` seconds (a minute in a full soak) it samples the engine p
 projection lag (the stream's last sequence minus the projection's, polled every 2 s: mean and max over
 the interval), the decision latency (driver append -> the first ``decision.recorded`` that read a state
 holding the event and names its node or DaemonSet, received on a core subscription: p50/p99 over the
-interval), and the stream's size (messages, bytes). A removal is matched by the first decision of any
-DaemonSet whose state holds it (the recount of the pods the fold collected with the node).
+interval), and the stream's size (messages, bytes). A join, label or taint change is matched by the
+first decision whose state holds it with a command (or an acting reason) for that node; a rollout by
+the DaemonSet's first decision with commands at the new generation; a removal by the first decision
+of any DaemonSet whose state holds it (the recount of the pods the fold collected with the node).
+Decisions of the last seconds are kept, since one may arrive before the append's ack does.
 
 The summary compares the last interval with the first: flat memory and no lag growth is the goal. The
 samples are in the first row's ``series`` (JSON output), for ``--plot``. See docs/benchmarks.md.
@@ -26,6 +29,7 @@ samples are in the first row's ``series`` (JSON output), for ``--plot``. See doc
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import json
 import random
@@ -67,6 +71,7 @@ TAINT = Taint(key="soak/maintenance", effect="NoExecute", value="true")
 #: a decision that has not come this long after its event is counted as missed
 DECISION_TIMEOUT = 30.0
 POLL_EVERY = 2.0
+ACTIONS = frozenset({"create", "delete", "evict"})
 
 
 @dataclass(frozen=True)
@@ -119,6 +124,36 @@ class _Window:
     ops: dict[str, int] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class _Seen:
+    """What matching needs of a decision: whose, read at which state, acting on which nodes."""
+
+    name: str
+    generation: int
+    state_seq: int
+    acts: bool
+    nodes: frozenset[str]
+
+    @classmethod
+    def of(cls, d: DecisionRecorded) -> _Seen:
+        # the nodes it acts on: its commands' and its reasons that act (a full reconcile also names
+        # every node it keeps or skips, which is not a reaction to the event)
+        acting = {c.node for c in d.commands}
+        acting.update(r.node for r in d.reasons if r.action in ACTIONS)
+        return cls(d.name, d.generation, d.state_seq, bool(d.commands), frozenset(acting))
+
+
+def _answers(p: _Pending, d: _Seen) -> bool:
+    """Is ``d`` the reaction to the event ``p`` waits for? (Read a state holding it, and acts on it.)"""
+    if d.state_seq < p.seq:
+        return False
+    if p.kind == "rollout":
+        return d.name == p.ds and d.generation >= p.generation and d.acts
+    if p.kind == "remove":
+        return True
+    return p.node in d.nodes
+
+
 class Driver:
     """Appends the churn and the rollouts, and matches decisions to the events that caused them."""
 
@@ -136,6 +171,8 @@ class Driver:
         self.pending: dict[str, _Pending] = {}
         self.window = _Window()
         self.rollouts = 0
+        #: the decisions of the last few seconds, with when they came
+        self.recent: collections.deque[tuple[float, _Seen]] = collections.deque(maxlen=2_000)
 
     def _wrap(self, event: Event) -> Envelope:
         self.count += 1
@@ -181,13 +218,18 @@ class Driver:
         started = time.perf_counter()
         result = await self.store.append(self._wrap(event))
         self.window.appended += 1
-        if pending is not None:
-            pending.started = started
-            pending.seq = result.seq
-            self.pending[key] = pending
-        self.window.ops[pending.kind if pending else type(event).TAG] = (
-            self.window.ops.get(pending.kind if pending else type(event).TAG, 0) + 1
-        )
+        kind = pending.kind if pending else type(event).TAG
+        self.window.ops[kind] = self.window.ops.get(kind, 0) + 1
+        if pending is None:
+            return
+        pending.started = started
+        pending.seq = result.seq
+        # the engine may have decided before the append's ack came back here: look at what came
+        for at, decision in self.recent:
+            if at >= started and _answers(pending, decision):
+                self._matched(pending, at)
+                return
+        self.pending[key] = pending
 
     async def churn(self) -> None:
         """One node operation, chosen at random within the fleet's bounds."""
@@ -214,7 +256,9 @@ class Driver:
         node = self.nodes[name]
         if kind == "remove":
             del self.nodes[name]
-            await self._append(NodeRemoved(name=name), _Pending("remove", 0.0, 0), f"removed:{name}")
+            await self._append(
+                NodeRemoved(name=name), _Pending("remove", 0.0, 0, node=name), f"removed:{name}"
+            )
         elif kind == "label" and not node.tainted:
             on = node.labels.get(SELECTOR_LABEL) == "on"
             node.labels = {**node.labels, SELECTOR_LABEL: "off" if on else "on"}
@@ -240,27 +284,22 @@ class Driver:
             decision = decode(msg.data).data
         except Exception:
             return
-        if not isinstance(decision, DecisionRecorded) or not self.pending:
+        if not isinstance(decision, DecisionRecorded):
             return
-        nodes = {reason.node for reason in decision.reasons}
+        seen = _Seen.of(decision)
+        self.recent.append((now, seen))
         for key, p in list(self.pending.items()):
-            if decision.state_seq < p.seq:
-                continue
-            if p.kind == "rollout":
-                hit = decision.name == p.ds and decision.generation >= p.generation
-                hit = hit and bool(decision.commands)
-            elif p.kind == "remove":
-                hit = True
-            else:
-                hit = p.node in nodes
-            if hit:
+            if _answers(p, seen):
                 del self.pending[key]
-                ms = (now - p.started) * 1000
-                self.window.latencies.setdefault(p.kind, []).append(ms)
-                slowest = self.window.slowest
-                slowest.append((round(ms, 1), p.kind, p.node or p.ds or key, p.seq))
-                slowest.sort(reverse=True)
-                del slowest[5:]
+                self._matched(p, now)
+
+    def _matched(self, p: _Pending, at: float) -> None:
+        ms = (at - p.started) * 1000
+        self.window.latencies.setdefault(p.kind, []).append(ms)
+        slowest = self.window.slowest
+        slowest.append((round(ms, 1), p.kind, p.node or p.ds, p.seq))
+        slowest.sort(reverse=True)
+        del slowest[5:]
 
     def expire(self) -> None:
         now = time.perf_counter()
@@ -383,7 +422,7 @@ async def _drive(
     try:
         while True:
             now = time.monotonic()
-            if now >= end and now >= next_sample - 0.001:
+            if now >= end and next_sample > end + 0.5:  # the sample at the end taken too
                 break
             if now >= next_churn:
                 await driver.churn()
