@@ -254,9 +254,16 @@ async def _get(args: argparse.Namespace, nc: Any, store: EventStore, out: Any) -
 
 
 async def _rollout(args: argparse.Namespace, nc: Any, store: EventStore, out: Any) -> int:
-    name, value = arguments.parse_rollout_args(args.args)
+    many = args.action in ("restart", "pause", "resume")
+    names, value = arguments.parse_rollout_args(args.args, many=many)
     if value is not None and args.action != "partition":
         raise InvalidInput(f"rollout {args.action} takes no value ({value!r})", "RESOURCE")
+    return await _each(names, lambda name: _rollout_one(args, nc, store, out, name, value))
+
+
+async def _rollout_one(
+    args: argparse.Namespace, nc: Any, store: EventStore, out: Any, name: str, value: str | None
+) -> int:
     if args.action == "status":
         return await rollout.rollout_status(
             store, name, args.namespace, arguments.parse_duration(args.timeout), out

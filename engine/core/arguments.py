@@ -333,22 +333,28 @@ def _is_edit(arg: str) -> bool:
     return "=" in arg or ":" in arg or arg.endswith("-")
 
 
-def parse_rollout_args(args: Sequence[str]) -> tuple[str, str | None]:
-    """``rollout ACTION``'s arguments: ``ds/NAME [VALUE]`` or ``daemonset NAME [VALUE]`` -> (NAME,
-    VALUE); VALUE is ``partition``'s N or P%."""
+def parse_rollout_args(args: Sequence[str], *, many: bool = False) -> tuple[list[str], str | None]:
+    """``rollout ACTION``'s arguments -> (NAMES, VALUE): ``ds/NAME [VALUE]`` or ``daemonset NAME
+    [VALUE]``; VALUE is ``partition``'s N or P%. With ``many`` (restart, pause, resume, as kubectl's)
+    several DaemonSets: ``ds/a ds/b`` or ``daemonset a b``, and no VALUE."""
     if not args:
         raise InvalidInput("rollout needs a DaemonSet: ds/NAME or daemonset NAME", "RESOURCE")
-    if "/" in args[0]:
-        name, rest = parse_ds_ref(args[0]), list(args[1:])
+    k = next((i for i, a in enumerate(args) if "/" not in a), len(args))
+    if k:
+        if any("/" in a for a in args[k:]):
+            raise InvalidInput(f"unexpected arguments: {' '.join(args[k:])}", "RESOURCE")
+        names, rest = [parse_ds_ref(r) for r in args[:k]], list(args[k:])
     else:
         if kind_of(args[0]) != "daemonsets":
             raise InvalidInput(f"rollout works on daemonsets only, not {args[0]!r}", "RESOURCE")
         if len(args) < 2:
             raise InvalidInput(f"{args[0]} needs a NAME (daemonset NAME or ds/NAME)", "RESOURCE")
-        name, rest = args[1], list(args[2:])
-    if len(rest) > 1:
-        raise InvalidInput(f"unexpected arguments: {' '.join(rest[1:])}", "RESOURCE")
-    return name, rest[0] if rest else None
+        names, rest = (list(args[1:]), []) if many else ([args[1]], list(args[2:]))
+    if len(names) > 1 and not many:
+        raise InvalidInput("this rollout action takes one DaemonSet", "RESOURCE")
+    if len(rest) > (0 if many else 1):
+        raise InvalidInput(f"unexpected arguments: {' '.join(rest[0 if many else 1 :])}", "RESOURCE")
+    return list(dict.fromkeys(names)), rest[0] if rest else None
 
 
 # --- --dry-run ----------------------------------------------------------------------------------------

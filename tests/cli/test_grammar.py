@@ -232,6 +232,8 @@ def test_dry_run_client_validates_prints_and_appends_nothing(up: Up) -> None:
     }  # fmt: skip
     for argv, line in expected.items():
         assert ok(up, *argv, stdin=NEW_DS).strip() == line, argv
+    paused = ok(up, "rollout", "pause", "ds/myweb-ds", "daemonset/fluentd", "--dry-run=client").splitlines()
+    assert paused == ["daemonset.apps/myweb-ds paused (dry run)", "daemonset.apps/fluentd paused (dry run)"]
     # the bare flag is kubectl's deprecated form of client
     r = dsctl(up, "uncordon", "node1", "--dry-run")
     assert r.returncode == 0 and r.stdout == "node/node1 already uncordoned (dry run)\n"

@@ -422,29 +422,35 @@ def test_split_edits_refusals(args: list[str], reason: str) -> None:
 
 
 @pytest.mark.parametrize(
-    ("args", "parsed"),
+    ("args", "many", "parsed"),
     [
-        (["ds/web"], ("web", None)),
-        (["daemonset", "web"], ("web", None)),
-        (["daemonsets.apps", "web", "40%"], ("web", "40%")),
-        (["ds/web", "2"], ("web", "2")),
+        (["ds/web"], False, (["web"], None)),
+        (["daemonset", "web"], False, (["web"], None)),
+        (["daemonsets.apps", "web", "40%"], False, (["web"], "40%")),
+        (["ds/web", "2"], False, (["web"], "2")),
+        (["ds/a", "daemonset/b"], True, (["a", "b"], None)),
+        (["ds", "a", "b", "a"], True, (["a", "b"], None)),
+        (["ds/a"], True, (["a"], None)),
     ],
 )
-def test_parse_rollout_args(args: list[str], parsed: tuple[str, str | None]) -> None:
-    assert arguments.parse_rollout_args(args) == parsed
+def test_parse_rollout_args(args: list[str], many: bool, parsed: tuple[list[str], str | None]) -> None:
+    assert arguments.parse_rollout_args(args, many=many) == parsed
 
 
 @pytest.mark.parametrize(
-    ("args", "reason"),
+    ("args", "many", "reason"),
     [
-        ([], "rollout needs a DaemonSet: ds/NAME or daemonset NAME"),
-        (["daemonset"], "daemonset needs a NAME (daemonset NAME or ds/NAME)"),
-        (["pods", "x"], "rollout works on daemonsets only, not 'pods'"),
-        (["ds/web", "1", "2"], "unexpected arguments: 2"),
+        ([], False, "rollout needs a DaemonSet: ds/NAME or daemonset NAME"),
+        (["daemonset"], False, "daemonset needs a NAME (daemonset NAME or ds/NAME)"),
+        (["pods", "x"], False, "rollout works on daemonsets only, not 'pods'"),
+        (["ds/web", "1", "2"], False, "unexpected arguments: 2"),
+        (["ds/a", "ds/b"], False, "this rollout action takes one DaemonSet"),
+        (["ds/a", "x", "ds/b"], True, "unexpected arguments: x ds/b"),
+        (["ds/a", "x"], True, "unexpected arguments: x"),
     ],
 )
-def test_parse_rollout_args_refusals(args: list[str], reason: str) -> None:
-    err = refused(lambda: arguments.parse_rollout_args(args))
+def test_parse_rollout_args_refusals(args: list[str], many: bool, reason: str) -> None:
+    err = refused(lambda: arguments.parse_rollout_args(args, many=many))
     assert (err.field, err.reason) == ("RESOURCE", reason)
 
 
