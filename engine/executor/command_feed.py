@@ -186,8 +186,7 @@ class CommandFeed:
             while self._retries:
                 yield self._retries.popleft()
             if self._gate is not None and not self._gate.is_set():
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._gate.wait(), timeout=1.0)
+                await _until(self._gate, 1.0)
                 continue
             self._kick.clear()
             try:
@@ -260,8 +259,7 @@ class CommandFeed:
         return bool(self._announced)
 
     async def _wait(self, seconds: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._kick.wait(), timeout=seconds)
+        await _until(self._kick, seconds)
 
     # --- settling -------------------------------------------------------------------------------------
 
@@ -348,6 +346,16 @@ class CommandFeed:
         if self._own_reader:
             with contextlib.suppress(DsctlError):
                 await self._reader.close()
+
+
+async def _until(event: asyncio.Event, seconds: float) -> None:
+    """Wait for ``event`` at most ``seconds``. Not ``asyncio.wait_for``: on Python 3.11 it returns
+    normally when a cancel arrives just after the event was set, so the feed's loop (which ends only
+    when cancelled or closed) waited on for ever and the executor's stop hung
+    (tests/shell/test_feed_cancel.py)."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(seconds):
+            await event.wait()
 
 
 def _read_exception(task: asyncio.Task[None]) -> None:

@@ -132,7 +132,10 @@ class DirectReader:
                     reply=f"{self._prefix}.{token}",
                 )
                 while True:
-                    msg = await asyncio.wait_for(queue.get(), timeout)
+                    # asyncio.timeout, not wait_for: on Python 3.11 wait_for drops a cancel that
+                    # arrives just as the answer does, and the caller's loop then never stops
+                    async with asyncio.timeout(timeout):
+                        msg = await queue.get()
                     status = _status(msg)
                     headers = msg.headers or {}
                     if status == "204":

@@ -369,7 +369,14 @@ class ExecutorLease:
         return bool(entry.value)
 
     async def keys(self) -> list[str]:
-        """Every key held in the bucket now (a fleet leaves those nodes to their own executors)."""
+        """Every key held in the bucket now (a fleet leaves those nodes to their own executors).
+
+        Shielded: nats-py's ``keys()`` watches the bucket, and cancelled half-way (the fleet polls
+        every second, so its stop often lands there) it never stops its watcher, whose heartbeat
+        task then outlives the executor."""
+        return await asyncio.shield(self._keys())
+
+    async def _keys(self) -> list[str]:
         try:
             return list(await self._kv.keys())
         except NoKeysError:
