@@ -64,6 +64,7 @@ from projections.model import (
     Timestamp,
     object_key,
 )
+from projections.sharing import shared_labels, shared_text
 
 
 def apply(state: ClusterState, envelope: Envelope, seq: int) -> ClusterState:
@@ -291,21 +292,21 @@ def _pod_created(state: ClusterState, event: PodCreated, seq: int, at: Timestamp
     key = f"{event.namespace}/{event.name}"  # object_key, inlined: this runs for every pod
     if key in state.pods:
         return  # a redelivered report: the first one counts
-    pod = PodState(
-        namespace=event.namespace,
+    pod = PodState(  # what pods hold alike is held once (projections.sharing)
+        namespace=shared_text(event.namespace),
         name=event.name,
         uid=event.uid,
-        node=event.node,
-        owner_uid=event.owner_uid,
-        owner_name=event.owner_name,
-        revision_hash=event.revision_hash,
-        labels=dict(event.labels),
+        node=shared_text(event.node),
+        owner_uid=shared_text(event.owner_uid),
+        owner_name=shared_text(event.owner_name),
+        revision_hash=shared_text(event.revision_hash),
+        labels=shared_labels(event.labels),
         created_at=at,
         created_seq=seq,
         command_id=event.command_id,
     )
     state.pods[key] = pod
-    state.pods_by_node.setdefault(event.node, set()).add(key)
+    state.pods_by_node.setdefault(pod.node, set()).add(key)
     if pod.owner_uid:
         state.pods_by_owner.setdefault(pod.owner_uid, set()).add(key)
     else:

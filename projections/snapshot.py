@@ -11,6 +11,7 @@ import msgspec
 
 from events.errors import MalformedEvent
 from projections.model import ClusterState
+from projections.sharing import share_pod
 
 #: bump when ClusterState changes shape incompatibly; older snapshots are then ignored
 FORMAT = b"dsctl-snap-v3\n"  # v2: the orphan index; v3: the decision tree's authority, last_id
@@ -28,6 +29,9 @@ def load(data: bytes) -> ClusterState:
     if not data.startswith(FORMAT):
         raise MalformedEvent("snapshot has an unknown format tag", "$")
     try:
-        return _decoder.decode(memoryview(data)[len(FORMAT) :])
+        state = _decoder.decode(memoryview(data)[len(FORMAT) :])
     except msgspec.DecodeError as err:
         raise MalformedEvent(f"snapshot does not decode: {err}", "$") from err
+    for pod in state.pods.values():
+        share_pod(pod)  # as the fold holds them (projections.sharing)
+    return state
