@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import hashlib
 import os
+import shutil
 import struct
 import sys
 import time
@@ -91,6 +92,9 @@ def prepared_log(nodes: int, daemonsets: int, total: int) -> Path:
     if (where / "snapshot.bin").exists():
         return where
     _progress(f"preparing the log in {where}")
+    for stale in CACHE_DIR.glob(f"restart-{nodes}x{daemonsets}-{total}-*"):
+        if stale.is_dir() and not stale.name.endswith(".partial"):
+            shutil.rmtree(stale, ignore_errors=True)  # made from other sources: never used again
     partial = where.with_name(where.name + f".{os.getpid()}.partial")
     partial.mkdir(parents=True, exist_ok=True)
     state = ClusterState()
