@@ -13,8 +13,9 @@ no engine answering, or ``DSCTL_QUERY=log`` read the log. ``-w`` lists, then fol
 from __future__ import annotations
 
 import contextlib
-import json
+import functools
 import time
+from collections.abc import Callable
 from typing import Any, TextIO
 
 import msgspec
@@ -86,34 +87,136 @@ def not_found(q: Query) -> NotFound:
     return NotFound(f'{RESOURCE[q.kind]} "{q.name}" not found')
 
 
-class _KubectlYaml(yaml.SafeDumper):
-    """YAML as kubectl writes it: a string that needs quotes in double quotes (``"1"``, ``""``),
-    several lines as a literal block, no line folded."""
+class _Analyzer:
+    """PyYAML's own judgement of whether a string may be written plain (its emitter's, borrowed so
+    the C emitter can be told the style kubectl would use)."""
 
-    def choose_scalar_style(self) -> str:
-        style: str = super().choose_scalar_style()
-        value = getattr(self.event, "value", None) or ""
-        if style in ("'", '"') and "\n" in value and getattr(self.analysis, "allow_block", False):
-            return "|"
-        return '"' if style == "'" else style
+    allow_unicode = True
+
+
+_ANALYZER = _Analyzer()
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _style(text: str) -> str | None:
+    """kubectl's style for a string: literal block for several lines, double quotes where plain would
+    read as another type or not parse, else plain (memoized: a listing repeats its keys and values)."""
+    if "\n" in text:
+        return "|"
+    if not text or _RESOLVER.resolve(yaml.ScalarNode, text, (True, False)) != _STR:  # type: ignore[no-untyped-call]
+        return '"'
+    analysis = yaml.emitter.Emitter.analyze_scalar(_ANALYZER, text)  # type: ignore[arg-type]
+    return None if analysis.allow_block_plain else '"'
+
+
+_RESOLVER = yaml.resolver.Resolver()
+_STR = "tag:yaml.org,2002:str"
+_Dumper: type[yaml.SafeDumper] = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+
+
+class _KubectlYaml(_Dumper):  # type: ignore[misc,valid-type]
+    """YAML as kubectl writes it: a string that needs quotes in double quotes (``"1"``, ``""``,
+    ``"a: b"``), several lines as a literal block, no line folded, no anchors; written by libyaml
+    when it is there (tens of times faster than the pure-Python emitter on a large listing)."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True  # objects share parts (engine.core.api_objects.Objects); kubectl never writes anchors
+
+    def represent_str(self, data: str) -> yaml.ScalarNode:
+        style = _style(data)
+        node: yaml.ScalarNode = self.represent_scalar("tag:yaml.org,2002:str", data, style=style)
+        return node
+
+
+_KubectlYaml.add_representer(str, _KubectlYaml.represent_str)
 
 
 def dump(obj: Any, fmt: str) -> str:
     """kubectl's printers: keys in order (its objects are maps), JSON indented by 4."""
     if fmt == "json":
-        return json.dumps(obj, indent=4, sort_keys=True) + "\n"
+        return msgspec.json.format(msgspec.json.encode(obj, order="sorted"), indent=4).decode() + "\n"
+    lines: list[str] = []
+    _yaml_block(obj, "", lines)
+    return "".join(lines)
+
+
+def objects_of(state: ClusterState, kind: Kind, items: list[Any]) -> list[dict[str, Any]]:
+    """The API-shaped objects of ``items`` (read-only: pods of one revision share parts)."""
+    shaper = api_objects.Objects(state)
+    make: Callable[[Any], dict[str, Any]] = (
+        shaper.daemonset if kind == "daemonsets" else shaper.pod if kind == "pods" else shaper.node
+    )
+    return [make(i) for i in items]
+
+
+def pyyaml_dump(obj: Any) -> str:
+    """The same YAML through PyYAML (the reference ``dump`` is tested against; several-line strings)."""
     text: str = yaml.dump(
         obj, Dumper=_KubectlYaml, sort_keys=True, default_flow_style=False, allow_unicode=True, width=1 << 30
     )
     return text
 
 
-def obj_of(state: ClusterState, kind: Kind, item: Any) -> dict[str, Any]:
-    if kind == "daemonsets":
-        return api_objects.daemonset(item)
-    if kind == "pods":
-        return api_objects.pod(state, item)
-    return api_objects.node(item)
+def _yaml_scalar(value: Any, pad: str) -> str:
+    """A scalar after ``key: `` or ``- `` at indentation ``pad``, with its line end."""
+    if isinstance(value, str):
+        style = _style(value)
+        if style is None:
+            return value + "\n"
+        if style == '"' and value.isprintable():
+            return msgspec.json.encode(value).decode() + "\n"
+        # several lines (``|`` and the lines indented by 2), or characters YAML escapes its own way
+        first, *rest = pyyaml_dump(value).removesuffix("...\n").splitlines()
+        return "".join([first, *("\n" + (pad + line if line else line) for line in rest), "\n"])
+    if value is None:
+        return "null\n"
+    if isinstance(value, bool):
+        return "true\n" if value else "false\n"
+    if isinstance(value, dict):
+        return "{}\n"
+    if isinstance(value, list):
+        return "[]\n"
+    if isinstance(value, float):
+        return pyyaml_dump(value).removesuffix("...\n")
+    return f"{value}\n"
+
+
+def _yaml_block(obj: Any, pad: str, out: list[str]) -> None:
+    """``obj`` (a non-empty map or list, or a scalar) in block style at indentation ``pad``."""
+    if isinstance(obj, dict) and obj:
+        for key in sorted(obj):
+            value = obj[key]
+            out.append(f"{pad}{_yaml_key(key)}:")
+            if isinstance(value, dict) and value:
+                out.append("\n")
+                _yaml_block(value, pad + "  ", out)
+            elif isinstance(value, list) and value:
+                out.append("\n")
+                _yaml_block(value, pad, out)  # a list under a key is not indented (kubectl's style)
+            else:
+                out.append(" " + _yaml_scalar(value, pad))
+    elif isinstance(obj, list) and obj:
+        for item in obj:
+            if (isinstance(item, dict | list)) and item:
+                inner: list[str] = []
+                _yaml_block(item, pad + "  ", inner)
+                first = inner[0]
+                inner[0] = pad + "- " + first[len(pad) + 2 :]
+                out.extend(inner)
+            else:
+                out.append(f"{pad}- " + _yaml_scalar(item, pad))
+    else:
+        out.append(_yaml_scalar(obj, pad))
+
+
+def _yaml_key(key: Any) -> str:
+    text = str(key)
+    if _style(text) is None:
+        return text
+    if text.isprintable():
+        return msgspec.json.encode(text).decode()
+    quoted: str = yaml.dump(text, Dumper=_Dumper, default_style='"', allow_unicode=True, width=1 << 30)
+    return quoted.removesuffix("\n")
 
 
 #: --sort-by paths answered from the read model without building objects (the common ones)
@@ -130,7 +233,7 @@ def sort_items(state: ClusterState, q: Query, items: list[Any], sort_by: str) ->
     fast = _FAST_SORT.get(jsonpath.relaxed(sort_by).replace(" ", ""))
     if fast is not None:
         return sorted(items, key=fast)
-    objs = [obj_of(state, q.kind, i) for i in items]
+    objs = objects_of(state, q.kind, items)
     return [items[i] for i in columns.sort_order(template, objs, sort_by)]
 
 
@@ -147,14 +250,14 @@ def render(
     output = columns.parse_output(fmt)
     single = q.name is not None
     if output.kind in ("json", "yaml"):
-        objs = [obj_of(state, q.kind, i) for i in items]
+        objs = objects_of(state, q.kind, items)
         return dump(objs[0] if single and objs else api_objects.as_list(objs), output.kind)
     if output.template is not None:
-        objs = [obj_of(state, q.kind, i) for i in items]
+        objs = objects_of(state, q.kind, items)
         root = objs[0] if single and objs else api_objects.as_list(objs)
         return jsonpath.execute(output.template, root)
     if output.columns:
-        objs = [obj_of(state, q.kind, i) for i in items]
+        objs = objects_of(state, q.kind, items)
         headers, rows = columns.column_rows(output.columns, objs)
         text = present.table(headers, rows) if rows else "   ".join(headers).rstrip() + "\n"
     elif output.kind == "name":

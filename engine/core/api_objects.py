@@ -235,9 +235,10 @@ def pod_template(state: ClusterState, pod: PodState) -> PodTemplate | None:
     return found[1].template if found is not None else None
 
 
-def _daemon_spec(template: PodTemplate | None, node: str) -> dict[str, Any]:
-    """The template's spec as the DaemonSet controller sends it: its tolerations added, the node pinned
-    by a required ``matchFields metadata.name`` term, bound to the node."""
+def _daemon_spec(template: PodTemplate | None) -> dict[str, Any]:
+    """The template's spec as the DaemonSet controller sends it, defaulted: its tolerations added, the
+    required node affinity term for ``_on_node`` to fill in (``nodeName`` and the term's values are all
+    that differ between the pods of one revision)."""
     spec: dict[str, Any] = dict(template.spec) if template is not None else {}
     try:
         raw = spec.get("tolerations") or []
@@ -245,6 +246,16 @@ def _daemon_spec(template: PodTemplate | None, node: str) -> dict[str, Any]:
     except msgspec.ValidationError:
         user = ()
     tolerations = with_daemon_tolerations(user, bool(spec.get("hostNetwork", False)))
+    spec["tolerations"] = [_to_builtins(t) for t in tolerations]
+    if not spec.get("containers"):
+        spec["containers"] = []
+    return pod_spec_defaults(spec, pod=True)
+
+
+def _on_node(base: dict[str, Any], node: str) -> dict[str, Any]:
+    """A pod's spec: the revision's (shared, never changed) bound to ``node`` by ``nodeName`` and one
+    required ``matchFields metadata.name In [node]`` term."""
+    spec = dict(base)
     affinity = dict(spec.get("affinity") or {})
     affinity["nodeAffinity"] = {
         **(affinity.get("nodeAffinity") or {}),
@@ -254,10 +265,9 @@ def _daemon_spec(template: PodTemplate | None, node: str) -> dict[str, Any]:
             ]
         },
     }
-    spec.update(nodeName=node, tolerations=[_to_builtins(t) for t in tolerations], affinity=affinity)
-    if not spec.get("containers"):
-        spec["containers"] = []
-    return pod_spec_defaults(spec, pod=True)
+    spec["affinity"] = affinity
+    spec["nodeName"] = node
+    return spec
 
 
 def qos_class(spec: dict[str, Any]) -> str:
@@ -347,9 +357,35 @@ def _pod_status(pod: PodState, spec: dict[str, Any]) -> dict[str, Any]:
     return status
 
 
-def pod(state: ClusterState, p: PodState, template: PodTemplate | None = None) -> dict[str, Any]:
-    template = template if template is not None else pod_template(state, p)
-    spec = _daemon_spec(template, p.node)
+class Objects:
+    """Objects of one state. The pods of one revision share its defaulted spec, built once (a listing of
+    10,000 pods builds a handful), so the objects must be read, never changed."""
+
+    def __init__(self, state: ClusterState) -> None:
+        self.state = state
+        self._specs: dict[tuple[str, str, str], tuple[PodTemplate | None, dict[str, Any]]] = {}
+
+    def daemonset(self, ds: DaemonSetState) -> dict[str, Any]:
+        return daemonset(ds)
+
+    def node(self, n: NodeState) -> dict[str, Any]:
+        return node(n)
+
+    def pod(self, p: PodState) -> dict[str, Any]:
+        key = (p.owner_uid, p.revision_hash, p.namespace if not p.owner_uid else "")
+        found = self._specs.get(key)
+        if found is None:
+            template = pod_template(self.state, p)
+            found = self._specs[key] = (template, _daemon_spec(template))
+        template, base = found
+        return _pod(p, template, _on_node(base, p.node))
+
+
+def pod(state: ClusterState, p: PodState) -> dict[str, Any]:
+    return Objects(state).pod(p)
+
+
+def _pod(p: PodState, template: PodTemplate | None, spec: dict[str, Any]) -> dict[str, Any]:
     metadata: dict[str, Any] = {
         "name": p.name,
         "namespace": p.namespace,
@@ -358,7 +394,7 @@ def pod(state: ClusterState, p: PodState, template: PodTemplate | None = None) -
         "creationTimestamp": rfc3339(p.created_at),
     }
     labels = {**p.labels, REVISION_HASH_LABEL: p.revision_hash} if p.revision_hash else p.labels
-    annotations = dict(template.metadata.annotations) if template is not None else {}
+    annotations = template.metadata.annotations if template is not None else {}
     _put_maps(metadata, labels=labels, annotations=annotations)
     if p.owner_uid:
         metadata["generateName"] = f"{p.owner_name}-"
