@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from engine.cli.main import main
 from tests.cli.test_cli import ROOT, Up, converged, dsctl, fails, ok, wait_for
 
 integration = [pytest.mark.integration, pytest.mark.slow]
@@ -58,13 +59,27 @@ def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
          "see dsctl get --help"),
     ],
 )  # fmt: skip
-def test_a_usage_error_is_one_line_and_exit_2(argv: list[str], line: str) -> None:
-    r = run(*argv)
-    assert (r.returncode, r.stderr, r.stdout) == (2, line + "\n", "")
+def test_a_usage_error_is_one_line_and_exit_2(
+    argv: list[str], line: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    try:
+        code = main(argv)
+    except SystemExit as exit_:
+        code = exit_.code  # type: ignore[assignment]
+    captured = capsys.readouterr()
+    assert (code, captured.err, captured.out) == (2, line + "\n", "")
 
 
-def test_help_documents_the_logging_settings_and_completion() -> None:
-    out = run("--help").stdout
+def test_the_process_says_the_same_on_its_stderr() -> None:
+    r = run("aply", "-f", "x")
+    assert (r.returncode, r.stdout) == (2, "")
+    assert r.stderr == 'error: unknown command "aply" for "dsctl"; did you mean "apply"?\n'
+
+
+def test_help_documents_the_logging_settings_and_completion(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
     assert "DSCTL_LOG_LEVEL   debug|info|warning|error" in out
     assert "DSCTL_LOG_FORMAT  json|console" in out
     assert "source <(dsctl completion bash)" in out
