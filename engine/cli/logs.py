@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import itertools
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any, TextIO
 
 import msgspec
@@ -55,7 +55,7 @@ async def logs(nc: Any, pod: str, namespace: str, *, follow: bool, tail: int, ou
     return 0
 
 
-async def read_log(nc: Any, req: LogRequest, *, timeout: float = ANSWER_TIMEOUT) -> AsyncIterator[str]:
+async def read_log(nc: Any, req: LogRequest, *, timeout: float = ANSWER_TIMEOUT) -> AsyncGenerator[str, None]:
     """The pod's log as the node's executor sends it, text part by text part (see the module notes)."""
     reader = secrets.token_hex(8)
     reply = logs_reply(req.node, reader)

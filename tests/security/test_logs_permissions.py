@@ -200,3 +200,23 @@ class TestOperatorMode:
         await node2.subscribe(logs_request("node1"))
         await node2.flush()
         await world.bus.refused(NODE2, logs_request("node1"))
+
+
+async def test_a_reader_that_goes_away_costs_the_executor_one_window(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A follow whose reader is gone (Ctrl-C) is not renewed: its answer ends at its window, and no
+    further request comes, so nothing is left streaming."""
+    monkeypatch.setattr(pod_logs, "FOLLOW_WINDOW", 0.5)
+    pod = world.pod_on("node1")
+    admin = await world.bus.connect(ADMIN)
+    answers = await admin.subscribe(logs_reply("node1"))
+    reader = read_log(
+        await world.bus.connect(AUDITOR),
+        LogRequest(id="", node="node1", namespace="default", name=pod.name, uid=pod.uid, follow=True),
+    )
+    assert "ready" in await reader.__anext__()
+    await reader.aclose()  # the reader goes away mid-answer
+    while not (part := decode_part((await answers.next_msg(timeout=10)).data)).last:
+        pass
+    assert not part.ended and part.text == ""  # its window ran out: the pod still runs
