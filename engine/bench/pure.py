@@ -24,12 +24,12 @@ FOLD_TARGET = 500_000.0
 DAEMONSETS = 10
 
 
-def _best(fn: Callable[[], object], repeat: int) -> float:
+def _best(fn: Callable[[], object], repeat: int, clock: Callable[[], float] = time.perf_counter) -> float:
     best = float("inf")
     for _ in range(repeat):
-        start = time.perf_counter()
+        start = clock()
         fn()
-        best = min(best, time.perf_counter() - start)
+        best = min(best, clock() - start)
     return best
 
 
@@ -48,8 +48,10 @@ async def fold(quick: bool) -> list[Row]:
             decode(p)
 
     repeat = 5  # best of: the machine is shared, and a slow run says nothing about the code
-    t_fold = _best(fold_all, repeat)
-    t_decode = _best(decode_all, repeat)
+    # CPU seconds of this process: the fold and the decoder are pure code in one thread, and on a shared
+    # machine the wall clock mostly measures the neighbours (equal to it on a quiet one)
+    t_fold = _best(fold_all, repeat, time.process_time)
+    t_decode = _best(decode_all, repeat, time.process_time)
     kinds: dict[str, int] = {}
     for e in envelopes:
         kinds[e.type] = kinds.get(e.type, 0) + 1
@@ -63,7 +65,7 @@ async def fold(quick: bool) -> list[Row]:
             baseline=count / t_decode,
             baseline_label="events.codec.decode of the same events (the other half of a rebuild)",
             target=Target(">=", FOLD_TARGET),
-            note=f"best of {repeat}",
+            note=f"best of {repeat}, CPU time",
         )
     ]
 
