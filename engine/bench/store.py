@@ -104,6 +104,6 @@ async def rebuild(quick: bool) -> list[Row]:
             target=Target(">=", 0.8, on="ratio"),
             # on a shared machine the wall clock of the two reads can differ by the neighbours' load:
             # the CPU seconds of this process say what the reading, decoding and folding cost
-            note=f"CPU time: load {cpu_load:.2f} s, raw read {cpu_raw:.2f} s (ratio {cpu_raw / cpu_load:.2f})",
+            note=f"CPU: load {cpu_load:.2f} s, raw read {cpu_raw:.2f} s (ratio {cpu_raw / cpu_load:.2f})",
         )
     ]
