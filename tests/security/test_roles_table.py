@@ -74,9 +74,10 @@ def test_an_executor_writes_its_own_node_only() -> None:
     assert writes == [
         "$KV.dse_executor_checkpoints.web-1.rack2",
         "$KV.dse_node_leases.web-1.rack2",
+        "dse.logs.web-1_rack2.*",
         "dse.pod.web-1_rack2.>",
     ]
-    assert perms.subscribe == ("dse.cmd.web-1_rack2", "_INBOX_executor.web-1_rack2.>")
+    assert perms.subscribe == ("dse.cmd.web-1_rack2", "_INBOX_executor.web-1_rack2.>", "dse.logs.web-1_rack2")
     fleet = permissions(FLEET)
     assert "dse.pod.>" in fleet.publish and "dse.cmd.>" in fleet.subscribe
 
