@@ -2,7 +2,7 @@
 
 A DaemonSet's uid is a random UUID minted by ``apply``. A pod's is derived from its decision (the same
 inputs give the same uid, so a recomputed decision matches the recorded one): a SHA-256 name-based
-UUID, version 8 as RFC 9562 (section 5.8, appendix B.2) describes. Pods recorded before uids were
+UUID, version 8 (RFC 9562's custom version). Pods recorded before uids were
 minted this way carry 32 hex digits, and anything another service reported may carry any string:
 ``api_uid`` shows each as a UUID, always the same one for the same stored uid, so an owner reference
 still matches its owner's ``metadata.uid``. A node has no stored uid: ``node_uid`` derives one from its
