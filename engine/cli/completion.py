@@ -17,7 +17,7 @@ import shlex
 from engine.core.arguments import CASCADE, KINDS
 
 #: the resource types offered for a TYPE argument, most used first
-TYPES = ("daemonsets", "ds", "pods", "po", "nodes", "no", "daemonset.apps")
+TYPES = ("daemonsets", "ds", "pods", "po", "nodes", "no", "daemonset.apps", "all")
 #: which verbs take objects, and how: "objects" (TYPE NAME / TYPE/NAME), "nodes" (nodes NAME, then
 #: edits), "node" (NODE names), "ds" (rollout's ds/NAME), "pod" (logs POD)
 OBJECT_VERBS = {

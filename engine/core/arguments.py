@@ -243,6 +243,10 @@ def _requirement(part: str, flag: str) -> LabelSelectorRequirement:
 # --- objects on the command line: TYPE NAME..., TYPE/NAME..., TYPE,TYPE -----------------------------
 
 
+#: kubectl's ``all`` category, of the kinds served here, in its order (nodes are not in it)
+ALL: tuple[Kind, ...] = ("pods", "daemonsets")
+
+
 class Target(msgspec.Struct, frozen=True):
     """One resource type and the names asked of it, in the order given (none: every object)."""
 
@@ -279,7 +283,8 @@ def parse_targets(args: Sequence[str], verb: str, *, kinds: Sequence[Kind] = ())
         for part in types.split(","):
             if not part:
                 raise InvalidInput(f"empty resource type in {types!r}", "TYPE")
-            grouped.setdefault(kind_of(part), [])
+            for kind in ALL if part.lower() == "all" else (kind_of(part),):
+                grouped.setdefault(kind, [])
         for name in names:
             if not name:
                 raise InvalidInput("a name cannot be empty", "NAME")

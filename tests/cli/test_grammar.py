@@ -148,6 +148,10 @@ def test_type_name_forms_and_comma_lists_in_get(up: Up) -> None:
         "daemonset.apps/fluentd-elasticsearch",
         *sorted(n for n in names(up, "pods", "-n", "kube-system")),
     ]
+    assert names(up, "all", "-n", "kube-system") == [  # kubectl's category: pods, then daemonsets
+        *sorted(n for n in names(up, "pods", "-n", "kube-system")),
+        "daemonset.apps/fluentd-elasticsearch",
+    ]
     assert names(up, "ds/myweb-ds", "node/node1", "daemonset.apps/fluentd") == [
         "daemonset.apps/myweb-ds", "daemonset.apps/fluentd", "node/node1",
     ]  # fmt: skip
@@ -364,7 +368,7 @@ c dsctl completion ""
         "rollout",
         "--show-labels",
         "table wide json yaml name jsonpath= custom-columns=",
-        "daemonsets ds pods po nodes no daemonset.apps",
+        "daemonsets ds pods po nodes no daemonset.apps all",
         "ds,nodes ds,no",
         "fluentd-elasticsearch",
         "ds/myweb-ds",
@@ -407,6 +411,6 @@ c dsctl --nats x delete --cascade ""
     assert z.returncode == 0, z.stderr
     verbs, types, actions, cascades = z.stdout.splitlines()
     assert "apply" in verbs.split() and "completion" in verbs.split()
-    assert types == "daemonsets ds pods po nodes no daemonset.apps"
+    assert types == "daemonsets ds pods po nodes no daemonset.apps all"
     assert actions == "status history undo restart pause resume partition"
     assert cascades == "background foreground orphan"

@@ -335,6 +335,8 @@ T = arguments.Target
         (["ds/a", "daemonset/b", "node/n1"], [T("daemonsets", ("a", "b")), T("nodes", ("n1",))]),
         (["no/n1", "ds/a", "nodes/n2"], [T("nodes", ("n1", "n2")), T("daemonsets", ("a",))]),
         (["DaemonSet/a"], [T("daemonsets", ("a",))]),
+        (["all"], [T("pods"), T("daemonsets")]),
+        (["nodes,all"], [T("nodes"), T("pods"), T("daemonsets")]),
     ],
 )
 def test_parse_targets(args: list[str], targets: list[arguments.Target]) -> None:
