@@ -396,8 +396,16 @@ def _file_flags(p: argparse.ArgumentParser, *, required: bool) -> None:
 
 
 def _client_commands(sub: argparse._SubParsersAction[_Parser], common: _Parser) -> None:
-    def add(name: str, help_text: str) -> argparse.ArgumentParser:
-        return sub.add_parser(name, parents=[common], help=help_text, description=help_text)
+    def add(name: str, help_text: str, usage: str | None = None) -> argparse.ArgumentParser:
+        """``usage``: kubectl's one-line synopsis (``dsctl get (TYPE[,TYPE...] [NAME...] | ...)
+        [flags]``) instead of argparse's list of every flag; the flags follow in ``--help``."""
+        return sub.add_parser(
+            name,
+            parents=[common],
+            help=help_text,
+            description=help_text,
+            usage=f"dsctl {name} {usage} [flags]" if usage else None,
+        )
 
     ap = add("apply", "append DaemonSets and Nodes from manifests (YAML or JSON, multi-document, List)")
     _file_flags(ap, required=True)
@@ -419,38 +427,45 @@ def _client_commands(sub: argparse._SubParsersAction[_Parser], common: _Parser) 
     _ns_flags(df)
     df.add_argument("-o", "--output", default="text", choices=["text", "wide", "json"])
 
-    de = add("delete", "delete DaemonSets, nodes or pods (or what manifests name)")
-    de.add_argument("objects", nargs="*", metavar="TYPE NAME... | TYPE/NAME...", help=_OBJECTS_HELP)
+    de = add(
+        "delete",
+        "delete DaemonSets, nodes or pods (or what manifests name)",
+        "(TYPE[,TYPE...] NAME... | TYPE/NAME... | -f FILENAME...)",
+    )
+    de.add_argument("objects", nargs="*", metavar="TYPE", help=_OBJECTS_HELP)
     _file_flags(de, required=False)
     de.add_argument("--cascade", default="background", help="background|foreground|orphan [background]")
     _ns_flags(de)
     _dry_run_flag(de)
 
-    la = add("label", "set or remove node labels (key=value, key-)")
-    la.add_argument(
-        "args", nargs="+", metavar="nodes NAME... | node/NAME... KEY=VALUE|KEY-", help="nodes, then edits"
+    la = add(
+        "label",
+        "set or remove node labels (key=value, key-)",
+        "(nodes NAME... | node/NAME...) KEY=VALUE... KEY-...",
     )
+    la.add_argument("args", nargs="+", metavar="TYPE", help="the nodes, then the edits")
     la.add_argument("--overwrite", action="store_true", help="allow changing an existing label")
     _dry_run_flag(la)
 
-    ta = add("taint", "add or remove node taints (key=value:Effect, key:Effect-)")
-    ta.add_argument(
-        "args",
-        nargs="+",
-        metavar="nodes NAME... | node/NAME... KEY[=VALUE]:EFFECT[-]",
-        help="nodes, then edits",
+    ta = add(
+        "taint",
+        "add or remove node taints (key=value:Effect, key:Effect-)",
+        "(nodes NAME... | node/NAME...) KEY[=VALUE]:EFFECT... KEY[:EFFECT]-...",
     )
+    ta.add_argument("args", nargs="+", metavar="TYPE", help="the nodes, then the edits")
     _dry_run_flag(ta)
 
     for verb in ("cordon", "uncordon"):
-        c = add(verb, f"mark nodes as {'un' if verb == 'cordon' else ''}schedulable")
+        c = add(verb, f"mark nodes as {'un' if verb == 'cordon' else ''}schedulable", "NODE...")
         c.add_argument("names", nargs="+", metavar="NODE", help="NODE or node/NODE; several allowed")
         _dry_run_flag(c)
 
-    ge = add("get", "list daemonsets, pods or nodes (as kubectl get)")
-    ge.add_argument(
-        "objects", nargs="+", metavar="TYPE[,TYPE...] [NAME...] | TYPE/NAME...", help=_OBJECTS_HELP
+    ge = add(
+        "get",
+        "list daemonsets, pods or nodes (as kubectl get)",
+        "(TYPE[,TYPE...] [NAME...] | TYPE/NAME... | endpoints ds/NAME)",
     )
+    ge.add_argument("objects", nargs="+", metavar="TYPE", help=_OBJECTS_HELP + "; all: pods and daemonsets")
     _ns_flags(ge, all_namespaces=True)
     ge.add_argument("-l", "--selector", metavar="SELECTOR", help="label selector (a=b,c!=d,e in (x,y))")
     ge.add_argument(
@@ -467,17 +482,25 @@ def _client_commands(sub: argparse._SubParsersAction[_Parser], common: _Parser) 
     ge.add_argument("-w", "--watch", action="store_true", help="after listing, print changes as they happen")
     ge.add_argument("--at", metavar="SEQ|DURATION|TIME", help=_AT_HELP)
 
-    ds = add("describe", "show objects in detail, with events from the log")
-    ds.add_argument("objects", nargs="+", metavar="TYPE NAME... | TYPE/NAME...", help=_OBJECTS_HELP)
+    ds = add(
+        "describe", "show objects in detail, with events from the log", "(TYPE [NAME...] | TYPE/NAME...)"
+    )
+    ds.add_argument(
+        "objects", nargs="+", metavar="TYPE", help=_OBJECTS_HELP + "; no name: every object of the type"
+    )
     _ns_flags(ds)
     ds.add_argument("--at", metavar="SEQ|DURATION|TIME", help=_AT_HELP)
 
-    ro = add("rollout", "status, history, undo, restart, pause, resume or partition a DaemonSet rollout")
+    ro = add(
+        "rollout",
+        "status, history, undo, restart, pause, resume or partition a DaemonSet rollout",
+        "ACTION (ds/NAME... | daemonset NAME...) [N|P%%]",
+    )
     ro.add_argument("action", choices=ROLLOUT_ACTIONS)
     ro.add_argument(
         "args",
         nargs="+",
-        metavar="ds/NAME | daemonset NAME [N|P%]",
+        metavar="DAEMONSET",
         help="the DaemonSet; partition: then nodes (or percent) kept on the old revision",
     )
     _ns_flags(ro)
@@ -499,8 +522,12 @@ def _client_commands(sub: argparse._SubParsersAction[_Parser], common: _Parser) 
     )
     rp.add_argument("-o", "--output", default="text", choices=["text", "json"])
 
-    ex = add("explain", "why a pod is where it is, or why a DaemonSet does (not) run on a node")
-    ex.add_argument("objects", nargs="+", metavar="pod|node NAME | pod/NAME | node/NAME")
+    ex = add(
+        "explain",
+        "why a pod is where it is, or why a DaemonSet does (not) run on a node",
+        "(pod NAME | pod/NAME | node NAME --ds NS/NAME | node/NAME --ds NS/NAME)",
+    )
+    ex.add_argument("objects", nargs="+", metavar="TYPE", help="pod NAME, node NAME, pod/NAME or node/NAME")
     ex.add_argument("--ds", metavar="NS/NAME", help="node: the DaemonSet to explain")
     _ns_flags(ex)
     ex.add_argument("--at", metavar="SEQ|DURATION|TIME", help="node: " + _AT_HELP)

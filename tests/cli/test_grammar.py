@@ -55,8 +55,9 @@ def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
          "error: argument --dry-run: invalid value 'server': must be 'none', 'client'; "
          "see dsctl label --help"),
         (["completion", "fish"], 'error: invalid shell "fish" for "dsctl completion"; one of bash, zsh'),
-        (["get"], "error: the following arguments are required: TYPE[,TYPE...] [NAME...] | TYPE/NAME...; "
-         "see dsctl get --help"),
+        (["get"], "error: the following arguments are required: TYPE; see dsctl get --help"),
+        (["rollout", "pause"],
+         "error: the following arguments are required: DAEMONSET; see dsctl rollout --help"),
     ],
 )  # fmt: skip
 def test_a_usage_error_is_one_line_and_exit_2(
