@@ -22,6 +22,7 @@ from engine.bench.common import (
     nats_server,
     percentile,
     raw_publish,
+    ready_curve,
     wait_until,
 )
 from engine.bench.workload import History, batched, node_event
@@ -38,6 +39,10 @@ from events.types import PodEvent, PodReady
 from projections.model import ClusterState, object_key
 
 APPEND_CHUNK = 2_000
+#: issue 16: 50,000 pods Ready in at most 12 s (scaled by the pod count) and at most 2.5 times the
+#: reports-only bound measured in the same run
+CONVERGE_SECONDS_PER_50K = 12.0
+CONVERGE_MAX_RATIO = 2.5
 
 
 class LiveCluster:
@@ -48,6 +53,8 @@ class LiveCluster:
         self.store = JetStreamEventStore(nc)
         self.engine = Engine(nc, identity="bench-engine", lease_ttl=2.0, store=self.store)
         self.ready: set[str] = set()
+        #: when each pod became Ready (perf_counter), for the convergence chart
+        self.ready_at: list[float] = []
         self.want_ready = 0
         self.all_ready = asyncio.Event()
         self._tasks: list[asyncio.Task[Any]] = []
@@ -62,8 +69,9 @@ class LiveCluster:
         if isinstance(data, PodReady):
             key = object_key(data.namespace, data.name)
             pod = state.pods.get(key)
-            if pod is not None and pod.ready:
+            if pod is not None and pod.ready and key not in self.ready:
                 self.ready.add(key)
+                self.ready_at.append(time.perf_counter())
                 if self.want_ready and len(self.ready) >= self.want_ready:
                     self.all_ready.set()
 
@@ -147,6 +155,7 @@ async def _converge(nodes: int, daemonsets: int, timeout: float) -> Row:
                 await asyncio.wait_for(cluster.all_ready.wait(), timeout)
             elapsed = time.perf_counter() - start
             ready = len(cluster.ready)
+            ready_at = list(cluster.ready_at)
             decisions, reconciles = metrics.decisions, metrics.reconciles
         finally:
             await cluster.stop()
@@ -155,7 +164,9 @@ async def _converge(nodes: int, daemonsets: int, timeout: float) -> Row:
         for i in range(0, len(pod_items), 5_000):
             t_raw += await raw_publish(nc, pod_items[i : i + 5_000])
     done = ready >= pods
-    budget = 20.0 * pods / 50_000
+    budget = CONVERGE_SECONDS_PER_50K * pods / 50_000
+    ratio = elapsed / t_raw if t_raw else None
+    met = done and elapsed <= budget and ratio is not None and ratio <= CONVERGE_MAX_RATIO
     return Row(
         "convergence",
         f"{nodes:,} nodes x {daemonsets} DS = {pods:,} pods applied at once -> all Ready",
@@ -163,14 +174,19 @@ async def _converge(nodes: int, daemonsets: int, timeout: float) -> Row:
         "s",
         baseline=t_raw,
         baseline_label=f"publish_async of the {len(pod_items):,} pod reports alone (a lower bound)",
-        target=Target("<=", budget, label=f"<= {budget:g} s (50,000 pods in 20 s)"),
-        verdict=None if done else False,
+        target=Target(
+            "<=",
+            budget,
+            label=f"<= {budget:g} s and <= {CONVERGE_MAX_RATIO:g}x the bound (50,000 pods in 12 s)",
+        ),
+        verdict=met,
         note=(
             f"{pods / elapsed:,.0f} pods/s, {reconciles:,} reconciles, {decisions:,} decisions"
             if done
             else f"NOT DONE: {ready:,}/{pods:,} Ready after {timeout:g} s timeout"
         ),
         extra={"ready": ready, "pods": pods, "elapsed": elapsed, "reconciles": reconciles},
+        series=ready_curve(ready_at, start, pods, t_raw),
     )
 
 
@@ -252,6 +268,7 @@ async def latency(quick: bool) -> list[Row]:
             target=Target("<=", 50.0),
             verdict=False if missed else None,
             note=(f"first command p99 {percentile(first, 99):.1f} ms; " if first else "") + note,
+            series={"kind": "latency", "samples_ms": every, "first_ms": first},
         ),
     ]
 
