@@ -3,7 +3,9 @@
 It runs what ``dsctl up`` runs on one machine, the engine (leader) and a simulated fleet executor, on
 one event loop, for as long as the soak lasts, so its RSS is the engine's own and not the driver's or
 the nats-server's. It answers requests on ``SOAK_CONTROL`` with one JSON object: ``VmRSS`` and
-``VmHWM`` (kB), the projection's sequence, what the projection holds, and the controller's counters.
+``VmHWM`` (kB), the projection's sequence, what the projection holds, and the controller's counters
+(``objects``: also the number of objects the collector tracks; ``types``: only the counts of the
+top 40 types, to find what grows).
 It prints ``ready`` on stdout once it leads and the executor runs, and stops on SIGTERM.
 """
 
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import gc
 import json
 import signal
@@ -38,6 +41,10 @@ async def _run(url: str) -> None:
         await cluster.start()
 
         async def report(msg: Msg) -> None:
+            if msg.data == b"types":  # what the heap holds, by type: to find what grows
+                counts = collections.Counter(type(o).__name__ for o in gc.get_objects())
+                await msg.respond(json.dumps(dict(counts.most_common(40))).encode())
+                return
             state = cluster.projector.state
             metrics = cluster.engine.metrics
             body = {
