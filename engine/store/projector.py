@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import time
 from collections.abc import Callable
 from typing import Protocol
@@ -68,12 +69,14 @@ class ObjectSnapshots:
         self._name = name
 
     async def load(self) -> bytes | None:
+        # into a buffer: without ``writeinto`` nats-py grows the result with ``bytes +=`` per 128 KB
+        # chunk, quadratic in the size (at 26 MB, 60 % of a warm start's CPU, docs/benchmarks.md)
+        buffer = io.BytesIO()
         try:
-            result = await self._store.get(self._name)  # type: ignore[attr-defined]
+            await self._store.get(self._name, writeinto=buffer)  # type: ignore[attr-defined]
         except (ObjectNotFoundError, NotFoundError):
             return None
-        data: bytes | None = result.data
-        return data or None
+        return buffer.getvalue() or None
 
     async def save(self, data: bytes) -> None:
         await self._store.put(self._name, data)  # type: ignore[attr-defined]
