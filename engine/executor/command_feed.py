@@ -119,6 +119,9 @@ class CommandFeed:
         #: every command at or below it is settled
         self.checkpoint = 0
         self._unsettled: set[int] = set()
+        #: the same sequences in the (ascending) order they were handed out, settled ones dropped from
+        #: the front lazily: the low-water mark without a ``min`` over every unsettled command per settle
+        self._unsettled_order: deque[int] = deque()
         self._saved = 0
         self._save_task: asyncio.Task[None] | None = None
         self._save_handle: asyncio.TimerHandle | None = None
@@ -227,6 +230,7 @@ class CommandFeed:
                 if msg_id:
                     self._announced.pop(msg_id, None)
                 self._unsettled.add(raw.seq)
+                self._unsettled_order.append(raw.seq)
                 delivery = self._delivery(raw)
                 if self._observe is not None:
                     self._observe(delivery)
@@ -302,7 +306,10 @@ class CommandFeed:
 
     def _settled(self, seq: int) -> None:
         self._unsettled.discard(seq)
-        low = (min(self._unsettled) - 1) if self._unsettled else self.next_seq - 1
+        order = self._unsettled_order
+        while order and order[0] not in self._unsettled:
+            order.popleft()
+        low = (order[0] - 1) if order else self.next_seq - 1
         if low > self.checkpoint:
             self.checkpoint = low
             self._schedule_save()
