@@ -34,6 +34,7 @@ from engine.cli.effects import (
 from engine.cli.queries import readable
 from engine.core.expectations import EXPECTATIONS_TIMEOUT
 from engine.core.reconcile import reconcile, reconcile_nodes
+from engine.core.uids import api_uid
 from engine.store.event_store import EventStore, MalformedStoredEvent
 from events.envelope import Envelope
 from events.subjects import DECISION_TREE
@@ -63,6 +64,8 @@ def compare(seq: int, recorded: DecisionRecorded, recomputed: DecisionRecorded |
         # compared as JSON values: a recorded decision was decoded from the wire (lists), a recomputed
         # one may hold tuples inside raw pod specs; the wire form is what was recorded
         a, b = _as_json(getattr(recorded, name)), _as_json(getattr(recomputed, name))
+        if name == "commands":
+            a, b = _api_uids(a), _api_uids(b)
         if a != b:
             path, va, vb = _first_difference(a, b, name)
             return Mismatch(seq, key, path, va, vb)
@@ -71,6 +74,20 @@ def compare(seq: int, recorded: DecisionRecorded, recomputed: DecisionRecorded |
 
 def _as_json(value: Any) -> Any:
     return msgspec.json.decode(msgspec.json.encode(value))
+
+
+def _api_uids(commands: Any) -> Any:
+    """Commands with each ``pod_uid`` as the API shows it: a log recorded before pod uids were minted
+    as UUIDs holds 32 hex digits where today's code mints the same digits as a UUID
+    (``engine/core/uids.py``), so both compare equal and an older log still verifies."""
+    if not isinstance(commands, list):
+        return commands
+    shown = []
+    for c in commands:
+        if isinstance(c, dict) and isinstance(c.get("pod_uid"), str):
+            c = {**c, "pod_uid": api_uid(c["pod_uid"])}
+        shown.append(c)
+    return shown
 
 
 def _first_difference(a: Any, b: Any, path: str) -> tuple[str, Any, Any]:

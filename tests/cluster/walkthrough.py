@@ -356,7 +356,7 @@ def _settled(dep: Deployment, desired: dict[Key, int], with_nodes: bool = False)
     per_ds: dict[Key, list[str]] = defaultdict(list)
     for pod in pods["items"]:
         meta = pod["metadata"]
-        ready = pod["status"]["conditions"][0]["status"] == "True"
+        ready = any(c["type"] == "Ready" and c["status"] == "True" for c in pod["status"]["conditions"])
         if "deletionTimestamp" in meta or pod["status"]["phase"] != "Running" or not ready:
             return False, f"pod {meta['namespace']}/{meta['name']} not settled: {pod['status']}"
         per_ds[(meta["namespace"], _owner(pod))].append(pod["spec"]["nodeName"])
@@ -393,7 +393,7 @@ def _settled(dep: Deployment, desired: dict[Key, int], with_nodes: bool = False)
         "nodes": sorted(
             [
                 n["metadata"]["name"],
-                n["metadata"]["labels"],
+                n["metadata"].get("labels", {}),
                 n["spec"].get("taints", []),
                 bool(n["spec"].get("unschedulable")),
             ]
