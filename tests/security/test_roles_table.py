@@ -184,6 +184,7 @@ def test_where_credentials_are_looked_for() -> None:
         (["get", "ds", "-A"], ["admin", "auditor"]),
         (["replay", "verify"], ["admin", "auditor"]),
         (["rollout", "history", "ds/x"], ["admin", "auditor"]),
+        (["version"], ["admin", "auditor"]),
         (["rollout", "restart", "ds/x"], ["admin"]),
         (["apply", "-f", "x.yaml"], ["admin"]),
         (["events", "publish", "-f", "x"], ["publisher", "admin"]),
