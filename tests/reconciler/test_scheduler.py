@@ -262,7 +262,8 @@ A_BATCH_OF_CREATES_IS_NOT_FOLLOWED_BY_A_STATUS_RECONCILE = [
     Row(1.0, full_step("ds"), [CancelTimer("ds")], Full()),
     # the last batch's pods turn ready while the next batch is decided: a status refresh is owed...
     Row(1.01, report("ds", "n1", pace=Pace.ROLLING, folded=10), [AddAfter("ds", FULL_FOLLOW_UP)]),
-    # ...until the reconcile records commands: in flight, only status could change (docs/upstream-semantics.md A.8)
+    # ...until the reconcile records commands: in flight, only status could change
+    # (docs/upstream-semantics.md A.8)
     Row(
         1.03,
         full_done("ds", Outcome(seq=12, commands=250)),
