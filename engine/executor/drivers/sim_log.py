@@ -9,8 +9,9 @@ lines of the pods it took over: it says so in a line of its own instead of showi
 
 from __future__ import annotations
 
+import time
 from collections import OrderedDict
-from datetime import UTC, datetime
+from datetime import datetime
 
 from engine.executor.drivers.base import LocalPod, LogRead
 
@@ -18,10 +19,22 @@ MAX_LINES = 100
 MAX_GONE = 1000
 
 
+#: the last second formatted and its text: a fleet stamps thousands of lines a second, and
+#: ``strftime`` per line was a visible share of a convergence's CPU (docs/benchmarks.md)
+_last_second: list[tuple[int, str]] = [(-1, "")]
+
+
 def stamp(now: datetime | None = None) -> str:
     """RFC 3339 in UTC with milliseconds, as the lines begin."""
-    when = now or datetime.now(UTC)
-    return when.strftime("%Y-%m-%dT%H:%M:%S.") + f"{when.microsecond // 1000:03d}Z"
+    if now is not None:
+        return now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z"
+    t = time.time()
+    second = int(t)
+    cached, prefix = _last_second[0]
+    if cached != second:
+        prefix = time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(second))
+        _last_second[0] = (second, prefix)
+    return f"{prefix}{int((t - second) * 1000):03d}Z"
 
 
 class PodLines:
