@@ -34,7 +34,7 @@ import base64
 import contextlib
 from collections import deque
 from collections.abc import AsyncGenerator, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import msgspec
 import structlog
@@ -68,9 +68,14 @@ def _decode_delivered(seq: int, subject: str, time_ns: int, data: bytes) -> Stor
     return decode_stored(seq, subject, time_from_ns(time_ns), data)
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 def time_from_ns(ns: int) -> datetime:
-    # datetime has microseconds; JetStream gives nanoseconds: truncate, never round up past the event
-    return datetime.fromtimestamp(ns // _NS, UTC).replace(microsecond=(ns % _NS) // 1000)
+    # datetime has microseconds; JetStream gives nanoseconds: truncate, never round up past the event.
+    # Epoch plus a timedelta is exact integer arithmetic and half the cost of fromtimestamp + replace,
+    # which shows in a replay (one call per event)
+    return _EPOCH + timedelta(microseconds=ns // 1000)
 
 
 class _PubAck(msgspec.Struct, frozen=True):

@@ -30,7 +30,16 @@ from typing import Protocol
 import structlog
 from nats.js.errors import NotFoundError, ObjectNotFoundError
 
-from engine.store.port import EventStore, LogIntegrityError, MalformedStoredEvent, StoredEvent
+from engine.store.jetstream_store import time_from_ns
+from engine.store.port import (
+    EventStore,
+    IdentifiedStore,
+    LogIntegrityError,
+    MalformedStoredEvent,
+    StoredEvent,
+    decode_stored,
+)
+from engine.store.read_ahead import ReadAhead, ReadAheadFailed
 from events.errors import DsctlError, MalformedEvent, NotFound
 from events.types import DecisionRecorded, LeaderElected
 from projections import snapshot
@@ -91,8 +100,11 @@ class Projector:
         snapshot_every: int = 50_000,
         snapshot_seconds: float = 60.0,
         state: ClusterState | None = None,
+        read_ahead: ReadAhead | None = None,
     ) -> None:
         self.store = store
+        #: a large catch-up in ``load`` is read by a child process beside the fold (``read_ahead.py``)
+        self.read_ahead = read_ahead
         self.snapshots = snapshots
         self.state = state if state is not None else ClusterState()
         self.snapshot_every = snapshot_every
@@ -145,6 +157,10 @@ class Projector:
         if end_seq is not None:
             end = min(end, end_seq)
         start = self.state.seq + 1
+        ahead = self.read_ahead
+        if ahead is not None and ahead.worth_it(start, end) and isinstance(self.store, IdentifiedStore):
+            await self._load_ahead(ahead, self.store, start, end)
+            start = self.state.seq + 1
         while start <= end:
             try:
                 async with contextlib.aclosing(self.store.read(start_seq=start, end_seq=end)) as events:
@@ -161,6 +177,26 @@ class Projector:
             snapshot_seq=self.loaded_from_snapshot,
             replayed=self.replayed,
         )
+
+    async def _load_ahead(self, read_ahead: ReadAhead, store: IdentifiedStore, start: int, end: int) -> None:
+        """Fold ``start..end`` as read by a child process: the same events the store's read gives (same
+        decoding, same checks). A child that stops short leaves the state at the last event folded, and
+        ``load`` reads the rest in-process; a stream found gone or replaced raises as it would here."""
+        identity = await store.identity()
+        try:
+            batches = read_ahead.batches(identity.stream, start, end, expect_created=identity.created)
+            async with contextlib.aclosing(batches):
+                async for batch in batches:
+                    for seq, subject, time_ns, data in batch:
+                        try:
+                            stored = decode_stored(seq, subject, time_from_ns(time_ns), data)
+                        except MalformedStoredEvent as err:
+                            self._skip(err)
+                            continue
+                        self._fold(stored)
+                        self.replayed += 1
+        except ReadAheadFailed as err:
+            log.warning("projector.read_ahead_failed", seq=self.state.seq, error=str(err))
 
     async def _check_snapshot_against(self, end: int) -> None:
         """The stream must still be the one the snapshot was folded from: long enough, and holding the
