@@ -5,7 +5,8 @@ one event loop, for as long as the soak lasts, so its RSS is the engine's own an
 the nats-server's. It answers requests on ``SOAK_CONTROL`` with one JSON object: ``VmRSS`` and
 ``VmHWM`` (kB), the projection's sequence, what the projection holds, and the controller's counters
 (``objects``: also the number of objects the collector tracks; ``types``: only the counts of the
-top 40 types, to find what grows).
+top 40 types; ``sizes``: only the lengths of the projection's and the controller's collections: to
+find what grows).
 It prints ``ready`` on stdout once it leads and the executor runs, and stops on SIGTERM.
 """
 
@@ -18,6 +19,7 @@ import gc
 import json
 import signal
 import sys
+from typing import Any
 
 import structlog
 
@@ -41,9 +43,18 @@ async def _run(url: str) -> None:
         await cluster.start()
 
         async def report(msg: Msg) -> None:
+            if msg.data == b"tasks":  # what the live tasks are running: to find what never ends
+                names = collections.Counter(
+                    getattr(t.get_coro(), "__qualname__", repr(t.get_coro())) for t in asyncio.all_tasks()
+                )
+                await msg.respond(json.dumps(dict(names.most_common(40))).encode())
+                return
             if msg.data == b"types":  # what the heap holds, by type: to find what grows
                 counts = collections.Counter(type(o).__name__ for o in gc.get_objects())
                 await msg.respond(json.dumps(dict(counts.most_common(40))).encode())
+                return
+            if msg.data == b"sizes":  # the projection's and the controller's collections, by length
+                await msg.respond(json.dumps(_sizes(cluster)).encode())
                 return
             state = cluster.projector.state
             metrics = cluster.engine.metrics
@@ -71,6 +82,36 @@ async def _run(url: str) -> None:
             await cluster.stop()
     finally:
         await close(nc)
+
+
+def _sizes(cluster: Any) -> dict[str, int]:
+    """``len`` of every collection held by the projection, the controller and the executor (one level
+    down, and per DaemonSet summed): where an hour of churn may leave something behind."""
+    out: dict[str, int] = {}
+    roots = {
+        "state": cluster.projector.state,
+        "controller": cluster.engine.controller,
+        "scheduler": getattr(cluster.engine.controller, "scheduler", None),
+        "engine": cluster.engine,
+        "projector": cluster.projector,
+    }
+    for root, obj in roots.items():
+        if obj is None:
+            continue
+        names = getattr(type(obj), "__struct_fields__", None) or list(vars(obj))
+        for name in names:
+            value = getattr(obj, name, None)
+            if isinstance(value, dict | list | set | tuple | collections.deque):
+                out[f"{root}.{name}"] = len(value)
+            memo = getattr(value, "_by_key", None)
+            if isinstance(memo, dict):
+                out[f"{root}.{name}._by_key"] = len(memo)
+    for ds in cluster.projector.state.daemonsets.values():
+        for name in ds.__struct_fields__:
+            value = getattr(ds, name)
+            if isinstance(value, dict | list | set | tuple):
+                out[f"daemonset.{name} (sum)"] = out.get(f"daemonset.{name} (sum)", 0) + len(value)
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
