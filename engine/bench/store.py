@@ -93,7 +93,7 @@ async def rebuild(quick: bool) -> list[Row]:
             cpu = time.process_time()
             t_raw, _ = await raw_read(nc, EVENTS_STREAM, total)
             cpu_raw = time.process_time() - cpu
-            read_ahead = ReadAhead(NatsSettings(servers=[server.url], name="dsctl-bench"), min_events=1)
+            read_ahead = ReadAhead(NatsSettings(servers=[server.url], name="dsctl-bench"))
             projector = Projector(store, read_ahead=read_ahead)
             child = resource.getrusage(resource.RUSAGE_CHILDREN)
             start, cpu = time.perf_counter(), time.process_time()

@@ -161,16 +161,7 @@ class Projector:
         if ahead is not None and ahead.worth_it(start, end) and isinstance(self.store, IdentifiedStore):
             await self._load_ahead(ahead, self.store, start, end)
             start = self.state.seq + 1
-        while start <= end:
-            try:
-                async with contextlib.aclosing(self.store.read(start_seq=start, end_seq=end)) as events:
-                    async for stored in events:
-                        self._fold(stored)
-                        self.replayed += 1
-                break
-            except MalformedStoredEvent as err:
-                self._skip(err)
-                start = err.seq + 1
+        await self._replay(start, end)
         log.info(
             "projector.loaded",
             seq=self.state.seq,
@@ -179,12 +170,21 @@ class Projector:
         )
 
     async def _load_ahead(self, read_ahead: ReadAhead, store: IdentifiedStore, start: int, end: int) -> None:
-        """Fold ``start..end`` as read by a child process: the same events the store's read gives (same
-        decoding, same checks). A child that stops short leaves the state at the last event folded, and
-        ``load`` reads the rest in-process; a stream found gone or replaced raises as it would here."""
+        """Fold ``start..end``, most of it as read by a child process: the same events the store's read
+        gives (same decoding, same checks). The first ``head_events`` are read here while the child
+        starts. A child that stops short leaves the state at the last event folded, and ``load`` reads
+        the rest in-process; a stream found gone or replaced raises as it would here."""
         identity = await store.identity()
+        head = start + read_ahead.head_events - 1
+        if head >= end:
+            await self._replay(start, end)
+            return
+        proc = await read_ahead.spawn(identity.stream, head + 1, end, expect_created=identity.created)
         try:
-            batches = read_ahead.batches(identity.stream, start, end, expect_created=identity.created)
+            await self._replay(start, head)
+            if self.state.seq != head:
+                return  # the head did not reach its end (a shorter log?): the rest in-process
+            batches = read_ahead.batches(identity.stream, head + 1, end, proc=proc)
             async with contextlib.aclosing(batches):
                 async for batch in batches:
                     for seq, subject, time_ns, data in batch:
@@ -197,6 +197,21 @@ class Projector:
                         self.replayed += 1
         except ReadAheadFailed as err:
             log.warning("projector.read_ahead_failed", seq=self.state.seq, error=str(err))
+        finally:
+            await read_ahead.stop(proc)
+
+    async def _replay(self, start: int, end: int) -> None:
+        """Fold ``start..end`` read in-process, passing over records that do not decode."""
+        while start <= end:
+            try:
+                async with contextlib.aclosing(self.store.read(start_seq=start, end_seq=end)) as events:
+                    async for stored in events:
+                        self._fold(stored)
+                        self.replayed += 1
+                break
+            except MalformedStoredEvent as err:
+                self._skip(err)
+                start = err.seq + 1
 
     async def _check_snapshot_against(self, end: int) -> None:
         """The stream must still be the one the snapshot was folded from: long enough, and holding the

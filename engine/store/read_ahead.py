@@ -33,6 +33,7 @@ import signal
 import struct
 import sys
 import threading
+from asyncio.subprocess import Process
 from collections.abc import AsyncGenerator
 
 import msgspec
@@ -48,6 +49,8 @@ log = structlog.get_logger("dsctl.read_ahead")
 ENV_SETTINGS = "DSCTL_READ_AHEAD_SETTINGS"
 #: fewer events than this behind are read in-process: a child's start (~0.3 s of imports) costs more
 MIN_EVENTS = 50_000
+#: events the caller folds in-process while the child starts (~0.2 s of imports and connecting)
+HEAD_EVENTS = 15_000
 #: bytes gathered before the child writes a batch (large writes keep the pipe's cost per event small)
 BATCH_BYTES = 1 << 20
 #: the pipe's buffer asked for (Linux's default ceiling for an unprivileged process)
@@ -89,12 +92,14 @@ class ReadAhead:
         settings: NatsSettings,
         *,
         min_events: int = MIN_EVENTS,
+        head_events: int = HEAD_EVENTS,
         heartbeat: float = 2.0,
         stall_timeout: float = 30.0,
         api_timeout: float = 5.0,
     ) -> None:
         self.settings = settings
         self.min_events = min_events
+        self.head_events = head_events
         self.heartbeat = heartbeat
         self.stall_timeout = stall_timeout
         self.api_timeout = api_timeout
@@ -104,12 +109,9 @@ class ReadAhead:
     def worth_it(self, start: int, end: int) -> bool:
         return end - start + 1 >= self.min_events
 
-    async def batches(
-        self, stream: str, start: int, end: int, *, expect_created: str | None = None
-    ) -> AsyncGenerator[list[Frame], None]:
-        """The range ``start..end`` of ``stream`` in batches of frames, in sequence order. Raises
-        ``ReadAheadFailed`` when the child stops short, ``LogIntegrityError`` when it found the stream
-        gone or replaced."""
+    async def spawn(self, stream: str, start: int, end: int, *, expect_created: str | None = None) -> Process:
+        """Start a child reading ``start..end`` of ``stream`` (it reads ahead as soon as it is up, while
+        the caller does something else); ``batches`` takes what it read, ``stop`` ends it."""
         env = dict(os.environ)
         env[ENV_SETTINGS] = msgspec.json.encode(self.settings).decode()
         argv = [
@@ -134,8 +136,24 @@ class ReadAhead:
             )
         except OSError as err:
             raise ReadAheadFailed(f"read-ahead of {stream}: cannot start the reader: {err}") from err
-        assert proc.stdout is not None
         self.pid = proc.pid
+        return proc
+
+    async def batches(
+        self,
+        stream: str,
+        start: int,
+        end: int,
+        *,
+        expect_created: str | None = None,
+        proc: Process | None = None,
+    ) -> AsyncGenerator[list[Frame], None]:
+        """The range ``start..end`` of ``stream`` in batches of frames, in sequence order, from ``proc``
+        (spawned for that range) or a child started now. Raises ``ReadAheadFailed`` when the child stops
+        short, ``LogIntegrityError`` when it found the stream gone or replaced."""
+        if proc is None:
+            proc = await self.spawn(stream, start, end, expect_created=expect_created)
+        assert proc.stdout is not None
         reader = proc.stdout
         finished = False
         try:
@@ -164,13 +182,18 @@ class ReadAhead:
                 # the fold of that batch held the event loop: let the pipe transport read what came
                 await asyncio.sleep(0)
         finally:
-            if proc.returncode is None:
-                if not finished:
-                    with contextlib.suppress(ProcessLookupError):
-                        proc.kill()
-                with contextlib.suppress(Exception):
-                    async with asyncio.timeout(10):
-                        await proc.wait()
+            await self.stop(proc, kill=not finished)
+
+    @staticmethod
+    async def stop(proc: Process, *, kill: bool = True) -> None:
+        """Kill the child (unless it is finishing on its own) and reap it."""
+        if proc.returncode is None:
+            if kill:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(10):
+                    await proc.wait()
 
 
 def _parse(payload: bytes) -> list[Frame]:

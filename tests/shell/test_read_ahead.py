@@ -94,7 +94,7 @@ def _same(a: ClusterState, b: ClusterState) -> None:
 async def test_the_child_loads_what_the_in_process_read_loads(log_of_fleet: Any) -> None:
     settings, store, _ = log_of_fleet
     expected = await _in_process(store)
-    ahead = ReadAhead(settings, min_events=1)
+    ahead = ReadAhead(settings, min_events=1, head_events=2_000)
     projector = Projector(store, read_ahead=ahead)
     await projector.load(use_snapshot=False)
     assert ahead.pid is not None  # the child did the reading
@@ -107,7 +107,7 @@ async def test_the_child_loads_what_the_in_process_read_loads(log_of_fleet: Any)
 async def test_a_child_killed_mid_read_leaves_no_partial_state(log_of_fleet: Any) -> None:
     settings, store, _ = log_of_fleet
     expected = await _in_process(store)
-    ahead = ReadAhead(settings, min_events=1)
+    ahead = ReadAhead(settings, min_events=1, head_events=2_000)
     projector = Projector(store, read_ahead=ahead)
     killed: list[int] = []
 
@@ -128,7 +128,7 @@ async def test_a_child_that_cannot_connect_falls_back_in_process(log_of_fleet: A
     expected = await _in_process(store)
     # the secure default refuses a connection without credentials: the child fails, the load does not
     anonymous = msgspec.structs.replace(settings, nkey=None, creds=None, connect_deadline=2.0)
-    projector = Projector(store, read_ahead=ReadAhead(anonymous, min_events=1))
+    projector = Projector(store, read_ahead=ReadAhead(anonymous, min_events=1, head_events=2_000))
     await projector.load(use_snapshot=False)
     _same(projector.state, expected.state)
 
@@ -142,7 +142,7 @@ async def test_the_child_refuses_another_stream_under_the_same_name(log_of_fleet
     await js.delete_stream("DSE_EVENTS")
     await ensure(admin)
     await JetStreamEventStore(admin).append_many(list(History(60, 10).events(total=200)))
-    ahead = ReadAhead(settings, min_events=1)
+    ahead = ReadAhead(settings, min_events=1, head_events=2_000)
     batches = ahead.batches("DSE_EVENTS", 1, 100, expect_created=pinned_created)
     with pytest.raises(LogIntegrityError, match="replaced"):
         async for _ in batches:
