@@ -364,6 +364,9 @@ def main() -> int:
     # the frames go to the original stdout; anything else printed goes to stderr (the parent's log)
     out = os.dup(1)
     os.dup2(2, 1)
+    from engine.runtime.logs import configure
+
+    configure()  # the parent's DSCTL_LOG_LEVEL and DSCTL_LOG_FORMAT, on stderr
     with contextlib.suppress(OSError):  # a larger pipe lets the child run further ahead
         fcntl.fcntl(out, _F_SETPIPE_SZ, PIPE_BYTES)
     # the writer thread waits for the interpreter lock at most this long after a write (default 5 ms)
