@@ -24,23 +24,46 @@ from projections.model import ClusterState, DaemonSetState, NodeState, PodState
 
 
 class EligibilityMemo:
-    """Eligibility results kept across reconciles, keyed by what fully determines them: the template
-    (its hash) and the node as of its last change (name, ``updated_seq``). A pure cache: a reconcile
-    with a memo decides exactly what one without decides, only without re-checking 5,000 unchanged
-    nodes against an unchanged template every time. Bounded: cleared when it outgrows ``limit``."""
+    """Eligibility results kept across reconciles: per template hash, per node, the result for the
+    node as of its last change (``updated_seq``). A pure cache: a reconcile with a memo decides exactly
+    what one without decides, only without re-checking 5,000 unchanged nodes against an unchanged
+    template every time.
+
+    Bounded by the live fleet, not by history (a one-hour soak of node churn grew the earlier memo,
+    keyed by ``(hash, node, updated_seq)``, by a thousand stale entries a minute until a 500,000-entry
+    clear): a node's new version replaces its old one, a full pass (``node_views``) drops removed
+    nodes, and ``retain`` drops the tables of templates no DaemonSet uses any more."""
 
     def __init__(self, limit: int = 500_000) -> None:
-        self._by_key: dict[tuple[str, str, int], Eligibility] = {}
+        self._by_hash: dict[str, dict[str, tuple[int, Eligibility]]] = {}
+        #: a backstop over every table together (``retain`` is what keeps it small)
         self.limit = limit
 
-    def get(self, template_hash: str, placement: Placement, node: NodeState) -> Eligibility:
-        key = (template_hash, node.name, node.updated_seq)
-        found = self._by_key.get(key)
+    def __len__(self) -> int:
+        return sum(len(table) for table in self._by_hash.values())
+
+    def table(self, template_hash: str) -> dict[str, tuple[int, Eligibility]]:
+        found = self._by_hash.get(template_hash)
         if found is None:
-            if len(self._by_key) >= self.limit:
-                self._by_key.clear()
-            found = self._by_key[key] = evaluate(placement, node)
+            found = self._by_hash[template_hash] = {}
         return found
+
+    def get(self, template_hash: str, placement: Placement, node: NodeState) -> Eligibility:
+        table = self.table(template_hash)
+        found = table.get(node.name)
+        if found is not None and found[0] == node.updated_seq:
+            return found[1]
+        if len(table) >= self.limit:
+            table.clear()
+        eligibility = evaluate(placement, node)
+        table[node.name] = (node.updated_seq, eligibility)
+        return eligibility
+
+    def retain(self, template_hashes: Iterable[str]) -> None:
+        """Keep only these templates' tables (the DaemonSets' current templates)."""
+        keep = set(template_hashes)
+        for stale in [h for h in self._by_hash if h not in keep]:
+            del self._by_hash[stale]
 
 
 class NodeView(msgspec.Struct):
@@ -65,9 +88,7 @@ def node_views(
             by_node.setdefault(pod.node, []).append(pod)
     views = []
     nodes = state.nodes
-    if memo is not None and len(memo._by_key) + len(nodes) >= memo.limit:
-        memo._by_key.clear()  # bounded, as ``get`` keeps it; then filled below without a check per node
-    known = memo._by_key if memo is not None else None
+    known = memo.table(template_hash) if memo is not None else None
     for name in sorted(nodes):
         found = by_node.get(name)
         mapped = (sorted(found, key=sort_key) if len(found) > 1 else found) if found else []
@@ -76,12 +97,18 @@ def node_views(
             eligibility = evaluate(placement, node)
         else:
             # ``EligibilityMemo.get`` inlined: this loop runs once per node per full reconcile
-            key = (template_hash, name, node.updated_seq)
-            cached = known.get(key)
-            if cached is None:
-                cached = known[key] = evaluate(placement, node)
-            eligibility = cached
+            cached = known.get(name)
+            if cached is not None and cached[0] == node.updated_seq:
+                eligibility = cached[1]
+            else:
+                eligibility = evaluate(placement, node)
+                known[name] = (node.updated_seq, eligibility)
         views.append(NodeView(name=name, eligibility=eligibility, pods=mapped))
+    if known is not None and len(known) > len(nodes) + 64:
+        # removed nodes linger until a pass over every node: keep the live ones only
+        live = {name: known[name] for name in nodes}
+        known.clear()
+        known.update(live)
     return views
 
 

@@ -350,6 +350,8 @@ class Controller:
         now = self._now()
         started = time.perf_counter()
         result = reconcile(state, key, now, self._memo)
+        # the memo keeps the current templates' tables only (a rollout leaves the old one behind)
+        self._memo.retain(ds.template_hash for ds in state.daemonsets.values())
         self.scheduler.full_cost(key, time.perf_counter() - started)
         decision, outcome = await self._record(key, state, result, started, "full")
         self.scheduler.full_done(key, time.monotonic(), outcome)
