@@ -25,6 +25,27 @@ At a stop the executor leaves the pods of a lasting driver running unless ``clos
 
 A fleet executor (every node) skips the nodes in ``excluded``: those with an executor of their own,
 which holds their node lease (see ``executor_run``).
+
+**A removed node.** The projection drops a removed node's pods and the commands in flight for them
+(as Kubernetes' pod GC does), and no command about them ever comes, so the executor learns of the
+removal from the log (``forget_node``, fed by ``engine/executor/node_removals.py``) and:
+
+- forgets the node's pods when its driver ``Forgets`` (the simulator: a fleet, or a simulated node
+  executor): their simulated life stops, nothing more is reported about them, and their ``LocalPod``
+  and lock go (the sim log keeps them as deleted pods, bounded). Nothing is reported because the node
+  and its pods are gone from the projection: a ``pod.created`` would bring a pod back there on a node
+  that no longer exists (the fold's create does not look for the node), and any other report would
+  only answer commands the removal already answered;
+- with a driver that does not forget (real processes: a node executor's pods are its machine's), keeps
+  the processes running as today, but moves them out of ``pods`` into ``detached``: they are never
+  reported again (a reconnect's ``reassert`` would otherwise bring them back into the projection) and
+  a pod placed on the node after it registers again starts fresh. ``detached`` holds at most what
+  runs on that one machine; an operator stops those processes (a restart does not adopt them: the
+  log it reads no longer has them);
+- records the removal (``removed``, the last ``REMEMBERED_REMOVALS`` nodes) with its log position, so
+  a command decided before the removal and read after it (commands and events are separate streams)
+  is skipped unanswered: the removal already cleared it from the projection's in-flight set. A command
+  decided after it is for the node registered again under the same name: a fresh node.
 """
 
 from __future__ import annotations
@@ -32,13 +53,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import Any, Protocol
 
 import msgspec
 import structlog
 
-from engine.executor.drivers.base import Driver, Lasting, LocalPod, PodReporter, state_reports
+from engine.executor.drivers.base import Driver, Forgets, Lasting, LocalPod, PodReporter, state_reports
 from events.errors import DsctlError, PermanentError
 from events.ids import stable_id
 from events.k8s import PodTemplate
@@ -47,6 +69,44 @@ from projections.lookups import owner_revision
 from projections.model import ClusterState
 
 log = structlog.get_logger("dsctl.executor")
+
+#: how many applied command ids an executor remembers (see ``RecentIds``)
+REMEMBERED_COMMANDS = 100_000
+#: how many removed nodes an executor remembers (their removal's log position; see the module notes)
+REMEMBERED_REMOVALS = 10_000
+
+
+class RecentIds:
+    """The last ``limit`` ids added, oldest forgotten first: which commands were already carried out.
+
+    Forgetting the old ones is safe because an old id cannot come back. The feed reads each node's
+    commands forward from its checkpoint, and the checkpoint only moves past commands settled (see
+    ``command_feed``), so a command is read again only while it is among the last ones read (a crash
+    or a redelivery before its checkpoint was written), far fewer than ``limit``; and after a restart
+    this set starts empty anyway: commands answered before the start are skipped by
+    ``Executor.answered_before_start``, from the log, not from this set.
+    """
+
+    def __init__(self, limit: int = REMEMBERED_COMMANDS) -> None:
+        if limit < 1:
+            raise ValueError(f"RecentIds limit must be at least 1, got {limit}")
+        self.limit = limit
+        self._order: deque[str] = deque()
+        self._ids: set[str] = set()
+
+    def __contains__(self, item: object) -> bool:
+        return item in self._ids
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def add(self, item: str) -> None:
+        if item in self._ids:
+            return
+        self._ids.add(item)
+        self._order.append(item)
+        if len(self._order) > self.limit:
+            self._ids.discard(self._order.popleft())
 
 
 class Delivery(msgspec.Struct, kw_only=True):
@@ -97,13 +157,20 @@ class Executor:
         *,
         nodes: frozenset[str] | None = None,
         concurrency: int = 256,
+        remembered_commands: int = REMEMBERED_COMMANDS,
     ) -> None:
         """``nodes``: the nodes served (None: every node, a fleet)."""
         self.driver = driver
         self.reporter = reporter
         self.nodes = nodes
         self.pods: dict[str, LocalPod] = {}
-        self.applied: set[str] = set()
+        self.applied = RecentIds(remembered_commands)
+        #: removed nodes -> the log position of their removal (the last ``REMEMBERED_REMOVALS``)
+        self.removed: OrderedDict[str, int] = OrderedDict()
+        #: pods of removed nodes a driver that does not forget keeps running (see the module notes)
+        self.detached: dict[str, LocalPod] = {}
+        #: pods forgotten because their node was removed
+        self.forgotten = 0
         self._locks: dict[str, asyncio.Lock] = {}
         self._slots = asyncio.Semaphore(concurrency)
         self._tasks: set[asyncio.Task[None]] = set()
@@ -224,6 +291,38 @@ class Executor:
         self.reasserted += 1
         return len(pods)
 
+    # --- removed nodes --------------------------------------------------------------------------------
+
+    async def forget_node(self, node: str, removed_seq: int) -> int:
+        """The log removed ``node`` at ``removed_seq``: let its pods go (see the module notes); returns
+        how many pods were let go. Reports nothing. Each pod under its lock, so a command being carried
+        out for it finishes first."""
+        if not self.serves(node) or removed_seq <= self.recovered_seq:
+            return 0  # another's node, or a removal the start state already had (its pods were not adopted)
+        self.removed[node] = removed_seq
+        self.removed.move_to_end(node)
+        while len(self.removed) > REMEMBERED_REMOVALS:
+            self.removed.popitem(last=False)
+        forgets = isinstance(self.driver, Forgets)
+        let_go = 0
+        for pod in [p for p in self.pods.values() if p.node == node]:
+            lock = self._locks.setdefault(pod.key, asyncio.Lock())
+            async with lock:
+                if self.pods.get(pod.key) is not pod:
+                    continue
+                if forgets:
+                    assert isinstance(self.driver, Forgets)
+                    await self.driver.forget(pod)
+                else:
+                    self.detached[pod.key] = pod
+                del self.pods[pod.key]
+                let_go += 1
+            if pod.key not in self.pods and not lock.locked():
+                self._locks.pop(pod.key, None)
+        self.forgotten += let_go
+        log.info("executor.node_removed", node=node, seq=removed_seq, pods=let_go, kept_running=not forgets)
+        return let_go
+
     # --- commands -------------------------------------------------------------------------------------
 
     async def run(self, source: CommandSource) -> None:
@@ -276,6 +375,11 @@ class Executor:
         """
         return 0 < decision_seq <= self.recovered_seq and cmd.id not in self.open_commands
 
+    def decided_before_removal(self, cmd: AnyCommand, decision_seq: int) -> bool:
+        """The command's node was removed after its decision: the removal answered it (module notes)."""
+        removed_at = self.removed.get(cmd.node)
+        return removed_at is not None and 0 < decision_seq < removed_at
+
     async def handle(self, cmd: AnyCommand, *, decision_seq: int = 0) -> None:
         if cmd.id in self.applied or not self.serves(cmd.node):
             return
@@ -283,10 +387,17 @@ class Executor:
             self.applied.add(cmd.id)
             self.skipped_answered += 1
             return
+        if self.decided_before_removal(cmd, decision_seq):
+            self.applied.add(cmd.id)
+            log.info("executor.skipped_for_removed_node", command=cmd.id, node=cmd.node)
+            return
         key = f"{cmd.namespace}/{cmd.pod_name}"
         lock = self._locks.setdefault(key, asyncio.Lock())
         async with lock:
             if cmd.id in self.applied:
+                return
+            if self.decided_before_removal(cmd, decision_seq):  # removed while this waited for the lock
+                self.applied.add(cmd.id)
                 return
             started = time.perf_counter()
             match cmd:

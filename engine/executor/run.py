@@ -19,6 +19,8 @@ The order matters:
    the lease, reports every pod's state again (``Executor.reassert``, idempotent by report id) and
    makes the feed read at once, and for a fleet, a poll of the node leases so the fleet leaves alone
    the nodes that have an executor of their own (otherwise both would act on that node's commands).
+   Beside them, the process's tail of node removals (``node_removals.py``, one per context) tells the
+   executor which served nodes the log removed, so it lets their pods go (``Executor.forget_node``).
 4. **At a stop** the pods keep running (``stop_pods_on_exit`` stops them and reports them failed);
    reports are flushed, then the lease is released last, so a successor starts at once and reads a
    complete log. A lease lost to another executor stops this one with ``LeaseLost`` and never stops
@@ -57,6 +59,7 @@ from nats.js.kv import KeyValue
 from engine.executor.command_feed import CommandFeed
 from engine.executor.drivers.base import Driver
 from engine.executor.executor import Delivery, Executor, LogReporter
+from engine.executor.node_removals import RemovalTail
 from engine.executor.pod_logs import PodLogServer
 from engine.executor.reports import BatchingAppender
 from engine.store.checkpoints import KvCheckpoints
@@ -122,9 +125,12 @@ class ExecutorContext:
     checkpoints: KvCheckpoints
     watch: ReconnectWatch
     reader: DirectReader
+    #: the node removals of the log, handed to every executor of the process (node_removals.py)
+    removals: RemovalTail
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     async def close(self) -> None:
+        await self.removals.close()
         with contextlib.suppress(DsctlError):
             await self.reader.close()
         for task in self.tasks:
@@ -149,14 +155,16 @@ async def executor_context(nc: Client, store: EventStore | None = None) -> Execu
     except NotFound:
         raise MissingStreams([f"KV_{CHECKPOINT_BUCKET}"]) from None
     watch = ReconnectWatch(nc)
+    event_store = store or JetStreamEventStore(nc)
     context = ExecutorContext(
         nc=nc,
-        store=store or JetStreamEventStore(nc),
+        store=event_store,
         leases=leases,
         lease_ttl=float(status.ttl or 5.0),
         checkpoints=checkpoints,
         watch=watch,
         reader=DirectReader(nc),
+        removals=RemovalTail(event_store),
     )
     task = asyncio.ensure_future(watch.run())
     task.add_done_callback(_watch_done)
@@ -208,6 +216,7 @@ async def run_executor(
     poll_seconds: float = 60.0,
     feeds: dict[str, CommandFeed] | None = None,
     observe: Callable[[Delivery], None] | None = None,
+    executors: dict[str, Executor] | None = None,
 ) -> None:
     """Serve one node (or the fleet, ``node=None``) until cancelled.
 
@@ -215,7 +224,8 @@ async def run_executor(
     lease TTL plus a second), and ``LeaseLost`` when another executor takes it over. ``context`` is
     shared by executors of one process (made and closed here when None); ``state``, when given, is the
     state read at start (else read here); ``feeds``, when given, receives this executor's feed under
-    its node, and ``observe`` is told of each command as it is first read (the fan-out bench uses both).
+    its node, and ``observe`` is told of each command as it is first read (the fan-out bench uses both);
+    ``executors``, when given, receives the executor under the same key (tests look at what it holds).
     """
     own_context = context is None
     ctx = context or await executor_context(nc, store)
@@ -233,6 +243,7 @@ async def run_executor(
             poll_seconds=poll_seconds,
             feeds=feeds,
             observe=observe,
+            executors=executors,
         )
     finally:
         if own_context:
@@ -253,6 +264,7 @@ async def _run(
     poll_seconds: float,
     feeds: dict[str, CommandFeed] | None,
     observe: Callable[[Delivery], None] | None,
+    executors: dict[str, Executor] | None,
 ) -> None:
     lease = ExecutorLease(
         ctx.leases, FLEET_KEY if node is None else node, holder or default_holder(), ctx.lease_ttl
@@ -290,6 +302,8 @@ async def _run(
             checkpoint = await feed.start_position()
             if feeds is not None:
                 feeds[feed.key] = feed
+            if executors is not None:
+                executors[feed.key] = executor
             started = time.monotonic()
             log.info(
                 "executor.started",
@@ -307,7 +321,11 @@ async def _run(
                 logs = PodLogServer(
                     ctx.nc, executor, node=node, responder=f"{node or 'fleet'}/{lease.holder}"
                 )
-                await _serve(ctx, executor, feed, lease, keeper, logs)
+                ctx.removals.register(executor)
+                try:
+                    await _serve(ctx, executor, feed, lease, keeper, logs)
+                finally:
+                    ctx.removals.unregister(executor)
             except LeaseLost as err:
                 lost = True
                 log.error("executor.lease_lost", key=lease.key, error=str(err))

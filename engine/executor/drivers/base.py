@@ -194,6 +194,16 @@ class KeepsLogs(Protocol):
 
 
 @runtime_checkable
+class Forgets(Protocol):
+    """A driver that can let a pod go without a trace on the node: what an executor does with the pods
+    of a removed node when they live only in the driver (the simulator; see engine/executor/executor.py)."""
+
+    async def forget(self, pod: LocalPod) -> None:
+        """Stop the pod's life at once and report nothing about it (its node is gone from the log)."""
+        ...
+
+
+@runtime_checkable
 class Lasting(Protocol):
     """A driver whose pods outlive the executor (see the module notes)."""
 

@@ -210,6 +210,20 @@ class SimDriver:
         self.log.add(pod.key, "evicted" if evict else "stopped")
         self.log.retire(pod.key)
 
+    async def forget(self, pod: LocalPod) -> None:
+        """``Forgets``: the pod's node was removed; its life ends here, unreported, and its log lines
+        stay readable as a deleted pod's (``SimLogBook`` keeps a bounded number of those)."""
+        life = self._tasks.pop(pod.key, None)
+        if life is not None:
+            life.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):  # an exception: logged already
+                await life
+        pod.phase = "Deleted"
+        pod.ready = False
+        if self.log.knows(pod.key):
+            self.log.add(pod.key, f"node {pod.node} removed: the pod is gone with it")
+            self.log.retire(pod.key)
+
     async def close(self) -> None:
         tasks = list(self._tasks.values())
         self._tasks.clear()
