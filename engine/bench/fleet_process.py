@@ -75,7 +75,9 @@ class FleetProcess:
         )
         self._drain = asyncio.ensure_future(self._read_log())
         started = asyncio.ensure_future(self._started.wait())
-        done, _ = await asyncio.wait({started, self._drain}, timeout=self.start_timeout)
+        done, _ = await asyncio.wait(
+            {started, self._drain}, timeout=self.start_timeout, return_when=asyncio.FIRST_COMPLETED
+        )
         if started not in done:
             started.cancel()
             last = " | ".join(self._tail) or "(no output)"
