@@ -42,6 +42,7 @@ from engine.store.connection import connect
 from engine.store.embedded import EmbeddedNats
 from engine.store.jetstream_store import JetStreamEventStore
 from engine.store.port import EventStore
+from engine.store.read_ahead import ReadAhead
 from engine.store.settings import NatsSettings
 
 log = structlog.get_logger("dsctl.up")
@@ -275,7 +276,14 @@ async def engine_run(
         setup = await prepare(nc, replicas=replicas, lease_ttl=lease_ttl)
         log.info("engine.store_ready", replicas=setup.replicas, lease_ttl=setup.lease_ttl)
         metrics = Metrics()
-        engine = Engine(nc, identity=identity, lease_ttl=setup.lease_ttl, metrics=metrics, workers=workers)
+        engine = Engine(
+            nc,
+            identity=identity,
+            lease_ttl=setup.lease_ttl,
+            metrics=metrics,
+            workers=workers,
+            read_ahead=ReadAhead(settings),
+        )
         projector = await engine.start()
         if metrics_port is not None:
             # loopback unless told otherwise (--metrics-address): the numbers tell who leads and how busy

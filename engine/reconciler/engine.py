@@ -42,6 +42,7 @@ from engine.store.jetstream_api import stream_info
 from engine.store.lease import LeaderLease, Lease
 from engine.store.port import IdentifiedStore, LogIntegrityError
 from engine.store.projector import ObjectSnapshots, Projector
+from engine.store.read_ahead import ReadAhead
 from engine.store.setup import SetupReport, ensure
 from engine.store.streams import EVENTS_STREAM, LEADER_BUCKET, SNAPSHOTS_BUCKET
 from events.errors import ConflictError, DsctlError, NotFound, TransientError
@@ -129,8 +130,13 @@ class Engine:
         snapshot_every: int = 50_000,
         metrics: Metrics | None = None,
         store: EventStore | None = None,
+        read_ahead: ReadAhead | None = None,
     ) -> None:
+        """``read_ahead``: a long catch-up at start is read by a child process while this one folds
+        (``engine/store/read_ahead.py``; ``dsctl engine run`` passes one, ``dsctl up`` does not: its
+        terminal shows the live view, and the child's logs would go there)."""
         self.nc = nc
+        self.read_ahead = read_ahead
         self.identity = identity or default_identity()
         self.lease_ttl = lease_ttl
         self.metrics = metrics or Metrics()
@@ -154,7 +160,9 @@ class Engine:
         if isinstance(self.store, IdentifiedStore):
             await self.store.pin()
         snapshots = ObjectSnapshots(await js.object_store(SNAPSHOTS_BUCKET))
-        self.projector = Projector(self.store, snapshots, snapshot_every=self.snapshot_every)
+        self.projector = Projector(
+            self.store, snapshots, snapshot_every=self.snapshot_every, read_ahead=self.read_ahead
+        )
         self.projector.on_tamper(self.tamper_record)
         # the per-DaemonSet gauges are read from the live projection at scrape time
         projector = self.projector

@@ -147,3 +147,20 @@ async def test_the_child_refuses_another_stream_under_the_same_name(log_of_fleet
     with pytest.raises(LogIntegrityError, match="replaced"):
         async for _ in batches:
             pass
+
+
+async def test_an_engine_given_a_read_ahead_starts_through_it(log_of_fleet: Any) -> None:
+    """What ``dsctl engine run`` does (engine/cli/up.py): the engine's projector reads through the child."""
+    from engine.reconciler.engine import Engine
+
+    settings, store, _ = log_of_fleet
+    expected = await _in_process(store)
+    ahead = ReadAhead(settings, min_events=1, head_events=2_000)
+    engine_nc = await connect(settings)
+    try:
+        engine = Engine(engine_nc, identity="read-ahead-test", store=store, read_ahead=ahead)
+        projector = await engine.start(use_snapshot=False)
+        assert ahead.pid is not None
+        _same(projector.state, expected.state)
+    finally:
+        await close(engine_nc)
