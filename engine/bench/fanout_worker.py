@@ -33,6 +33,7 @@ from engine.executor.command_feed import CommandFeed
 from engine.executor.drivers.sim import SimDriver
 from engine.executor.executor import Delivery
 from engine.executor.run import ExecutorContext, executor_context, run_executor, start_state
+from engine.runtime.gc_tuning import tune_gc
 from engine.store.connection import close, connect
 from engine.store.settings import NatsSettings
 
@@ -172,6 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--poll-seconds", type=float, default=60.0, help="the feeds' safety-net poll [60]")
     args = parser.parse_args(argv)
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(40))
+    tune_gc()  # once per process, as `dsctl executor run` does
     return asyncio.run(_main(args))
 
 

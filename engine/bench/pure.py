@@ -12,7 +12,7 @@ from engine.bench.workload import T0, History, node_event, node_name
 from engine.core.nodemap import EligibilityMemo
 from engine.core.reconcile import reconcile, reconcile_nodes
 from engine.core.triggers import PlacementCache, affected_keys, before
-from engine.reconciler.engine import tune_gc
+from engine.runtime.gc_tuning import tune_gc
 from events.codec import decode, encode
 from events.envelope import Envelope, wrap
 from events.ids import stable_id

@@ -32,6 +32,7 @@ from engine.executor.drivers.process import ProcessDriver
 from engine.executor.drivers.sim import SimDriver
 from engine.executor.run import log_dir, run_executor, state_dir
 from engine.reconciler.engine import Engine, prepare
+from engine.runtime.gc_tuning import tune_gc
 from engine.runtime.metrics import Metrics, serve
 from engine.security import servers
 from engine.security.credentials import DEFAULT_DIR, DIR_ENV, CredentialStore, with_credentials
@@ -325,6 +326,7 @@ async def executor_run(
     nc = await connect(settings)
     try:
         # no set-up here: run_executor checks the streams it needs and names the missing ones
+        tune_gc()  # a fleet holds thousands of long-lived pods, as the engine holds its read model
         drv = make_driver(driver, ready_after=ready_after, pod_logs=pod_logs, state=state)
 
         async def main(stop: asyncio.Event) -> None:
