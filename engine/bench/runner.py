@@ -23,7 +23,7 @@ from engine.bench.live import convergence, latency
 from engine.bench.memory import memory
 from engine.bench.pure import fold, scaling
 from engine.bench.restart import restart
-from engine.bench.soak import plan, soak
+from engine.bench.soak import plan, rows_from_log, soak
 from engine.bench.store import ingest, rebuild
 from engine.store.embedded import find_binary, server_version
 
@@ -205,7 +205,8 @@ def check_options(names: list[str], minutes: float | None, plot: str | None) -> 
 
 def plot_from_json(files: list[str], plot: str) -> int:
     """``--plot DIR --from-json FILE``: the charts of earlier ``-o json`` runs (a soak of an hour is
-    not run again to be drawn)."""
+    not run again to be drawn), or of a soak's stderr (its samples, if it was stopped early); the
+    rows are printed as the table."""
     problem = check_options([], None, plot)
     if problem:
         print(f"error: {problem}", file=sys.stderr)
@@ -214,13 +215,22 @@ def plot_from_json(files: list[str], plot: str) -> int:
     for path in files:
         try:
             with open(path) as f:
-                report = json.load(f)
-            rows.extend(report["rows"])
+                text = f.read()
+            soak_rows = [] if text.lstrip().startswith("{") else rows_from_log(text)
+            if soak_rows:  # a soak's stderr: the samples of a run stopped before its report
+                rows.extend(r.as_json() for r in soak_rows)
+                continue
+            rows.extend(json.loads(text)["rows"])
         except (OSError, ValueError, KeyError, TypeError) as err:
             print(f"error: --from-json {path}: not a `dsctl bench -o json` report ({err})", file=sys.stderr)
             return 2
     from engine.bench.plot import write_plots
 
+    if any(r.get("scenario") == "soak" and "series" in r for r in rows):
+        for r in rows:
+            if r.get("scenario") == "soak":
+                print(f"{r['metric']}: {fmt(r['value'], r['unit'])} (first: "
+                      f"{fmt(r['baseline'], r['unit'])}); {r['note']}")  # fmt: skip
     written = write_plots(rows, plot)
     for path in written:
         print(f"bench: wrote {path}", file=sys.stderr)

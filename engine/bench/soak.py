@@ -491,11 +491,12 @@ def _growth_verdict(first: float | None, last: float | None, factor: float, slac
     return last <= first * factor + slack
 
 
-def _rows(p: Plan, samples: list[dict[str, Any]]) -> list[Row]:
+def _rows(p: Plan, samples: list[dict[str, Any]], *, interval: float | None = None) -> list[Row]:
     if not samples:
         raise RuntimeError("the soak took no sample")
     first, last = samples[0], samples[-1]
-    span = f"{p.minutes:g} min, {len(samples)} samples every {p.sample_every:g} s"
+    every = p.sample_every if interval is None else interval
+    span = f"{p.minutes:g} min, {len(samples)} samples every {every:g} s"
     fleet = f"{p.nodes} nodes x {p.daemonsets} DS + 1 selector DS"
     churn = f"a node op every {p.churn_every:g} s, a rollout every {p.rollout_every:g} s"
     appended = sum(s["appended"] for s in samples)
@@ -508,7 +509,7 @@ def _rows(p: Plan, samples: list[dict[str, Any]]) -> list[Row]:
             "daemonsets": p.daemonsets,
             "churn_every": p.churn_every,
             "rollout_every": p.rollout_every,
-            "sample_every": p.sample_every,
+            "sample_every": every,
         },
         "samples": samples,
     }
@@ -567,3 +568,18 @@ def _rows(p: Plan, samples: list[dict[str, Any]]) -> list[Row]:
 
 def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f} ms"
+
+
+def rows_from_log(text: str) -> list[Row]:
+    """The rows of a soak from its stderr (the ``soak: {...}`` line printed at every sample), for a run
+    that was stopped before it printed its report: every sample it took still counts."""
+    samples = [json.loads(line[len("soak: ") :]) for line in text.splitlines() if line.startswith("soak: {")]
+    if not samples:
+        return []
+    minutes = float(samples[-1]["t_s"]) / 60
+    full = plan(False, None)
+    return _rows(
+        Plan(minutes, full.nodes, full.daemonsets, full.churn_every, full.rollout_every),
+        samples,
+        interval=float(samples[0]["t_s"]),
+    )

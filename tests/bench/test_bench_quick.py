@@ -78,6 +78,11 @@ async def test_quick_bench_reports_every_scenario_and_plots(tmp_path: Path) -> N
     saved.write_text(out.getvalue())
     assert bench_main(["--plot", str(tmp_path / "again"), "--from-json", str(saved)]) == 0
     assert sorted(p.name for p in (tmp_path / "again").glob("*.png")) == charts
+    # and from a soak's stderr, as a run stopped before its report leaves it
+    log = tmp_path / "soak.err"
+    log.write_text("bench: soak ...\n" + "".join(f"soak: {json.dumps(s)}\n" for s in samples))
+    assert bench_main(["--plot", str(tmp_path / "log"), "--from-json", str(log)]) == 0
+    assert {"soak.png", "soak-latency.png"} == {p.name for p in (tmp_path / "log").glob("*.png")}
 
 
 async def test_unknown_scenario_is_refused() -> None:
