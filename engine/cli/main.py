@@ -551,11 +551,18 @@ def _client_commands(sub: argparse._SubParsersAction[_Parser], common: _Parser) 
 
     be = sub.add_parser("bench", help="benchmarks against raw NATS baselines (starts its own nats-server)")
     be.add_argument("scenarios", nargs="*", metavar="SCENARIO", help="ingest rebuild fold convergence "
-                    "latency restart memory scaling fanout reads audit console [all]")  # fmt: skip
+                    "latency restart memory scaling fanout ingest-service reads audit console verify "
+                    "[all of these]; soak (only when named)")  # fmt: skip
     be.add_argument("--quick", action="store_true", help="every scenario small (under a minute)")
     be.add_argument("-o", "--output", default="table", choices=["table", "json"])
     be.add_argument("--minutes", type=_positive, metavar="N", help="soak: how long to run [10]")
     be.add_argument("--plot", metavar="DIR", help="also write PNG charts of the figures into DIR")
+    be.add_argument(
+        "--from-json",
+        metavar="FILE",
+        action="append",
+        help="with --plot: chart earlier `-o json` reports instead of running (repeatable)",
+    )
 
     lg = add("logs", "print a pod's log, served by its node's executor (works from any machine)")
     lg.add_argument("pod", metavar="POD")
@@ -690,13 +697,16 @@ def _run(args: argparse.Namespace) -> int:
             )
         case "bench":
             from engine.bench import run_bench
-            from engine.bench.runner import SCENARIOS
-            from engine.cli.bench_audit import audit_by_node
-            from engine.cli.bench_console import console_paint
-            from engine.cli.bench_reads import reads
+            from engine.bench.runner import SCENARIOS, plot_from_json
+            from engine.cli.bench_scenarios import CLI_SCENARIOS
 
+            if args.from_json:
+                if args.plot is None or args.scenarios:
+                    print("error: --from-json takes --plot DIR and no scenario", file=sys.stderr)
+                    return 2
+                return plot_from_json(args.from_json, args.plot)
             # these run the CLI's verbs, which engine/bench may not import (the layer contract)
-            SCENARIOS.update({"reads": reads, "audit": audit_by_node, "console": console_paint})
+            SCENARIOS.update(CLI_SCENARIOS)
 
             logs.configure(level="warning")
             bench = run_bench(
