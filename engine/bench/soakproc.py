@@ -50,6 +50,7 @@ async def _run(url: str) -> None:
                 await msg.respond(json.dumps(dict(names.most_common(40))).encode())
                 return
             if msg.data == b"types":  # what the heap holds, by type: to find what grows
+                gc.collect()  # what is kept, not garbage not yet collected
                 counts = collections.Counter(type(o).__name__ for o in gc.get_objects())
                 await msg.respond(json.dumps(dict(counts.most_common(40))).encode())
                 return
