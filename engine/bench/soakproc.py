@@ -17,8 +17,10 @@ import asyncio
 import collections
 import gc
 import json
+import os
 import signal
 import sys
+import tracemalloc
 from typing import Any
 
 import structlog
@@ -41,8 +43,14 @@ async def _run(url: str) -> None:
     try:
         cluster = LiveCluster(nc)
         await cluster.start()
+        baseline: list[tracemalloc.Snapshot] = []
+        if os.environ.get("DSCTL_SOAK_TRACEMALLOC"):
+            tracemalloc.start(8)
 
         async def report(msg: Msg) -> None:
+            if msg.data == b"malloc":  # with DSCTL_SOAK_TRACEMALLOC=1: what grew since the first ask
+                await msg.respond(json.dumps(_malloc_growth(baseline)).encode())
+                return
             if msg.data == b"tasks":  # what the live tasks are running: to find what never ends
                 names = collections.Counter(
                     getattr(t.get_coro(), "__qualname__", repr(t.get_coro())) for t in asyncio.all_tasks()
@@ -83,6 +91,26 @@ async def _run(url: str) -> None:
             await cluster.stop()
     finally:
         await close(nc)
+
+
+def _malloc_growth(baseline: list[tracemalloc.Snapshot]) -> dict[str, Any]:
+    """The allocation sites that grew most since the first ``malloc`` ask (which only takes the
+    baseline): where a soak's RSS goes, including what the collector does not track (strings,
+    ``gc=False`` structs)."""
+    if not tracemalloc.is_tracing():
+        return {"error": "start the soak with DSCTL_SOAK_TRACEMALLOC=1"}
+    gc.collect()
+    now = tracemalloc.take_snapshot()
+    if not baseline:
+        baseline.append(now)
+        return {"baseline": sum(s.size for s in now.statistics("filename"))}
+    top = now.compare_to(baseline[0], "traceback")[:15]
+    return {
+        "grown": [
+            {"kib": round(d.size_diff / 1024, 1), "count": d.count_diff, "where": d.traceback.format()[-6:]}
+            for d in top
+        ]
+    }
 
 
 def _sizes(cluster: Any) -> dict[str, int]:

@@ -60,7 +60,14 @@ class RemovalTail:
             task.add_done_callback(self._catch_ups.discard)
 
     def unregister(self, executor: Executor) -> None:
+        """The last executor gone stops the tail (a process whose executors all stopped, or whose
+        connection closed under them, must not go on retrying a read nobody waits for); the next
+        ``register`` starts it again from that executor's start state."""
         self._executors.discard(executor)
+        if not self._executors:
+            for task in [*self._catch_ups, *([self._task] if self._task is not None else [])]:
+                task.cancel()
+            self._task = None
 
     async def _hand(self, name: str, seq: int, to: list[Executor]) -> None:
         for executor in to:
