@@ -131,18 +131,36 @@ class VerifyLog:
         await self.flush()
 
 
+#: runs ``python -m engine.cli ARGS`` (or ``-c CODE``) and writes its own ``VmHWM`` on stderr at exit.
+#: Not ``wait4``'s ``ru_maxrss``: Linux carries the parent's high-water mark over ``fork``+``exec``
+#: into it, so a bench process that built a 1M-event log showed its own 842 MB for every child.
+_PEAK = """
+import runpy, sys
+try:
+    if sys.argv[1] == "-c":
+        exec(sys.argv[2])
+    else:
+        sys.argv = ["dsctl", *sys.argv[1:]]
+        runpy.run_module("engine.cli", run_name="__main__")
+finally:
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            sys.stderr.write("\\n" + line)
+"""
+
+
 def _process(url: str, *args: str) -> tuple[float, int, int, str]:
-    """``python *args`` as its own process with ``NATS_URL``: (wall s, exit code, peak RSS kB, stdout)."""
+    """``dsctl ARGS`` (or ``python -c CODE``) as its own process with ``NATS_URL``: (wall s, exit
+    code, peak RSS kB, stdout)."""
     env = {**os.environ, "NATS_URL": url}
     start = time.perf_counter()
     proc = subprocess.Popen(
-        [sys.executable, *args], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env
+        [sys.executable, "-c", _PEAK, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env
     )
-    assert proc.stdout is not None
-    output = proc.stdout.read()  # before waiting: a full pipe would stop the child
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    return time.perf_counter() - start, proc.returncode, usage.ru_maxrss, output.decode(errors="replace")
+    output, errors = proc.communicate()  # both pipes drained: a full one would stop the child
+    peaks = [line for line in errors.decode(errors="replace").splitlines() if line.startswith("VmHWM:")]
+    peak_kb = int(peaks[-1].split()[1]) if peaks else 0
+    return time.perf_counter() - start, proc.returncode, peak_kb, output.decode(errors="replace")
 
 
 async def verify_effects(quick: bool) -> list[Row]:
@@ -158,7 +176,7 @@ async def verify_effects(quick: bool) -> list[Row]:
         finally:
             await store.close()
         t_raw, size = await raw_read(nc, EVENTS_STREAM, events)
-        verify = ("-m", "engine.cli", "replay", "verify", "-o", "json")
+        verify = ("replay", "verify", "-o", "json")
         wall, code, peak_kb, output = await asyncio.to_thread(_process, server.url, *verify)
         # the same interpreter and the CLI's imports, reading nothing: what verify adds to both
         bare_wall, _, bare_kb, _ = await asyncio.to_thread(
