@@ -72,13 +72,15 @@ class LiveCluster:
 
     def _after(self, state: ClusterState, stored: StoredEvent, ctx: object) -> None:
         data = stored.envelope.data
-        if isinstance(data, PodReady):
+        # only while a convergence is measured (``want_ready`` set): a soak's hour of new pods must not
+        # grow the harness's own bookkeeping into the engine process's RSS
+        if self.want_ready and isinstance(data, PodReady):
             key = object_key(data.namespace, data.name)
             pod = state.pods.get(key)
             if pod is not None and pod.ready and key not in self.ready:
                 self.ready.add(key)
                 self.ready_at.append(time.perf_counter())
-                if self.want_ready and len(self.ready) >= self.want_ready:
+                if len(self.ready) >= self.want_ready:
                     self.all_ready.set()
 
     async def start(self) -> None:
