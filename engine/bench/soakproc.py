@@ -26,6 +26,7 @@ from typing import Any
 import structlog
 
 from engine.bench.common import SOAK_CONTROL, vm_status
+from engine.runtime.parent_death import die_with_parent
 
 
 async def _run(url: str) -> None:
@@ -147,6 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m engine.bench.soakproc")
     parser.add_argument("--url", required=True)
     args = parser.parse_args(argv)
+    die_with_parent()  # a killed soak driver must not leave the engine process running
     # the engine logs every reconcile at info: an hour of that would be measured too
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(40))
     asyncio.run(_run(args.url))

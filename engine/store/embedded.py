@@ -32,6 +32,7 @@ from typing import Self
 
 import structlog
 
+from engine.runtime.parent_death import die_with_parent
 from events.errors import PermanentError, TransientError
 
 log = structlog.get_logger()
@@ -75,17 +76,6 @@ def free_port(host: str = "127.0.0.1") -> int:
         sock.bind((host, 0))
         port: int = sock.getsockname()[1]
         return port
-
-
-def _die_with_parent() -> None:
-    """In the child, before exec: ask Linux to SIGTERM it when the parent dies (prctl PDEATHSIG)."""
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG = 1
-    except (OSError, AttributeError):
-        pass  # not Linux: the server outlives a crashed parent, as before
 
 
 class Managed(abc.ABC):
@@ -233,7 +223,7 @@ class EmbeddedNats(Managed):
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
-            preexec_fn=_die_with_parent if self.die_with_parent else None,
+            preexec_fn=die_with_parent if self.die_with_parent else None,
         )
         try:
             self._wait_ready()

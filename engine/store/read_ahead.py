@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import fcntl
 import os
 import queue
@@ -40,6 +39,7 @@ import msgspec
 import structlog
 from nats.aio.client import Client
 
+from engine.runtime.parent_death import die_with_parent
 from engine.store.port import LogIntegrityError
 from engine.store.settings import NatsSettings
 from events.errors import DsctlError, NotFound
@@ -215,13 +215,6 @@ def _parse(payload: bytes) -> list[Frame]:
 # --- the child ---------------------------------------------------------------------------------------
 
 
-def _die_with_parent() -> None:
-    """Ask Linux to kill this process when its parent goes (elsewhere, a broken pipe ends it)."""
-    with contextlib.suppress(Exception):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-
-
 def _status_headers_only(nc: Client) -> None:
     """Parse headers of status messages only (heartbeats, flow control: the ordered read needs those).
 
@@ -360,7 +353,7 @@ async def _child(out: int, argv: list[str]) -> int:
 
 
 def main() -> int:
-    _die_with_parent()
+    die_with_parent(signal.SIGKILL)
     # the frames go to the original stdout; anything else printed goes to stderr (the parent's log)
     out = os.dup(1)
     os.dup2(2, 1)
