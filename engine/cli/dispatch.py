@@ -1,9 +1,9 @@
 """The client side of the CLI: connect, check the log is there, run one command, disconnect.
 
-Kept apart from ``engine/cli/main.py`` so that argument parsing stays free of I/O: the parser hands a
-Namespace here, the argument strings are parsed by ``engine.core.arguments`` and this module turns them
-into a call on the verb's module (``get``, ``describe``, ``rollout``, ``nodes``, ``daemonsets``,
-``pods``, ``verify``, ``explain``, ``audit``).
+Kept apart from ``engine/cli/main.py`` and ``parser.py`` so that argument parsing stays free of I/O:
+the parser hands a Namespace here, the argument strings are parsed by ``engine.core.arguments`` and
+this module turns them into a call on the verb's module (``get``, ``describe``, ``rollout``,
+``nodes``, ``daemonsets``, ``pods``, ``verify``, ``explain``, ``audit``).
 
 Objects come as kubectl takes them (``TYPE NAME...``, ``TYPE/NAME...``, ``TYPE,TYPE``): a verb given
 several runs once per object, reports a failure and goes on, and exits 1 if any failed (``_each``);
