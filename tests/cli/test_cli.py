@@ -95,8 +95,9 @@ def converged(up: Up, name: str, ns: str = "default") -> bool:
     return bool(
         obj
         and st.get("observedGeneration") == obj["metadata"]["generation"]
-        and st.get("updatedNumberScheduled") == desired
-        and st.get("numberAvailable") == desired
+        # omitted at 0, as the API server omits them (docs/output.md)
+        and st.get("updatedNumberScheduled", 0) == desired
+        and st.get("numberAvailable", 0) == desired
     )
 
 

@@ -341,8 +341,9 @@ def _settled(dep: Deployment, desired: dict[Key, int], with_nodes: bool = False)
         return False, f"daemonsets {sorted(daemonsets)}"
     for key, ds in daemonsets.items():
         st = ds.get("status") or {}
-        counts = [st.get(k) for k in ("currentNumberScheduled", "numberReady", "updatedNumberScheduled",
-                                       "numberAvailable")]  # fmt: skip
+        # the API server omits updatedNumberScheduled and numberAvailable at 0 (docs/output.md)
+        counts = [st.get(k, 0) for k in ("currentNumberScheduled", "numberReady", "updatedNumberScheduled",
+                                          "numberAvailable")]  # fmt: skip
         if (
             st.get("observedGeneration") != ds["metadata"]["generation"]
             or st.get("desiredNumberScheduled") != desired[key]
