@@ -16,7 +16,7 @@ import json, sys
 items = json.load(sys.stdin)["items"]
 ok = len(items) == 4 and all(
     i["status"]["observedGeneration"] == i["metadata"]["generation"]
-    and i["status"]["numberAvailable"] == i["status"]["desiredNumberScheduled"] == i["status"]["updatedNumberScheduled"]
+    and i["status"].get("numberAvailable", 0) == i["status"]["desiredNumberScheduled"] == i["status"].get("updatedNumberScheduled", 0)
     for i in items)
 sys.exit(0 if ok else 1)' 2>/dev/null; do sleep 0.05; done
 end=$(date +%s.%N)
