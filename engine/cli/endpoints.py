@@ -22,12 +22,12 @@ from engine.core.endpoints import Endpoint, endpoints
 from engine.store.event_store import EventStore
 from events.errors import NotFound
 from events.k8s import NodeAddress
-from events.subjects import PREFIX
+from events.subjects import type_filter
 from events.types import NodeRegistered
 from projections.fold import apply
 from projections.model import ClusterState
 
-REGISTRATIONS = f"{PREFIX}.node.*.registered"
+REGISTRATIONS = type_filter("node.registered")
 HEADER = ("POD", "NODE", "ADDRESS", "PORTS")
 
 

@@ -61,6 +61,7 @@ from events.subjects import (
     INGEST_EVENT_SUBJECT,
     PREFIX,
     REJECTED_STREAM,
+    command_subject,
     logs_reply,
     logs_request,
     pod_reports,
@@ -282,11 +283,11 @@ def executor_permissions(key: str, subject_token: str, inbox: str) -> Permission
         *_executor_common(),
         kv_key(NODE_LEASE_BUCKET, key),
         kv_key(CHECKPOINT_BUCKET, key),
-        f"{PREFIX}.pod.{subject_token}.>",
+        pod_reports(subject_token),
         # answers to `dsctl logs` about its node's pods
         logs_reply(subject_token),
     ]
-    subscribe = [f"{PREFIX}.cmd.{subject_token}", f"{inbox}.>", logs_request(subject_token)]
+    subscribe = [command_subject(subject_token), f"{inbox}.>", logs_request(subject_token)]
     return Permissions(publish=_unique(publish), subscribe=_unique(subscribe))
 
 
